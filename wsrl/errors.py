@@ -1,0 +1,47 @@
+"""Typed errors for wsrl.
+
+Every error a user can cause (a malformed file, a bad flag, an invalid trace) is a subclass of
+:class:`WsrlError`. The CLI turns these into one line on stderr and exit status 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class WsrlError(Exception):
+    """Base class of every user-facing wsrl error."""
+
+
+class ParseError(WsrlError):
+    """A working-set source produced input that does not match its documented format.
+
+    Attributes:
+        source: the format name (``wsr``, ``lru_gen``, ``crosvm``, ``virtio``, ``damon``).
+        location: where in the input: ``line N`` for text, ``byte N`` or ``record N`` for binary,
+            a JSON path for JSON. May name a file too (``page_age line 3``).
+        field: the field that is wrong (``bin label``, ``anon pages``, ...).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, source: str, location: str, field: str, reason: str) -> None:
+        self.source = source
+        self.location = location
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{source}: {location}: {field}: {reason}")
+
+    def in_file(self, path: str) -> ParseError:
+        """Return the same error with the file name put in front of its location."""
+        return ParseError(self.source, f"{path}: {self.location}", self.field, self.reason)
+
+
+class HistogramError(WsrlError):
+    """A histogram was built or combined with inconsistent edges, types or byte counts."""
+
+
+class TraceError(WsrlError):
+    """A trace directory or file is missing, malformed or does not match the schema."""
+
+
+class ImportDataError(WsrlError):
+    """A source data set being imported into the trace store is unusable."""
