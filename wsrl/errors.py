@@ -21,6 +21,7 @@ class ParseError(WsrlError):
             a JSON path for JSON. May name a file too (``page_age line 3``).
         field: the field that is wrong (``bin label``, ``anon pages``, ...).
         reason: what is wrong with it.
+
     """
 
     def __init__(self, source: str, location: str, field: str, reason: str) -> None:

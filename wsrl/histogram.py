@@ -73,8 +73,7 @@ def _validate_edges(edges_ms: Sequence[int]) -> tuple[int, ...]:
             raise HistogramError(f"edge {position} = {value} ms is out of range [0, 2^63)")
         if edges and value <= edges[-1]:
             raise HistogramError(
-                f"edges must be strictly increasing: edge {position} = {value} ms "
-                f"follows {edges[-1]} ms"
+                f"edges must be strictly increasing: edge {position} = {value} ms follows {edges[-1]} ms"
             )
         edges.append(value)
     return tuple(edges)
@@ -90,6 +89,7 @@ class Histogram:
             The histogram has ``len(edges_ms) + 1`` bins.
         bytes_by_type: bytes per bin for each memory type; ``anon`` and ``file`` are required.
         meta: source details worth keeping (for example an MGLRU memcg id), as strings.
+
     """
 
     __slots__ = ("_bytes", "edges_ms", "guest", "meta", "node", "types")

@@ -57,8 +57,12 @@ def parse_command(
     format_name: Annotated[
         str, typer.Option("--format", "-f", help=f"Source format: {', '.join(FORMAT_NAMES)}.")
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per (guest, node).")] = False,
-    guest: Annotated[str | None, typer.Option(help="Guest name where the source has none (default: file stem).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list, one object per (guest, node).")
+    ] = False,
+    guest: Annotated[
+        str | None, typer.Option(help="Guest name where the source has none (default: file stem).")
+    ] = None,
     node: Annotated[int | None, typer.Option(help="NUMA node where the source does not say.")] = None,
     page_size: Annotated[int, typer.Option("--page-size", help="Bytes per page (lru_gen).")] = 4096,
     crosvm_order: Annotated[

@@ -2,6 +2,137 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wsrl.errors import WsrlError
 
 app = typer.Typer(help="Traces: a host's guests over time.", no_args_is_help=True)
+import_app = typer.Typer(help="Import real history into the trace store.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+def _parse_day(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise WsrlError(f"option {option}: {value!r} is not a date (YYYY-MM-DD[THH:MM[:SS]])") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+def _parse_vms(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise WsrlError(f"option --vms: {value!r} is not a comma-separated list of VM ids") from None
+
+
+@import_app.command("bitbrains")
+def import_bitbrains_command(
+    src: Annotated[Path, typer.Argument(help="The Bitbrains memory.parquet file.")],
+    out: Annotated[Path, typer.Option("--out", help="Trace directory to create (new or empty).")],
+    vms: Annotated[str | None, typer.Option("--vms", help="Only these VM ids, comma-separated.")] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="First day to import (UTC), YYYY-MM-DD.")
+    ] = None,
+    days: Annotated[float | None, typer.Option("--days", help="Import this many days from --start.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the import report as JSON.")] = False,
+) -> None:
+    """Import the Bitbrains GWA-T-12 memory history, cleaning and flagging its known defects."""
+    from wsrl.trace.bitbrains import import_bitbrains
+
+    start_s = _parse_day(start, "--start")
+    if days is not None and days <= 0:
+        raise WsrlError("option --days: must be > 0")
+    if days is not None and start_s is None:
+        raise WsrlError("option --days needs --start")
+    end_s = None if days is None or start_s is None else start_s + int(days * 86_400)
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=as_json,
+    ) as progress:
+        task = progress.add_task("rows", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = import_bitbrains(
+            src, out, vms=_parse_vms(vms), start_s=start_s, end_s=end_s, progress=advance
+        )
+    if as_json:
+        typer.echo(json.dumps(report.to_json_dict(), indent=2))
+        return
+    out_console = Console()
+    out_console.print(
+        f"imported {report.rows_written:,} samples of {report.guests} guests into {out} "
+        f"({report.rows_read:,} rows read, {report.duplicate_rows_merged:,} duplicate rows merged)"
+    )
+    table = Table("flag", "rows", "guests", title="data-quality flags (see docs/trace-format.md)")
+    for name, rows in report.rows_flagged.items():
+        guests = report.guests_flagged.get(name)
+        table.add_row(
+            name,
+            f"{rows:,}",
+            "" if guests is None else ", ".join(guests[:6]) + (" ..." if len(guests) > 6 else ""),
+        )
+    out_console.print(table)
+
+
+@app.command("info")
+def info_command(
+    directory: Annotated[Path, typer.Argument(help="A trace directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Summarise a trace: hosts, guests, samples, time range, which columns hold data."""
+    from wsrl.trace import TraceReader
+
+    summary = TraceReader(directory).summary()
+    if as_json:
+        typer.echo(json.dumps(summary.to_json_dict(), indent=2))
+        return
+    data = summary.to_json_dict()
+    table = Table(show_header=False, title=str(directory), title_justify="left")
+    for key in ("source", "schema_version", "hosts", "guests", "samples", "start", "end", "parts"):
+        value = data[key]
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and key != "schema_version" else str(value))
+    table.add_row("columns with data", ", ".join(summary.columns_with_data))
+    Console().print(table)
+
+
+@app.command("validate")
+def validate_command(directory: Annotated[Path, typer.Argument(help="A trace directory.")]) -> None:
+    """Check a trace against its schema. Exit 0 if valid, 1 if it has problems (listed)."""
+    from wsrl.trace.validate import validate_trace
+
+    report = validate_trace(directory)
+    console = Console()
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+    for problem in report.problems:
+        console.print(f"[red]problem[/]: {problem}", highlight=False)
+    verdict = "valid" if report.ok else f"INVALID ({len(report.problems)} problem(s))"
+    console.print(
+        f"{directory}: {verdict}: {report.parts_checked} part(s), {report.rows_checked:,} rows checked",
+        highlight=False,
+    )
+    if not report.ok:
+        raise typer.Exit(1)
