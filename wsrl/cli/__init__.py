@@ -29,7 +29,7 @@ USER_ERROR_EXIT = 2
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``wsrl`` script."""
     try:
-        app(args=argv, standalone_mode=False)
+        exit_code = app(args=argv, standalone_mode=False)
     except WsrlError as exc:
         print(f"wsrl: error: {exc}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
@@ -38,10 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print("wsrl: aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            print(f"wsrl: error: {exc.format_message()}", file=sys.stderr)
+    except Exception as exc:
+        # Usage errors (unknown command, missing option) arrive here in non-standalone mode. typer
+        # ships its own copy of click, so recognise them by their interface, not their module.
+        format_message = getattr(exc, "format_message", None)
+        if callable(format_message) and hasattr(exc, "exit_code"):
+            print(f"wsrl: error: {format_message()}", file=sys.stderr)
             sys.exit(USER_ERROR_EXIT)
         raise
+    # In non-standalone mode click returns the code of a `typer.Exit` instead of raising it.
+    if isinstance(exit_code, int) and exit_code != 0:
+        sys.exit(exit_code)

@@ -126,13 +126,14 @@ def validate_command(directory: Annotated[Path, typer.Argument(help="A trace dir
     report = validate_trace(directory)
     console = Console()
     for warning in report.warnings:
-        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+        console.print(f"[yellow]warning[/]: {warning}", highlight=False, soft_wrap=True)
     for problem in report.problems:
-        console.print(f"[red]problem[/]: {problem}", highlight=False)
+        console.print(f"[red]problem[/]: {problem}", highlight=False, soft_wrap=True)
     verdict = "valid" if report.ok else f"INVALID ({len(report.problems)} problem(s))"
     console.print(
         f"{directory}: {verdict}: {report.parts_checked} part(s), {report.rows_checked:,} rows checked",
         highlight=False,
+        soft_wrap=True,
     )
     if not report.ok:
         raise typer.Exit(1)
