@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make demo`: the most useful end-to-end run that exists today. It parses real working-set
+# histograms from every kind of source, then summarises and validates the bundled slice of the
+# real Bitbrains history and, when the shared data set is beside the checkout, imports all of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WSRL=.venv/bin/wsrl
+SHARED=${WSRL_BITBRAINS:-../shared/data/bitbrains-rnd/memory.parquet}
+OUT=out/demo
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "A real MGLRU histogram captured from a QEMU guest (lru_gen, one table per memcg and node)"
+capture=$(ls tests/data/lru_gen/real-lru_gen-*.txt 2>/dev/null | head -n 1 || true)
+capture=${capture:-tests/data/lru_gen/many_memcgs_two_nodes.txt}
+$WSRL histogram parse --format lru_gen "$capture"
+
+step "The working-set reporting example from the kernel patch docs, as JSON"
+$WSRL histogram parse --format wsr tests/data/wsr/memcg_page_age_documented.txt --json | head -n 20
+
+step "The bundled slice of the real Bitbrains VM history"
+$WSRL trace info envs/traces/bitbrains-sample
+$WSRL trace validate envs/traces/bitbrains-sample
+
+if [[ -f "$SHARED" ]]; then
+    step "Importing the whole shared Bitbrains history ($SHARED)"
+    $WSRL trace import bitbrains "$SHARED" --out "$OUT/bitbrains"
+    $WSRL trace info "$OUT/bitbrains"
+else
+    step "Skipping the full Bitbrains import: $SHARED not found (set WSRL_BITBRAINS)"
+fi
+printf '\nDone. Outputs are in %s.\n' "$OUT"
