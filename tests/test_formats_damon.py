@@ -284,3 +284,10 @@ def test_sysfs_errors_name_location_and_field(text: str, location: str, field: s
     error = error_of(text)
     assert (error.location, error.field) == (location, field)
     assert reason in error.reason
+
+
+def test_sysfs_listing_without_an_interval_takes_the_option() -> None:
+    [h] = load("sysfs_tried_regions_relative.txt", damon_aggr_us=5_000_000)
+    assert h.meta["aggr_us_source"] == "option" and h.meta["aggr_us"] == "5000000"
+    # The same regions as with the 100 ms default, 50 times older.
+    assert h.edges_ms == (0, 50_000)

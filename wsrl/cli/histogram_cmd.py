@@ -69,6 +69,10 @@ def parse_command(
         str, typer.Option("--crosvm-order", help="Meaning of crosvm 'bytes' [A, B]: file,anon or anon,file.")
     ] = "file,anon",
     virtio_layout: Annotated[str, typer.Option("--virtio-layout", help="auto, rfc2023 or v4.")] = "auto",
+    damon_aggr_us: Annotated[
+        int | None,
+        typer.Option("--damon-aggr-us", help="DAMON aggregation interval (us) if the capture lacks it."),
+    ] = None,
 ) -> None:
     """Parse FILE into canonical working-set histograms and print them."""
     from pydantic import ValidationError
@@ -82,6 +86,7 @@ def parse_command(
             page_size_bytes=page_size,
             crosvm_bytes_order=crosvm_order,  # type: ignore[arg-type]
             virtio_layout=virtio_layout,  # type: ignore[arg-type]
+            damon_aggr_us=damon_aggr_us,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

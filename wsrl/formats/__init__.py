@@ -60,6 +60,12 @@ class FormatOptions(BaseModel):
         description="virtio-balloon record layout: the 2023 RFC's 32-byte records, the v4 report "
         "struct, or auto-detect from the length.",
     )
+    damon_aggr_us: int | None = Field(
+        default=None,
+        gt=0,
+        description="DAMON aggregation interval (us) for a sysfs capture that does not include "
+        "monitoring_attrs/intervals/aggr_us; unset means DAMON's default, 100 ms (recorded in meta).",
+    )
     damon_region_type: Literal["anon", "file"] = Field(
         default="anon",
         description="DAMON has no anon/file split: the memory type its bytes are counted as.",

@@ -521,12 +521,16 @@ def _read_uint(value: str, location: str, field_name: str, limit: int) -> int:
     return number
 
 
-def _aggr_for(scheme: _Scheme, aggr_us: dict[str, tuple[int, int]]) -> tuple[int, str]:
-    """Find the aggregation interval of a scheme's context: in the capture, or DAMON's default."""
+def _aggr_for(
+    scheme: _Scheme, aggr_us: dict[str, tuple[int, int]], options: FormatOptions
+) -> tuple[int, str]:
+    """Find a scheme's aggregation interval: in the capture, else the option, else DAMON's default."""
     if scheme.context is not None and scheme.context in aggr_us:
         found = aggr_us[scheme.context]
     elif len(aggr_us) == 1:
         found = next(iter(aggr_us.values()))
+    elif options.damon_aggr_us is not None:
+        return options.damon_aggr_us, "option"
     else:
         return DEFAULT_AGGR_US, "default"
     if found[0] == 0:
@@ -553,7 +557,7 @@ def _region_idle_ms(region: _Region, aggr_us: int) -> tuple[int, int]:
 def _scheme_histogram(
     scheme: _Scheme, aggr_us: dict[str, tuple[int, int]], options: FormatOptions, many: bool
 ) -> Histogram:
-    interval_us, interval_source = _aggr_for(scheme, aggr_us)
+    interval_us, interval_source = _aggr_for(scheme, aggr_us, options)
     by_idle: dict[int, int] = {}
     for region in scheme.regions.values():
         idle_ms, size = _region_idle_ms(region, interval_us)
