@@ -193,17 +193,7 @@ def parse_rfc2023(data: bytes, options: FormatOptions) -> list[Histogram]:
             increasing, a record after its node's catch-all, a size of 2^63 bytes or more.
 
     """
-    if not data:
-        raise ParseError(SOURCE, "byte 0", "length", "empty input: no record")
-    if len(data) % RFC_RECORD_BYTES:
-        whole = len(data) // RFC_RECORD_BYTES
-        raise ParseError(
-            SOURCE,
-            f"record {whole}",
-            "length",
-            f"truncated: {len(data) - whole * RFC_RECORD_BYTES} of {RFC_RECORD_BYTES} bytes "
-            f"(input is {len(data)} bytes)",
-        )
+    _check_whole_units(data, RFC_RECORD_BYTES, "record")
     nodes: dict[int, _NodeBins] = {}
     for index, fields in enumerate(RFC_RECORD.iter_unpack(data)):
         _add_rfc_record(nodes, index, *fields)
@@ -267,17 +257,7 @@ def parse_v4(data: bytes, options: FormatOptions) -> list[Histogram]:
             strictly increasing, no catch-all slot, a size of 2^63 bytes or more.
 
     """
-    if not data:
-        raise ParseError(SOURCE, "byte 0", "length", "empty input: no report")
-    if len(data) % V4_REPORT_BYTES:
-        whole = len(data) // V4_REPORT_BYTES
-        raise ParseError(
-            SOURCE,
-            f"record {whole}",
-            "length",
-            f"truncated: {len(data) - whole * V4_REPORT_BYTES} of {V4_REPORT_BYTES} bytes "
-            f"(input is {len(data)} bytes)",
-        )
+    _check_whole_units(data, V4_REPORT_BYTES, "report")
     nodes: dict[int, _NodeBins] = {}
     for index in range(len(data) // V4_REPORT_BYTES):
         report = data[index * V4_REPORT_BYTES : (index + 1) * V4_REPORT_BYTES]
@@ -404,3 +384,17 @@ def build_v4(node_id: int, bins: Sequence[tuple[int, int, int]], error: int = 0,
     body = b"".join(V4_BIN.pack(*b) for b in bins)
     body += bytes([filler]) * (V4_NR_BINS * V4_BIN.size - len(body))
     return V4_HEADER.pack(error, node_id) + body
+
+
+def _check_whole_units(data: bytes, unit_bytes: int, unit_name: str) -> None:
+    """Refuse empty input and input that is not a whole number of records or reports."""
+    if not data:
+        raise ParseError(SOURCE, "byte 0", "length", f"empty input: no {unit_name}")
+    if len(data) % unit_bytes:
+        whole = len(data) // unit_bytes
+        raise ParseError(
+            SOURCE,
+            f"record {whole}",
+            "length",
+            f"truncated: {len(data) - whole * unit_bytes} of {unit_bytes} bytes (input is {len(data)} bytes)",
+        )
