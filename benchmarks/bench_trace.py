@@ -36,7 +36,6 @@ def main() -> None:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SOURCE
     if not source.is_file():
         sys.exit(f"bench_trace: no Bitbrains data at {source} (pass the memory.parquet path)")
-    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "bitbrains"
         print(f"source: {source}")
@@ -60,7 +59,7 @@ def main() -> None:
         validation, validate_s = timed("validate", lambda: validate_trace(out))
     assert summary.guests == 397 or source != DEFAULT_SOURCE, summary
     rows = report.rows_written
-    figures = {
+    figures: dict[str, float | int | bool] = {
         "source_rows": report.rows_read,
         "trace_rows": rows,
         "guests": summary.guests,

@@ -148,3 +148,11 @@ def test_merging_two_nodes_of_the_same_edges_adds_bins() -> None:
     assert merged.guest == "vm"
     assert list(merged.anon_bytes) == [11, 22]
     assert list(merged.file_bytes) == [33, 44]
+
+
+def test_histograms_with_different_extra_types_merge_and_compare_by_type() -> None:
+    a = Histogram("vm", 0, [10], {"anon": [1, 0], "file": [0, 0], "slab": [5, 0]})
+    b = Histogram("vm", 1, [10], {"anon": [2, 0], "file": [0, 0], "shmem": [7, 0]})
+    merged = merge_nodes([a, b])
+    assert merged.totals_by_type() == {"anon": 3, "file": 0, "slab": 5, "shmem": 7}
+    assert a.distance(b) == pytest.approx(0.5 * (abs(1 / 6 - 2 / 9) + 5 / 6 + 7 / 9))

@@ -235,12 +235,15 @@ class Histogram:
         return Histogram(self.guest, self.node, target_edges, moved, self.meta)
 
     def with_types(self, types: Iterable[str]) -> Histogram:
-        """Return this histogram carrying the given extra memory types (zero where absent)."""
-        wanted = [t for t in types if t not in self.types]
-        if not wanted:
+        """Return this histogram carrying the given memory types too (zero where absent).
+
+        The result's types are ``anon``, ``file``, then the given types in the given order, then
+        any other type this histogram has.
+        """
+        order = list(dict.fromkeys([*BASE_TYPES, *types, *self.types]))
+        if tuple(order) == self.types:
             return self
-        rows = {t: self.type_bytes(t) for t in self.types}
-        rows.update({t: np.zeros(self.n_bins, dtype=np.int64) for t in wanted})
+        rows = {t: self.type_bytes(t) for t in order}
         return Histogram(self.guest, self.node, self.edges_ms, rows, self.meta)
 
     def normalised(self) -> np.ndarray:
@@ -256,12 +259,9 @@ class Histogram:
         Both are first re-binned onto the union of their edges and given the union of their
         memory types, so histograms from different sources can be compared.
         """
-        edges = tuple(sorted(set(self.edges_ms) | set(other.edges_ms)))
-        types = list(dict.fromkeys(self.types + other.types))
-        mine = self.rebin(edges).with_types(types)
-        theirs = other.rebin(edges).with_types(types)
-        mine_rows = np.stack([mine.type_bytes(t) for t in types]).astype(np.float64)
-        their_rows = np.stack([theirs.type_bytes(t) for t in types]).astype(np.float64)
+        mine, theirs = on_common_grid([self, other])
+        mine_rows = mine.bytes.astype(np.float64)
+        their_rows = theirs.bytes.astype(np.float64)
         mine_total, their_total = mine_rows.sum(), their_rows.sum()
         if mine_total == 0 or their_total == 0:
             return 0.0 if mine_total == their_total else 1.0
@@ -331,17 +331,25 @@ def merge_nodes(histograms: Sequence[Histogram], node: int = ALL_NODES) -> Histo
     """
     if not histograms:
         raise HistogramError("merge_nodes needs at least one histogram")
-    edges = tuple(sorted(set().union(*(h.edges_ms for h in histograms))))
-    types = list(dict.fromkeys(t for h in histograms for t in h.types))
-    sums = {t: [0] * (len(edges) + 1) for t in types}
-    for histogram in histograms:
-        rebinned = histogram.rebin(edges)
-        for type_name in rebinned.types:
-            for column, value in enumerate(rebinned.type_bytes(type_name)):
-                sums[type_name][column] += int(value)
+    aligned = on_common_grid(histograms)
+    sums = {
+        type_name: [sum(int(h.bytes[row, column]) for h in aligned) for column in range(aligned[0].n_bins)]
+        for row, type_name in enumerate(aligned[0].types)
+    }
     guests = {h.guest for h in histograms}
     guest = histograms[0].guest if len(guests) == 1 else "+".join(sorted(guests))
-    return Histogram(guest, node, edges, sums, histograms[0].meta)
+    return Histogram(guest, node, aligned[0].edges_ms, sums, histograms[0].meta)
+
+
+def on_common_grid(histograms: Sequence[Histogram]) -> list[Histogram]:
+    """Re-bin histograms onto the union of their edges, each carrying the union of their types.
+
+    The results share ``edges_ms`` and ``types`` (in the same order), so their ``bytes`` arrays
+    line up element by element. Bytes are conserved exactly.
+    """
+    edges = tuple(sorted(set().union(*(h.edges_ms for h in histograms))))
+    types = list(dict.fromkeys(t for h in histograms for t in h.types))
+    return [h.rebin(edges).with_types(types) for h in histograms]
 
 
 def _overlap_weights(

@@ -43,7 +43,7 @@ def _print_tables(histograms: list[Histogram]) -> None:
             table.add_column(type_name, justify="right")
         table.add_column("idle longer", justify="right")
         for column, upper in enumerate(histogram.max_age_ms):
-            cold = sum(histogram.bin_bytes()[column + 1 :])
+            cold = 0 if upper is None else histogram.cold_bytes(upper)
             cells = [_format_bytes(int(histogram.bytes[row, column])) for row in range(len(histogram.types))]
             table.add_row(_format_age(upper), *cells, _format_bytes(cold))
         totals = [_format_bytes(v) for v in histogram.totals_by_type().values()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
+from wsrl.histogram import ALL_NODES, Histogram
 
 
 @dataclass
@@ -36,12 +36,6 @@ class GuestSample:
     action_target_bytes: int | None = None
     action_policy: str | None = None
     flags: list[str] = field(default_factory=list)
-
-    @classmethod
-    def with_node_histograms(cls, histograms: list[Histogram], **columns: Any) -> GuestSample:
-        """Build a sample from one guest's per-node histograms (merged: the trace keeps guests)."""
-        merged = merge_nodes(histograms, node=ALL_NODES) if histograms else None
-        return cls(histogram=merged, **columns)
 
     def to_row(self) -> dict[str, Any]:
         """The row as the writer stores it (histogram split into its list columns)."""
