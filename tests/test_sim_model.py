@@ -1,0 +1,285 @@
+"""Invariants of the guest memory model (wsrl.sim.model) and its Che solver."""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, guest_arrays, host_arrays
+from wsrl.sim.che import resident_bytes_at, solve_characteristic_time
+from wsrl.sim.model import PAGE_BYTES, GuestMemoryModel
+
+MIB = 2**20
+GIB = 2**30
+EDGES_MS = np.array([1_000, 10_000, 40_000, 120_000, 600_000, 3_600_000])
+
+
+def one_guest_model(
+    sizes_mib: list[float],
+    intervals_s: list[float],
+    anon: list[bool],
+    *,
+    provisioned_mib: float = 4096,
+    swap_mib: float = 1024,
+    unevictable_mib: float = 0,
+    actuator: int = ACTUATOR_MEMCG,
+    guests: int = 1,
+) -> tuple[GuestMemoryModel, np.ndarray, np.ndarray]:
+    shape = (1, guests)
+    g = guest_arrays(
+        shape,
+        provisioned_mib * MIB,
+        swap_capacity_bytes=swap_mib * MIB,
+        unevictable_bytes=unevictable_mib * MIB,
+        actuator=actuator,
+    )
+    h = host_arrays(1, 1024 * GIB)
+    size = np.broadcast_to(np.array(sizes_mib, dtype=float) * MIB, (*shape, len(sizes_mib))).copy()
+    rate = np.broadcast_to(
+        np.array([0.0 if i == np.inf else 1.0 / i for i in intervals_s]), size.shape
+    ).copy()
+    is_anon = np.broadcast_to(np.array(anon), size.shape).copy()
+    model = GuestMemoryModel(g, h, is_anon)
+    model.prime(size, rate)
+    return model, size, rate
+
+
+def test_che_solver_hits_capacity_on_random_rows():
+    rng = np.random.default_rng(7)
+    size = rng.uniform(1, 500, (400, 6)) * MIB
+    rate = np.where(rng.random((400, 6)) < 0.15, 0.0, 1.0 / rng.uniform(0.1, 1e5, (400, 6)))
+    capacity = size.sum(axis=1) * rng.uniform(0.01, 1.2, 400)
+    t_star = solve_characteristic_time(size, rate, capacity)
+    touched = np.where(rate > 0, size, 0).sum(axis=1)
+    assert np.all(np.isinf(t_star) == (capacity >= touched))
+    finite = np.isfinite(t_star)
+    resident = resident_bytes_at(size[finite], rate[finite], t_star[finite])
+    np.testing.assert_allclose(resident, capacity[finite], rtol=1e-6, atol=PAGE_BYTES)
+    # A warm start from a nearby answer converges to the same place.
+    warm = solve_characteristic_time(size, rate, capacity, t_star * 1.5)
+    np.testing.assert_allclose(warm[finite], t_star[finite], rtol=1e-6)
+
+
+def test_che_refault_rate_matches_a_real_lru_simulation():
+    """The model's steady refault rate against an exact LRU fed with independent references."""
+    rng = np.random.default_rng(3)
+    pages = np.array([300, 900, 1800])
+    rates = np.array([1.0, 0.1, 0.01])  # per page per second
+    capacity_pages = 1000
+    page_rates = np.repeat(rates, pages)
+    probabilities = page_rates / page_rates.sum()
+    accesses = 400_000
+    trace = rng.choice(page_rates.size, size=accesses, p=probabilities)
+    lru: OrderedDict[int, None] = OrderedDict()
+    misses = 0
+    warmup = 100_000
+    for index, page in enumerate(trace):
+        page = int(page)
+        if page in lru:
+            lru.move_to_end(page)
+        else:
+            if index >= warmup:
+                misses += 1
+            lru[page] = None
+            if len(lru) > capacity_pages:
+                lru.popitem(last=False)
+    measured_miss_ratio = misses / (accesses - warmup)
+
+    model, size, rate = one_guest_model(
+        list(pages * PAGE_BYTES / MIB), list(1 / rates), [True, True, True], swap_mib=1024
+    )
+    target = np.array([[capacity_pages * PAGE_BYTES]])
+    for _ in range(200):
+        result = model.step(size, rate, target, 1.0)
+    predicted_miss_ratio = float(result.refault_anon_pages[0, 0] / page_rates.sum())
+    assert predicted_miss_ratio == pytest.approx(measured_miss_ratio, rel=0.05)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.floats(1, 800), min_size=1, max_size=5),
+    seed=st.integers(0, 2**16),
+    fraction=st.floats(0.05, 1.3),
+    steps=st.integers(1, 12),
+)
+def test_bytes_are_conserved(sizes, seed, fraction, steps):
+    rng = np.random.default_rng(seed)
+    intervals = list(rng.choice([0.5, 5, 60, 600, 7200, np.inf], size=len(sizes)))
+    anon = list(rng.random(len(sizes)) < 0.5)
+    model, size, rate = one_guest_model(sizes, intervals, anon, swap_mib=4096, actuator=ACTUATOR_BALLOON)
+    target = np.array([[sum(sizes) * fraction * MIB]])
+    for _ in range(steps):
+        jitter = rng.uniform(0.7, 1.3, size.shape)
+        model.step(size * jitter, rate, target, 10.0)
+        resident = model.size_bytes - model.evicted_bytes
+        assert np.all(resident >= -1e-6) and np.all(model.evicted_bytes >= -1e-6)
+        hist = model.histogram_bytes(EDGES_MS)
+        assert np.all(hist >= 0)
+        by_type = np.array(
+            [(resident * model.pop_is_anon).sum(), (resident * model.pop_is_file).sum()]
+        )
+        np.testing.assert_allclose(hist[0, 0].sum(axis=1), by_type, rtol=1e-6, atol=1.0)
+        # Resident memory never exceeds what the guest was given.
+        assert model.resident_bytes[0, 0] <= model.visible_bytes[0, 0] + 1.0
+
+
+def test_no_refaults_when_the_size_covers_all_demand():
+    model, size, rate = one_guest_model([512, 256, 128], [1, 60, np.inf], [True, True, False])
+    target = np.array([[(512 + 256 + 128) * MIB]])
+    for _ in range(50):
+        result = model.step(size, rate, target, 10.0)
+        assert result.refault_anon_pages[0, 0] == 0 and result.refault_file_pages[0, 0] == 0
+        assert result.stall_frac[0, 0] == 0
+    assert model.evicted_bytes.sum() == 0
+    assert model.refault_anon_total[0, 0] == 0 and model.refault_file_total[0, 0] == 0
+
+
+@pytest.mark.parametrize("actuator", [ACTUATOR_MEMCG, ACTUATOR_BALLOON])
+def test_shrinking_a_guest_never_lowers_its_refaults(actuator):
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        pops = int(rng.integers(1, 6))
+        sizes = list(rng.uniform(16, 600, pops))
+        intervals = list(rng.choice([0.2, 2, 30, 300, 3000, np.inf], pops))
+        anon = list(rng.random(pops) < 0.6)
+        ladder = np.linspace(1.1, 0.2, 8) * sum(sizes) * MIB
+        model, size, rate = one_guest_model(
+            sizes, intervals, anon, swap_mib=sum(sizes), actuator=actuator, guests=ladder.size
+        )
+        target = ladder[None, :]
+        totals = np.zeros(ladder.size)
+        for _ in range(30):
+            demand = size * rng.uniform(0.8, 1.2, size.shape[2])[None, None, :]
+            result = model.step(demand, rate, target, 10.0)
+            assert result.oom_kills.sum() == 0, "swap covers all anon: no OOM in this test"
+            step_refaults = result.refault_anon_pages + result.refault_file_pages
+            assert np.all(np.diff(step_refaults[0]) >= -1e-6 * (1 + step_refaults[0, :-1])), trial
+            totals += step_refaults[0]
+        assert np.all(np.diff(totals) >= -1e-6 * (1 + totals[:-1]))
+
+
+def test_oom_exactly_when_anon_cannot_fit():
+    # 600 MiB anon, 100 MiB swap, 64 MiB unevictable: the guest needs 564 MiB to survive.
+    threshold_mib = 600 - 100 + 64
+    offsets = np.array([-8, -1, 1, 8, 200])
+    model, size, rate = one_guest_model(
+        [600, 200], [30, 5], [True, False], swap_mib=100, unevictable_mib=64, guests=offsets.size
+    )
+    target = (threshold_mib + offsets)[None, :] * MIB
+    result = model.step(size, rate, target.astype(float), 10.0)
+    np.testing.assert_array_equal(result.oom_kills[0], offsets < 0)
+    # The killed workload's anon is gone and ramps back over oom_restart_s (60 s by default).
+    assert model.size_bytes[0, 0, 0] == 0 and model.size_bytes[0, 4, 0] == 600 * MIB
+    for _ in range(3):
+        model.step(size, rate, target.astype(float), 10.0)
+    assert model.size_bytes[0, 0, 0] == pytest.approx(0.5 * 600 * MIB)
+
+
+def test_no_oom_without_swap_when_anon_fits():
+    model, size, rate = one_guest_model([300, 300], [10, 10], [True, False], swap_mib=0)
+    result = model.step(size, rate, np.array([[320 * MIB]]), 10.0)
+    assert result.oom_kills[0, 0] == 0
+    # Without swap only file pages go: all anon stays resident.
+    assert model.evicted_bytes[0, 0, 0] == 0
+    assert model.evicted_bytes[0, 0, 1] == pytest.approx(280 * MIB, rel=1e-6)
+    result = model.step(size, rate, np.array([[299 * MIB]]), 10.0)
+    assert result.oom_kills[0, 0] == 1
+
+
+def test_balloon_moves_at_finite_speed_and_stalls_at_what_the_guest_cannot_give():
+    model, size, rate = one_guest_model(
+        [1024, 512], [10, 100], [True, False], provisioned_mib=4096, swap_mib=256,
+        unevictable_mib=64, actuator=ACTUATOR_BALLOON,
+    )
+    # 256 MiB/s inflate: 4096 -> 1024 MiB takes 12 s, so after one 10 s step 1536 MiB remain.
+    result = model.step(size, rate, np.array([[1024.0 * MIB]]), 10.0)
+    assert model.visible_bytes[0, 0] == pytest.approx(4096 * MIB - 2560 * MIB)
+    assert not result.balloon_stalled[0, 0]
+    model.step(size, rate, np.array([[1024.0 * MIB]]), 10.0)
+    assert model.visible_bytes[0, 0] == pytest.approx(1024 * MIB)
+    # Below 1024 - 256 + 64 = 832 MiB the guest cannot give memory back: the balloon stalls there.
+    result = model.step(size, rate, np.array([[512.0 * MIB]]), 10.0)
+    assert result.balloon_stalled[0, 0] and result.oom_kills[0, 0] == 0
+    assert model.visible_bytes[0, 0] == pytest.approx(832 * MIB)
+    # Deflating is faster (1 GiB/s) and never stalls.
+    model.step(size, rate, np.array([[4096.0 * MIB]]), 1.0)
+    assert model.visible_bytes[0, 0] == pytest.approx(1856 * MIB)
+
+
+def test_memcg_limit_acts_at_once():
+    model, size, rate = one_guest_model([1024], [10], [True], swap_mib=2048)
+    model.step(size, rate, np.array([[300.0 * MIB]]), 1.0)
+    assert model.visible_bytes[0, 0] == 300 * MIB
+    assert model.resident_bytes[0, 0] == pytest.approx(300 * MIB, rel=1e-6)
+
+
+def test_memory_given_back_returns_only_through_refaults():
+    model, size, rate = one_guest_model([1024], [100], [True], swap_mib=2048)
+    model.step(size, rate, np.array([[256.0 * MIB]]), 10.0)
+    evicted = model.evicted_bytes.sum()
+    assert evicted == pytest.approx(768 * MIB, rel=1e-6)
+    before = model.refault_anon_total[0, 0]
+    model.step(size, rate, np.array([[4096.0 * MIB]]), 10.0)
+    came_back_pages = (evicted - model.evicted_bytes.sum()) / PAGE_BYTES
+    # Every page that came back was a refault; at 1/100 s per page, 1 - e^-0.1 of them did.
+    assert model.refault_anon_total[0, 0] - before == pytest.approx(came_back_pages, rel=1e-9)
+    assert came_back_pages * PAGE_BYTES == pytest.approx(evicted * -np.expm1(-0.1), rel=1e-9)
+
+
+def test_histogram_follows_the_access_rates():
+    model, _, _ = one_guest_model([1000], [60], [True])
+    hist = model.histogram_bytes(EDGES_MS)[0, 0, 0]
+    survival = np.exp(-EDGES_MS / 1000 / 60)
+    expected = np.diff(np.concatenate([[1.0], survival, [0.0]]) * -1) * 1000 * MIB
+    np.testing.assert_allclose(hist, expected, rtol=1e-5)
+    cold = [model.cold_bytes(t)[0, 0] for t in (10, 60, 120, 600)]
+    assert all(a > b for a, b in itertools.pairwise(cold))
+    assert cold[2] == pytest.approx(1000 * MIB * np.exp(-2), rel=1e-9)
+
+
+def test_untouched_pages_are_idle_forever_and_evicted_first():
+    model, size, rate = one_guest_model([500, 500], [5, np.inf], [True, True], swap_mib=1024)
+    hist = model.histogram_bytes(EDGES_MS)[0, 0, 0]
+    assert hist[-1] == pytest.approx(500 * MIB, rel=1e-6)  # never-touched pages sit in the open bin
+    result = model.step(size, rate, np.array([[600.0 * MIB]]), 10.0)
+    assert model.evicted_bytes[0, 0, 1] == pytest.approx(400 * MIB, rel=1e-6)
+    assert model.evicted_bytes[0, 0, 0] == 0
+    assert result.refault_anon_pages[0, 0] == 0
+
+
+def test_host_swaps_when_guests_exceed_capacity_and_only_then():
+    shape = (2, 2)
+    g = guest_arrays(shape, 4 * GIB, unevictable_bytes=0)
+    h = host_arrays(2, np.array([8 * GIB, 5 * GIB]), reserve_bytes=GIB)
+    size = np.full((*shape, 2), GIB, dtype=float)
+    rate = np.broadcast_to(np.array([1 / 10, 1 / 1000]), size.shape).copy()
+    model = GuestMemoryModel(g, h, np.ones(size.shape, dtype=bool))
+    model.prime(size, rate)
+    result = model.step(size, rate, np.full(shape, 4.0 * GIB), 10.0)
+    # Host 0 holds 4 GiB of guest pages in 7 GiB: fine. Host 1 holds 4 GiB in 4 GiB: fine.
+    assert not result.host_overcommitted.any() and result.host_fault_pages.sum() == 0
+    size[1] *= 1.25
+    result = model.step(size, rate, np.full(shape, 4.0 * GIB), 10.0)
+    assert list(result.host_overcommitted) == [False, True]
+    assert model.host_swapped_bytes[1].sum() == pytest.approx(GIB, rel=1e-6)
+    # The coldest population is swapped by the host, and its guest faults pay the host latency.
+    assert model.host_swapped_bytes[1, :, 1].sum() > model.host_swapped_bytes[1, :, 0].sum()
+    assert np.all(result.host_fault_pages[1] > 0) and np.all(result.host_fault_pages[0] == 0)
+    assert np.all(result.stall_s[1] > 0)
+
+
+def test_padding_guests_stay_empty():
+    shape = (1, 3)
+    mask = np.array([[True, False, True]])
+    g = guest_arrays(shape, 2 * GIB, mask=mask)
+    model = GuestMemoryModel(g, host_arrays(1, 64 * GIB), np.ones((*shape, 1), dtype=bool))
+    size = np.array([[[GIB], [0.0], [GIB]]])
+    rate = np.full(size.shape, 0.1)
+    result = model.step(size, rate, np.full(shape, 0.5 * GIB), 10.0)
+    assert model.visible_bytes[0, 1] == 0 and model.resident_bytes[0, 1] == 0
+    assert result.oom_kills[0, 1] == 0 and result.stall_frac[0, 1] == 0

@@ -1,0 +1,193 @@
+"""Batched description of simulated hosts and guests: what a scenario builds and the core steps.
+
+Everything is an array shaped ``[hosts, guests]`` (or ``[hosts, guests, populations]``) with a
+guest mask, so one code path serves a single laptop and thousands of datacenter hosts. Padding
+guests (``mask == False``) have zero sizes and never produce memory, faults or events.
+
+A guest's demand is a handful of *page populations*: each has a type (anon or file), a size and a
+per-page access rate. A :class:`DemandSource` yields those sizes and rates step by step; the
+guest memory model (:mod:`wsrl.sim.model`) turns them into resident memory, idle-age histograms,
+refaults, stall and OOMs under whatever size the guest is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+# Actuator kinds, as stored in GuestArrays.actuator.
+ACTUATOR_MEMCG = 0
+ACTUATOR_BALLOON = 1
+ACTUATOR_NAMES = ("memcg", "balloon")
+
+# SLO tiers, as stored in GuestArrays.tier: lower is more important.
+TIER_NAMES = ("gold", "silver", "bronze")
+
+
+@dataclass
+class GuestArrays:
+    """Static per-guest parameters, every array shaped ``[hosts, guests]``.
+
+    Attributes:
+        mask: True where a real guest sits; False for padding.
+        names: guest names (object array of str; "" for padding).
+        provisioned_bytes: memory promised to the guest (VM RAM, memcg ceiling).
+        floor_bytes: never size the guest below this (the operator's floor).
+        unevictable_bytes: kernel, page tables, mlocked memory: always resident, never reclaimable.
+        swap_capacity_bytes: swap (zram, zswap, disk) the guest may push anon pages into; 0 = none.
+        anon_fault_latency_s: time to bring back one swapped-out anon page (zram ~6 us).
+        file_fault_latency_s: time to re-read one evicted file page from storage.
+        actuator: ACTUATOR_MEMCG (limit acts at once) or ACTUATOR_BALLOON (finite speed).
+        inflate_bytes_per_s: balloon inflation speed (guest gives memory back).
+        deflate_bytes_per_s: balloon deflation speed (guest gets memory back).
+        shares: proportional-share weight for fair allocation.
+        tier: SLO tier index into TIER_NAMES (0 = gold).
+        oom_restart_s: after an OOM kill, how long the killed workload takes to come back to
+            its full anon demand.
+
+    """
+
+    mask: np.ndarray
+    names: np.ndarray
+    provisioned_bytes: np.ndarray
+    floor_bytes: np.ndarray
+    unevictable_bytes: np.ndarray
+    swap_capacity_bytes: np.ndarray
+    anon_fault_latency_s: np.ndarray
+    file_fault_latency_s: np.ndarray
+    actuator: np.ndarray
+    inflate_bytes_per_s: np.ndarray
+    deflate_bytes_per_s: np.ndarray
+    shares: np.ndarray
+    tier: np.ndarray
+    oom_restart_s: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(hosts, guests)``."""
+        return self.mask.shape  # type: ignore[return-value]
+
+
+@dataclass
+class HostArrays:
+    """Static per-host parameters, every array shaped ``[hosts]``.
+
+    Attributes:
+        names: host names.
+        capacity_bytes: physical memory of the host.
+        reserve_bytes: memory kept for the host itself (hypervisor, daemons); guests get the rest.
+        swap_fault_latency_s: time for a guest access to bring back a page the *host* swapped out
+            (host swap is the heavy penalty of overcommitting past capacity).
+
+    """
+
+    names: list[str]
+    capacity_bytes: np.ndarray
+    reserve_bytes: np.ndarray
+    swap_fault_latency_s: np.ndarray
+
+
+class DemandSource(Protocol):
+    """Yields each guest's page populations step by step.
+
+    ``pop_is_anon`` is fixed for the life of the source. :meth:`at` is called with strictly
+    increasing times; stochastic sources advance their random state there, so the sequence of
+    results is a pure function of the seed given to :meth:`reset`.
+    """
+
+    pop_is_anon: np.ndarray  # bool [hosts, guests, populations]
+
+    def reset(self, seed: int) -> None:
+        """Restart from time 0 with this seed."""
+        ...
+
+    def at(self, t_s: float, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Population sizes in bytes and per-page access rates in 1/s at time ``t_s``.
+
+        Both float64 arrays shaped ``[hosts, guests, populations]``; padding populations have size 0.
+        ``dt_s`` is the step that ends at ``t_s`` (patterns that fire events use it).
+        """
+        ...
+
+
+@dataclass
+class SimSetup:
+    """Everything needed to run a simulation: static arrays, a demand source and the time step."""
+
+    scenario: str
+    guests: GuestArrays
+    hosts: HostArrays
+    demand: DemandSource
+    step_s: float
+    start_time_ms: int = 0
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def guest_arrays(
+    shape: tuple[int, int],
+    provisioned_bytes: float | np.ndarray,
+    *,
+    floor_bytes: float | np.ndarray = 0.0,
+    unevictable_bytes: float | np.ndarray = 64 * 2**20,
+    swap_capacity_bytes: float | np.ndarray | None = None,
+    anon_fault_latency_s: float | np.ndarray = 6e-6,
+    file_fault_latency_s: float | np.ndarray = 100e-6,
+    actuator: int | np.ndarray = ACTUATOR_BALLOON,
+    inflate_bytes_per_s: float | np.ndarray = 256 * 2**20,
+    deflate_bytes_per_s: float | np.ndarray = 1024 * 2**20,
+    shares: float | np.ndarray = 1000.0,
+    tier: int | np.ndarray = 1,
+    oom_restart_s: float | np.ndarray = 60.0,
+    mask: np.ndarray | None = None,
+) -> GuestArrays:
+    """Guest arrays of one shape from scalars or arrays (tests, benchmarks, hand-built setups).
+
+    Defaults follow the scenario defaults: 64 MiB unevictable, zram swap of a quarter of the
+    provisioned size at 6 us per page, 100 us file re-reads, a balloon at 256 MiB/s inflate and
+    1 GiB/s deflate.
+    """
+
+    def full(value: float | np.ndarray, dtype: type = float) -> np.ndarray:
+        return np.broadcast_to(np.asarray(value, dtype=dtype), shape).copy()
+
+    provisioned = full(provisioned_bytes)
+    swap = 0.25 * provisioned if swap_capacity_bytes is None else full(swap_capacity_bytes)
+    real = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    names = np.empty(shape, dtype=object)
+    for host in range(shape[0]):
+        for guest in range(shape[1]):
+            names[host, guest] = f"guest-{guest}" if real[host, guest] else ""
+    return GuestArrays(
+        mask=real,
+        names=names,
+        provisioned_bytes=provisioned,
+        floor_bytes=full(floor_bytes),
+        unevictable_bytes=full(unevictable_bytes),
+        swap_capacity_bytes=swap,
+        anon_fault_latency_s=full(anon_fault_latency_s),
+        file_fault_latency_s=full(file_fault_latency_s),
+        actuator=full(actuator, np.int8),
+        inflate_bytes_per_s=full(inflate_bytes_per_s),
+        deflate_bytes_per_s=full(deflate_bytes_per_s),
+        shares=full(shares),
+        tier=full(tier, np.int8),
+        oom_restart_s=full(oom_restart_s),
+    )
+
+
+def host_arrays(
+    hosts: int,
+    capacity_bytes: float | np.ndarray,
+    *,
+    reserve_bytes: float | np.ndarray = 0.0,
+    swap_fault_latency_s: float | np.ndarray = 200e-6,
+) -> HostArrays:
+    """Host arrays for ``hosts`` hosts from scalars or arrays."""
+    return HostArrays(
+        names=[f"host-{index}" for index in range(hosts)],
+        capacity_bytes=np.broadcast_to(np.asarray(capacity_bytes, dtype=float), (hosts,)).copy(),
+        reserve_bytes=np.broadcast_to(np.asarray(reserve_bytes, dtype=float), (hosts,)).copy(),
+        swap_fault_latency_s=np.broadcast_to(np.asarray(swap_fault_latency_s, dtype=float), (hosts,)).copy(),
+    )

@@ -1,0 +1,181 @@
+"""Run a simulation for a duration, optionally recording it as a trace, and summarise it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wsrl.sim.arrays import SimSetup
+from wsrl.sim.record import step_table
+from wsrl.sim.simulator import Simulator
+from wsrl.trace.writer import TraceWriter
+
+# Idle-age thresholds the summary reports the cold fraction at, seconds. 120 s is the far-memory
+# paper's cold threshold (Lagar-Cavilla et al., ASPLOS'19).
+COLD_THRESHOLDS_S = (60, 120, 600, 3600)
+
+
+@dataclass
+class SimSummary:
+    """What a simulation run did, over all its guests (the ``wsrl sim --json`` document)."""
+
+    scenario: str
+    seed: int
+    hosts: int
+    guests: int
+    steps: int
+    step_s: float
+    duration_s: float
+    cold_frac_120s: float
+    cold_frac_by_threshold_s: dict[str, float]
+    refaults_per_s: float
+    stall_frac_mean: float
+    oom_events: int
+    balloon_stall_steps: int
+    host_swap_steps: int
+    mean_resident_bytes: float
+    provisioned_bytes: float
+    trace: str | None = None
+    trace_rows: int = 0
+    per_guest: list[dict[str, object]] = field(default_factory=list)
+
+    def to_json_dict(self) -> dict[str, object]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+def parse_duration_s(text: str) -> float:
+    """Parse ``90``, ``90s``, ``15m``, ``6h``, ``2d`` (or combinations like ``1h30m``) into seconds.
+
+    Raises:
+        ValueError: not a positive duration.
+
+    """
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    cleaned = text.strip().lower()
+    if not cleaned:
+        raise ValueError("empty duration")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        value = None
+    if value is None:
+        total = 0.0
+        number = ""
+        for char in cleaned:
+            if char.isdigit() or char == ".":
+                number += char
+            elif char in units and number:
+                total += float(number) * units[char]
+                number = ""
+            else:
+                raise ValueError(f"cannot read duration {text!r}: use e.g. 90s, 15m, 6h, 2d")
+        if number:
+            raise ValueError(f"cannot read duration {text!r}: a number needs a unit (s, m, h, d)")
+        value = total
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"duration must be positive, got {text!r}")
+    return value
+
+
+def run_simulation(
+    setup: SimSetup,
+    duration_s: float,
+    *,
+    seed: int = 0,
+    out: str | Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> SimSummary:
+    """Simulate ``duration_s`` with every guest at its provisioned size; record to ``out`` if given.
+
+    Args:
+        setup: what to simulate.
+        duration_s: simulated time; rounded up to whole steps.
+        seed: demand seed.
+        out: trace directory to write (the trace store format); ``None`` records nothing.
+        on_step: called as ``on_step(done, total)`` after every step (progress bars).
+
+    """
+    sim = Simulator(setup)
+    sim.reset(seed)
+    steps = max(1, math.ceil(duration_s / sim.step_s))
+    guests = setup.guests
+    provisioned = np.where(guests.mask, guests.provisioned_bytes, 0.0)
+    cold_sums = dict.fromkeys(COLD_THRESHOLDS_S, 0.0)
+    resident_sum = 0.0
+    stall_sum = 0.0
+    host_swap_steps = 0
+    writer = (
+        TraceWriter(
+            out,
+            source="sim",
+            description=f"wsrl sim of scenario {setup.scenario}",
+            meta={"scenario": setup.scenario, "seed": seed, "step_s": sim.step_s, **setup.meta},
+            flush_rows=50_000,
+        )
+        if out is not None
+        else None
+    )
+    rows = 0
+    try:
+        for index in range(steps):
+            result = sim.step(provisioned)
+            resident = (sim.model.size_bytes - sim.model.evicted_bytes).sum()
+            resident_sum += resident
+            for threshold in COLD_THRESHOLDS_S:
+                cold_sums[threshold] += sim.model.cold_bytes(threshold).sum()
+            stall_sum += result.stall_frac[guests.mask].mean()
+            host_swap_steps += int(result.host_overcommitted.sum())
+            if writer is not None:
+                table = step_table(sim)
+                writer.append_table(table)
+                rows += table.num_rows
+            if on_step is not None:
+                on_step(index + 1, steps)
+    finally:
+        if writer is not None:
+            writer.close()
+    model = sim.model
+    mask = guests.mask
+    refaults = (model.refault_anon_total + model.refault_file_total)[mask]
+    elapsed_s = steps * sim.step_s
+    # Cold fraction averaged over time: per-step cold / resident, weighted by resident bytes.
+    cold = {str(t): float(cold_sums[t] / max(resident_sum, 1.0)) for t in COLD_THRESHOLDS_S}
+    per_guest = [
+        {
+            "host": setup.hosts.names[h],
+            "guest": str(guests.names[h, g]),
+            "provisioned_bytes": int(guests.provisioned_bytes[h, g]),
+            "resident_bytes": int(model.resident_bytes[h, g]),
+            "refaults_per_s": float(
+                (model.refault_anon_total[h, g] + model.refault_file_total[h, g]) / elapsed_s
+            ),
+            "oom_kills": int(model.oom_kills_total[h, g]),
+        }
+        for h, g in zip(*np.nonzero(mask), strict=True)
+    ]
+    return SimSummary(
+        scenario=setup.scenario,
+        seed=seed,
+        hosts=int(mask.shape[0]),
+        guests=int(mask.sum()),
+        steps=steps,
+        step_s=sim.step_s,
+        duration_s=elapsed_s,
+        cold_frac_120s=cold["120"],
+        cold_frac_by_threshold_s=cold,
+        refaults_per_s=float(refaults.sum() / elapsed_s),
+        stall_frac_mean=float(stall_sum / steps),
+        oom_events=int(model.oom_kills_total[mask].sum()),
+        balloon_stall_steps=int(model.balloon_stall_steps[mask].sum()),
+        host_swap_steps=host_swap_steps,
+        mean_resident_bytes=float(resident_sum / steps),
+        provisioned_bytes=float(provisioned.sum()),
+        trace=None if out is None else str(out),
+        trace_rows=rows,
+        per_guest=per_guest,
+    )
