@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from wsrl.cli import histogram_cmd, trace_cmd
+from wsrl.cli import histogram_cmd, sim_cmd, trace_cmd
 from wsrl.errors import WsrlError
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 app.add_typer(histogram_cmd.app, name="histogram")
 app.add_typer(trace_cmd.app, name="trace")
+app.add_typer(sim_cmd.scenario_app, name="scenario")
+app.command("sim")(sim_cmd.sim_command)
 
 USER_ERROR_EXIT = 2
 

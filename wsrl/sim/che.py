@@ -22,9 +22,10 @@ MIN_T_S = 1e-3
 MAX_T_S = 1e9
 _LOG_MIN = float(np.log(MIN_T_S))
 _LOG_MAX = float(np.log(MAX_T_S))
-# Convergence: resident bytes within this relative error of the capacity (or one byte), or the
-# log-bracket narrower than this.
-RELATIVE_TOLERANCE = 1e-9
+# Convergence: resident bytes within this relative error of the capacity or within one 4 KiB page
+# (finer than memory is managed), or the log-bracket narrower than LOG_TOLERANCE.
+RELATIVE_TOLERANCE = 1e-7
+ABSOLUTE_TOLERANCE_BYTES = 4096.0
 LOG_TOLERANCE = 1e-9
 MAX_ITERATIONS = 80
 
@@ -76,7 +77,7 @@ def solve_characteristic_time(
     gone = None if kept_fraction is None else kept_fraction[todo]
     # The solve works on the bytes that must be older than T*: everything that is not resident.
     target = size.sum(axis=1) - capacity_bytes[todo]
-    tolerance = np.maximum(capacity_bytes[todo] * RELATIVE_TOLERANCE, 1.0)
+    tolerance = np.maximum(capacity_bytes[todo] * RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE_BYTES)
     middle = 0.5 * (_LOG_MIN + _LOG_MAX)
     if guess_s is None:
         u = np.full(todo.size, middle)
@@ -123,8 +124,12 @@ def _newton_bisect(
         lo = np.where(below, lo, u)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             newton = u - excess / slope
-        done = (np.abs(excess) <= tolerance) | (hi - lo < LOG_TOLERANCE)
-        u = np.where(done, u, np.where((newton > lo) & (newton < hi), newton, 0.5 * (lo + hi)))
+        # Stop on the side that fits (resident <= capacity, excess <= 0) within the tolerance, or
+        # when the bracket has closed: then take its fitting end.
+        narrow = hi - lo < LOG_TOLERANCE
+        done = ((excess <= 0) & (excess >= -tolerance)) | narrow
+        answer = np.where(narrow & below, lo, u)
+        u = np.where(done, answer, np.where((newton > lo) & (newton < hi), newton, 0.5 * (lo + hi)))
         if done.all():
             break
         if 2 * done.sum() > done.size:

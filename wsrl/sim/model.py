@@ -102,6 +102,8 @@ class GuestMemoryModel:
         self.guest_time_s = np.full(shape, np.inf)
         self.anon_time_s = np.full(shape, np.inf)
         self.file_time_s = np.full(shape, np.inf)
+        # Guests whose anon eviction was capped by swap last step (their LRU split in two).
+        self._swap_bound = np.zeros(shape, dtype=bool)
 
     def prime(self, size_bytes: np.ndarray, rate_per_s: np.ndarray) -> None:
         """Load the demand at time 0 without advancing time: nothing evicted, nothing counted."""
@@ -257,44 +259,64 @@ class GuestMemoryModel:
     def _equilibrium_evicted(
         self, size: np.ndarray, rate: np.ndarray, capacity: np.ndarray, demand: np.ndarray
     ) -> np.ndarray:
-        """Per-population evicted bytes at the LRU equilibrium for ``capacity`` bytes of pages."""
+        """Per-population evicted bytes at the LRU equilibrium for ``capacity`` bytes of pages.
+
+        One LRU over all pages (Che), unless that would push more anon out than swap holds: then
+        the kernel keeps anon and reclaims file harder, and anon and file become two LRUs of fixed
+        sizes (anon keeps all but ``swap`` bytes). Each guest is solved in the regime it was in
+        last step; guests whose regime changed are solved again in the other (at most once).
+        Every problem of a pass is one stacked call to the solver.
+        """
         pops = size.shape[2]
         binding = demand > capacity
         equilibrium = np.zeros_like(size)
-        self.guest_time_s = np.where(binding, self.guest_time_s, np.inf)
         if not binding.any():
+            self._swap_bound[:] = False
             return equilibrium
         rows = np.flatnonzero(binding.ravel())
         s = size.reshape(-1, pops)[rows]
         r = rate.reshape(-1, pops)[rows]
         cap = capacity.ravel()[rows]
-        guess = self.guest_time_s.ravel()[rows]
-        t_star = solve_characteristic_time(s, r, cap, guess)
-        out = evicted_bytes_at(s, r, t_star, cap)
-
-        # Swap caps anon eviction: without room the kernel keeps anon and reclaims file harder.
-        # Anon and file then form two LRUs of fixed sizes, solved together as stacked rows.
         anon = self.pop_is_anon.reshape(-1, pops)[rows]
         swap_cap = self.guests.swap_capacity_bytes.ravel()[rows]
-        over_swap = (out * anon).sum(axis=1) > swap_cap * (1 + 1e-9)
-        if over_swap.any():
-            sub = np.flatnonzero(over_swap)
-            s_sub, r_sub, a_sub = s[sub], r[sub], anon[sub]
-            anon_resident = np.maximum((s_sub * a_sub).sum(axis=1) - swap_cap[sub], 0.0)
-            file_cap = np.maximum(cap[sub] - anon_resident, 0.0)
-            stacked_size = np.concatenate([s_sub * a_sub, s_sub * ~a_sub])
-            stacked_rate = np.concatenate([r_sub, r_sub])
-            stacked_cap = np.concatenate([anon_resident, file_cap])
-            guest_rows = rows[sub]
-            stacked_guess = np.concatenate(
-                [self.anon_time_s.ravel()[guest_rows], self.file_time_s.ravel()[guest_rows]]
-            )
-            stacked_t = solve_characteristic_time(stacked_size, stacked_rate, stacked_cap, stacked_guess)
-            self.anon_time_s.ravel()[guest_rows] = stacked_t[: sub.size]
-            self.file_time_s.ravel()[guest_rows] = stacked_t[sub.size :]
-            split = evicted_bytes_at(stacked_size, stacked_rate, stacked_t, stacked_cap)
-            out[sub] = split[: sub.size] + split[sub.size :]
-        self.guest_time_s.ravel()[rows] = t_star
+        anon_total = (s * anon).sum(axis=1)
+        times = {
+            "one": self.guest_time_s.ravel()[rows],
+            "anon": self.anon_time_s.ravel()[rows],
+            "file": self.file_time_s.ravel()[rows],
+        }
+        bound = self._swap_bound.ravel()[rows]
+        out = np.empty_like(s)
+        pending = np.arange(rows.size)
+        for attempt in range(2):
+            one, two = pending[~bound[pending]], pending[bound[pending]]
+            anon_resident = np.maximum(anon_total[two] - swap_cap[two], 0.0)
+            sizes = np.concatenate([s[one], s[two] * anon[two], s[two] * ~anon[two]])
+            rates = np.concatenate([r[one], r[two], r[two]])
+            caps = np.concatenate([cap[one], anon_resident, np.maximum(cap[two] - anon_resident, 0.0)])
+            guesses = np.concatenate([times["one"][one], times["anon"][two], times["file"][two]])
+            t = solve_characteristic_time(sizes, rates, caps, guesses)
+            evicted = evicted_bytes_at(sizes, rates, t, caps)
+            n1, n2 = one.size, two.size
+            t_anon, t_file = t[n1 : n1 + n2], t[n1 + n2 :]
+            out[one] = evicted[:n1]
+            out[two] = evicted[n1 : n1 + n2] + evicted[n1 + n2 :]
+            times["one"][one], times["anon"][two], times["file"][two] = t[:n1], t_anon, t_file
+            if attempt == 1:
+                break
+            # One LRU that overflows swap is wrong; two LRUs where anon would keep younger pages
+            # than file is wrong too (one LRU then fits in swap).
+            overflows = (evicted[:n1] * anon[one]).sum(axis=1) > swap_cap[one] + PAGE_BYTES
+            needless = t_anon < t_file * (1.0 - 1e-6)
+            pending = np.concatenate([one[overflows], two[needless]])
+            if pending.size == 0:
+                break
+            bound[pending] = ~bound[pending]
+        self.guest_time_s.ravel()[rows] = times["one"]
+        self.anon_time_s.ravel()[rows] = times["anon"]
+        self.file_time_s.ravel()[rows] = times["file"]
+        self._swap_bound[:] = False
+        self._swap_bound.ravel()[rows] = bound
         equilibrium.reshape(-1, pops)[rows] = np.minimum(out, s)
         return equilibrium
 
@@ -352,16 +374,20 @@ class GuestMemoryModel:
         edges_s = np.asarray(edges_ms, dtype=np.float32) / np.float32(1000.0)
         size = self.size_bytes
         q = np.divide(self.evicted_bytes, size, out=np.ones_like(size), where=size > 0)
-        # Fraction of each population resident and idle > edge, [H, G, P, E]. float32 is plenty for
-        # fractions and about three times faster; byte sums stay float64 and telescope exactly.
+        # Fraction of each population resident and idle > edge, [H, G, P, E], computed in place in
+        # float32: plenty for fractions and several times faster. Byte sums telescope in float64.
         q32 = q.astype(np.float32)[..., None]
-        survival = np.exp(-self.rate_per_s.astype(np.float32)[..., None] * edges_s)
-        older = (np.maximum(survival, q32) - q32).astype(np.float64)
-        by_type = np.stack([size * self.pop_is_anon, size * self.pop_is_file], axis=2)  # [H, G, 2, P]
-        cold = by_type @ older  # [H, G, 2, E]: resident bytes idle longer than each edge
-        resident = (by_type * (1.0 - q[:, :, None, :])).sum(axis=3, keepdims=True)
-        cumulative = np.concatenate([resident, cold, np.zeros_like(resident)], axis=3)
-        out = -np.diff(cumulative, axis=3)
+        older = self.rate_per_s.astype(np.float32)[..., None] * -edges_s
+        np.exp(older, out=older)
+        np.maximum(older, q32, out=older)
+        np.subtract(older, q32, out=older)
+        by_type = np.stack([size * self.pop_is_anon, size * self.pop_is_file], axis=2).astype(np.float32)
+        cold = (by_type @ older).astype(np.float64)  # [H, G, 2, E]: resident bytes idle > each edge
+        resident = self._by_type(size - self.evicted_bytes)  # [H, G, 2]
+        out = np.empty((*cold.shape[:3], cold.shape[3] + 1))
+        out[..., 0] = resident - cold[..., 0]
+        np.subtract(cold[..., :-1], cold[..., 1:], out=out[..., 1:-1])
+        out[..., -1] = cold[..., -1]
         return np.maximum(out, 0.0)
 
 

@@ -1,0 +1,141 @@
+"""Simulator throughput: guest-steps per second for 1, 64, 1024 and 4096 guests.
+
+Run with ``make bench`` or ``python benchmarks/bench_sim.py [--json] [--seconds S]``.
+
+A guest-step is one guest advanced by one ``Simulator.step``: the demand of its workload advanced
+(patterns, bursts, app switching) and the guest memory model stepped under a policy's target
+(Che solve, refaults, stall, OOM, balloon, host swap). Guests run the whole workload library
+(cycled) at targets drawn between 50 % and 100 % of their provisioned size, so many of them are
+under memory pressure and the solver has real work to do. An environment also reads each guest's
+working-set histogram (13 bins) every step; the figures with that added are printed alongside.
+
+The baseline, measured in the same process, steps the same 1024 guests one by one (one
+single-guest simulator each), as a per-guest Python loop would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+
+from wsrl.sim.build import build_setup
+from wsrl.sim.config import list_workloads, load_workload, scenario_from_dict
+from wsrl.sim.simulator import Simulator
+
+SIZES = (1, 64, 1024, 4096)
+LOOP_GUESTS = 1024
+
+
+def scenario(guests_per_host: int, hosts: int, *, offset: int = 0) -> dict[str, object]:
+    """``hosts`` hosts of ``guests_per_host`` guests cycling through the workload library."""
+    workloads = [load_workload(name) for name, _ in list_workloads()]
+    entries = []
+    for index in range(guests_per_host):
+        workload = workloads[(index + offset) % len(workloads)]
+        provisioned_gib = math.ceil(1.5 * workload.base_bytes / 2**30)
+        entries.append(
+            {"name": f"g{index}", "workload": workload.name, "provisioned_gib": provisioned_gib, "count": 1}
+        )
+    return {
+        "name": f"bench-{guests_per_host}x{hosts}",
+        "description": "benchmark",
+        "step_s": 10,
+        "host": {"capacity_gib": 16 * guests_per_host, "reserve_gib": 1, "count": hosts},
+        "guest": entries,
+    }
+
+
+def make_simulator(guests: int, *, offset: int = 0) -> tuple[Simulator, np.ndarray]:
+    per_host = min(guests, 64)
+    hosts = guests // per_host
+    setup = build_setup(scenario_from_dict(scenario(per_host, hosts, offset=offset)), seed=1)
+    sim = Simulator(setup)
+    sim.reset(1)
+    rng = np.random.default_rng(0)
+    targets = setup.guests.provisioned_bytes * rng.uniform(0.5, 1.0, setup.guests.shape)
+    return sim, targets
+
+
+def throughput(sim: Simulator, targets: np.ndarray, seconds: float, histogram: bool) -> float:
+    """Guest-steps per second over about ``seconds`` of stepping (after a warm-up)."""
+    guests = int(sim.mask.sum())
+    for _ in range(3):
+        sim.step(targets)
+    steps = 0
+    start = time.perf_counter()
+    while True:
+        for _ in range(10):
+            sim.step(targets)
+            if histogram:
+                sim.histograms()
+        steps += 10
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return guests * steps / elapsed
+
+
+def loop_throughput(guests: int, seconds: float, *, histogram: bool) -> float:
+    """The same guests stepped one by one: one single-guest simulator per guest."""
+    sims = []
+    for index in range(guests):
+        sim, targets = make_simulator(1, offset=index)
+        sims.append((sim, targets))
+    steps = 0
+    start = time.perf_counter()
+    while True:
+        for sim, targets in sims:
+            sim.step(targets)
+            if histogram:
+                sim.histograms()
+        steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return guests * steps / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    args = parser.parse_args()
+    steps: dict[str, float] = {}
+    with_hist: dict[str, float] = {}
+    for guests in SIZES:
+        sim, targets = make_simulator(guests)
+        steps[str(guests)] = throughput(sim, targets, args.seconds, histogram=False)
+        with_hist[str(guests)] = throughput(sim, targets, args.seconds, histogram=True)
+        if not args.json:
+            print(
+                f"{guests:>5} guests: {steps[str(guests)]:>12,.0f} guest-steps/s, "
+                f"{with_hist[str(guests)]:>12,.0f} with histograms",
+                flush=True,
+            )
+    loop = loop_throughput(LOOP_GUESTS, args.seconds, histogram=False)
+    loop_hist = loop_throughput(LOOP_GUESTS, args.seconds, histogram=True)
+    speedup = steps[str(LOOP_GUESTS)] / loop
+    speedup_hist = with_hist[str(LOOP_GUESTS)] / loop_hist
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "guest_steps_per_s": steps,
+                    "guest_steps_per_s_with_histograms": with_hist,
+                    "loop_guest_steps_per_s": loop,
+                    "speedup_vs_loop": speedup,
+                    "speedup_vs_loop_with_histograms": speedup_hist,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"one by one ({LOOP_GUESTS} single-guest simulators): {loop:,.0f} guest-steps/s")
+        print(f"speed-up of the batched step at {LOOP_GUESTS} guests: {speedup:.0f}x "
+              f"({speedup_hist:.0f}x with histograms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""``wsrl sim`` and ``wsrl scenario``: run scenarios in the simulator and look at the library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from wsrl.errors import WsrlError
+
+scenario_app = typer.Typer(help="The scenario library under envs/scenarios.", no_args_is_help=True)
+
+GIB = 2**30
+
+
+def sim_command(
+    scenario: Annotated[str, typer.Option("--scenario", help="Scenario name (envs/scenarios) or TOML path.")],
+    duration: Annotated[str, typer.Option("--duration", help="Simulated time: 90s, 15m, 6h, 2d.")] = "6h",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Trace directory to write (the trace store format).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the workloads' randomness.")] = 0,
+    hosts: Annotated[
+        int | None, typer.Option("--hosts", min=1, help="Replicate the scenario's host this many times.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run a scenario with every guest at its provisioned size and record what the host would report."""
+    from wsrl.sim.build import build_setup
+    from wsrl.sim.config import load_scenario
+    from wsrl.sim.run import parse_duration_s, run_simulation
+
+    try:
+        duration_s = parse_duration_s(duration)
+    except ValueError as exc:
+        raise WsrlError(f"option --duration: {exc}") from None
+    config = load_scenario(scenario)
+    setup = build_setup(config, seed=seed, hosts=hosts)
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn(f"simulating {config.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=as_json,
+    ) as progress:
+        task = progress.add_task("steps", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = run_simulation(setup, duration_s, seed=seed, out=out, on_step=advance)
+    if as_json:
+        document = summary.to_json_dict()
+        typer.echo(json.dumps(document, indent=2))
+        return
+    out_console = Console()
+    title = f"{config.name}: {summary.guests} guests, {summary.steps} steps of {summary.step_s:g} s"
+    table = Table(title=title)
+    for column in ("host", "guest", "provisioned GiB", "resident GiB", "refaults/s", "OOM kills"):
+        table.add_column(column, justify="left" if column in ("host", "guest") else "right")
+    for row in summary.per_guest:
+        table.add_row(
+            str(row["host"]),
+            str(row["guest"]),
+            f"{float(row['provisioned_bytes']) / GIB:.2f}",  # type: ignore[arg-type]
+            f"{float(row['resident_bytes']) / GIB:.2f}",  # type: ignore[arg-type]
+            f"{float(row['refaults_per_s']):.1f}",  # type: ignore[arg-type]
+            str(row["oom_kills"]),
+        )
+    out_console.print(table)
+    cold = ", ".join(f"{t} s: {v:.1%}" for t, v in summary.cold_frac_by_threshold_s.items())
+    out_console.print(f"cold fraction of resident memory (time average) at {cold}")
+    out_console.print(
+        f"refaults {summary.refaults_per_s:.1f}/s, OOM events {summary.oom_events}, "
+        f"balloon stall steps {summary.balloon_stall_steps}, host swap steps {summary.host_swap_steps}"
+    )
+    if summary.trace:
+        out_console.print(f"trace: {summary.trace} ({summary.trace_rows} rows)")
+
+
+@scenario_app.command("list")
+def scenario_list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the bundled scenarios and workloads."""
+    from wsrl.sim.config import list_scenarios, list_workloads
+
+    scenarios = list_scenarios()
+    workloads = list_workloads()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "scenarios": [{"name": n, "description": d} for n, d in scenarios],
+                    "workloads": [{"name": n, "description": d} for n, d in workloads],
+                },
+                indent=2,
+            )
+        )
+        return
+    console = Console()
+    for title, items in (("scenarios", scenarios), ("workloads", workloads)):
+        table = Table(title=title)
+        table.add_column("name")
+        table.add_column("description")
+        for name, description in items:
+            table.add_row(name, description)
+        console.print(table)
+
+
+@scenario_app.command("show")
+def scenario_show_command(
+    name: Annotated[str, typer.Argument(help="Scenario name (envs/scenarios) or TOML path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the validated scenario as JSON.")] = False,
+) -> None:
+    """Show a scenario: its host and every guest, with its workload's populations."""
+    from wsrl.sim.config import load_scenario
+
+    config = load_scenario(name)
+    if as_json:
+        document = config.model_dump(mode="json")
+        document["path"] = str(config.path) if config.path else None
+        typer.echo(json.dumps(document, indent=2))
+        return
+    console = Console()
+    host = config.host
+    console.print(f"[bold]{config.name}[/bold]: {config.description}")
+    console.print(
+        f"file {config.path}; step {config.step_s:g} s; {host.count} host(s) of {host.capacity_gib:g} GiB "
+        f"(reserve {host.reserve_gib:g} GiB, host swap fault {host.swap_latency_us:g} us)"
+    )
+    table = Table(title="guests per host")
+    for column in ("name", "count", "source", "provisioned GiB", "tier", "shares", "actuator", "swap"):
+        table.add_column(column)
+    for index, entry in enumerate(config.guest):
+        source = f"workload {entry.workload}" if entry.workload else f"trace {entry.trace}"
+        provisioned = entry.provisioned_bytes
+        table.add_row(
+            entry.name,
+            str(config.guest_count(index)),
+            source,
+            "from trace" if provisioned is None else f"{provisioned / GIB:g}",
+            entry.tier,
+            f"{entry.shares:g}",
+            entry.actuator,
+            entry.swap,
+        )
+    console.print(table)
+    for index, entry in enumerate(config.guest):
+        if entry.workload is None:
+            continue
+        workload = config.workload_of(index)
+        pops = Table(title=f"{entry.name}: workload {workload.name} — {workload.description}")
+        for column in ("population", "type", "MiB", "access interval s", "size pattern", "rate pattern"):
+            pops.add_column(column)
+        for population in workload.population:
+            interval_s = population.access_interval_s
+            pops.add_row(
+                population.name,
+                population.type,
+                f"{population.size_bytes * entry.scale / 2**20:g}",
+                "never" if interval_s == float("inf") else f"{interval_s:g}",
+                _pattern_text(population.size_pattern),
+                _pattern_text(population.rate_pattern),
+            )
+        console.print(pops)
+
+
+def _pattern_text(pattern: object) -> str:
+    if pattern is None:
+        return "-"
+    fields = pattern.model_dump() if hasattr(pattern, "model_dump") else {}
+    kind = fields.pop("kind", type(pattern).__name__)
+    return f"{kind}(" + ", ".join(f"{k}={v}" for k, v in fields.items()) + ")"
