@@ -46,3 +46,21 @@ class TraceError(WsrlError):
 
 class ImportDataError(WsrlError):
     """A source data set being imported into the trace store is unusable."""
+
+
+class ConfigError(WsrlError):
+    """A workload or scenario file (or a config built in code) is malformed or inconsistent.
+
+    Attributes:
+        path: the file the problem is in (``<config>`` when there is no file).
+        problems: ``(location, reason)`` pairs; a location is a dotted key path such as
+            ``guest[2].provisioned_gib``, ``line 3, column 5`` for TOML syntax, or ``""`` for the
+            whole file.
+
+    """
+
+    def __init__(self, path: str, problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        parts = [f"{path}: {loc}: {reason}" if loc else f"{path}: {reason}" for loc, reason in self.problems]
+        super().__init__("; ".join(parts))
