@@ -323,6 +323,27 @@ class Histogram:
             raise HistogramError(f"not a histogram JSON object: {exc!r}") from exc
 
 
+def cold_weights(edges_ms: Sequence[int], idle_ms: int) -> np.ndarray:
+    """Per-bin share of bytes that :meth:`Histogram.cold_bytes` counts as idle over ``idle_ms``.
+
+    ``len(edges_ms) + 1`` floats in [0, 1]: cold bytes of any histogram on these edges are the dot
+    product of its bin bytes with these weights (up to ``cold_bytes``' rounding down). Use it to
+    compute cold memory for many histograms on one grid at once, as arrays.
+    """
+    edges = _validate_edges(edges_ms)
+    if idle_ms < 0:
+        raise HistogramError(f"idle age must be >= 0 ms, got {idle_ms}")
+    lowers = (0, *edges)
+    weights = np.zeros(len(edges) + 1)
+    for index, lower in enumerate(lowers):
+        upper = edges[index] if index < len(edges) else None
+        if idle_ms <= lower:
+            weights[index] = 1.0
+        elif upper is not None and idle_ms < upper:
+            weights[index] = (upper - idle_ms) / (upper - lower)
+    return weights
+
+
 def merge_nodes(histograms: Sequence[Histogram], node: int = ALL_NODES) -> Histogram:
     """Add up several histograms (typically one guest's NUMA nodes) into one.
 

@@ -28,6 +28,9 @@ def sim_command(
     hosts: Annotated[
         int | None, typer.Option("--hosts", min=1, help="Replicate the scenario's host this many times.")
     ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the first host into this PNG (with --out).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run a scenario with every guest at its provisioned size and record what the host would report."""
@@ -39,6 +42,8 @@ def sim_command(
         duration_s = parse_duration_s(duration)
     except ValueError as exc:
         raise WsrlError(f"option --duration: {exc}") from None
+    if plot is not None and out is None:
+        raise WsrlError("option --plot needs --out: the plot is drawn from the recorded trace")
     config = load_scenario(scenario)
     setup = build_setup(config, seed=seed, hosts=hosts)
     console = Console(stderr=True)
@@ -58,6 +63,10 @@ def sim_command(
             progress.update(task, completed=done, total=total)
 
         summary = run_simulation(setup, duration_s, seed=seed, out=out, on_step=advance)
+    if plot is not None and out is not None:
+        from wsrl.trace.plot import plot_trace
+
+        plot_trace(out, plot, title=f"{config.name}: every guest at its provisioned size, seed {seed}")
     if as_json:
         document = summary.to_json_dict()
         typer.echo(json.dumps(document, indent=2))
@@ -65,14 +74,16 @@ def sim_command(
     out_console = Console()
     title = f"{config.name}: {summary.guests} guests, {summary.steps} steps of {summary.step_s:g} s"
     table = Table(title=title)
-    for column in ("host", "guest", "provisioned GiB", "resident GiB", "refaults/s", "OOM kills"):
+    headers = ("host", "guest", "provisioned GiB", "mean resident GiB", "cold > 120 s", "refaults/s", "OOMs")
+    for column in headers:
         table.add_column(column, justify="left" if column in ("host", "guest") else "right")
     for row in summary.per_guest:
         table.add_row(
             str(row["host"]),
             str(row["guest"]),
             f"{float(row['provisioned_bytes']) / GIB:.2f}",  # type: ignore[arg-type]
-            f"{float(row['resident_bytes']) / GIB:.2f}",  # type: ignore[arg-type]
+            f"{float(row['mean_resident_bytes']) / GIB:.2f}",  # type: ignore[arg-type]
+            f"{float(row['cold_frac_120s']):.0%}",  # type: ignore[arg-type]
             f"{float(row['refaults_per_s']):.1f}",  # type: ignore[arg-type]
             str(row["oom_kills"]),
         )
@@ -80,11 +91,14 @@ def sim_command(
     cold = ", ".join(f"{t} s: {v:.1%}" for t, v in summary.cold_frac_by_threshold_s.items())
     out_console.print(f"cold fraction of resident memory (time average) at {cold}")
     out_console.print(
-        f"refaults {summary.refaults_per_s:.1f}/s, OOM events {summary.oom_events}, "
+        f"refaults {summary.refaults_per_s:.1f}/s, host swap faults {summary.host_faults_per_s:.1f}/s, "
+        f"OOM events {summary.oom_events}, "
         f"balloon stall steps {summary.balloon_stall_steps}, host swap steps {summary.host_swap_steps}"
     )
     if summary.trace:
         out_console.print(f"trace: {summary.trace} ({summary.trace_rows} rows)")
+    if plot is not None:
+        out_console.print(f"plot: {plot}")
 
 
 @scenario_app.command("list")

@@ -137,3 +137,23 @@ def validate_command(directory: Annotated[Path, typer.Argument(help="A trace dir
     )
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("plot")
+def plot_command(
+    trace: Annotated[Path, typer.Argument(help="Trace directory.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
+    host: Annotated[str | None, typer.Option("--host", help="Host to draw (default: the first).")] = None,
+    guests: Annotated[
+        str | None, typer.Option("--guests", help="Guests to draw, comma-separated (default: first 16).")
+    ] = None,
+    threshold_s: Annotated[
+        float, typer.Option("--threshold", min=0.001, help="Idle age in seconds that makes memory cold.")
+    ] = 120.0,
+) -> None:
+    """Draw each guest's memory over time split by idle age, and its mean histogram, into a PNG."""
+    from wsrl.trace.plot import plot_trace
+
+    chosen = [g.strip() for g in guests.split(",") if g.strip()] if guests else None
+    path = plot_trace(trace, out, host=host, guests=chosen, threshold_s=threshold_s)
+    typer.echo(f"wrote {path}")

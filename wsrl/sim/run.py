@@ -33,6 +33,7 @@ class SimSummary:
     cold_frac_120s: float
     cold_frac_by_threshold_s: dict[str, float]
     refaults_per_s: float
+    host_faults_per_s: float
     stall_frac_mean: float
     oom_events: int
     balloon_stall_steps: int
@@ -107,6 +108,8 @@ def run_simulation(
     provisioned = np.where(guests.mask, guests.provisioned_bytes, 0.0)
     cold_sums = dict.fromkeys(COLD_THRESHOLDS_S, 0.0)
     resident_sum = 0.0
+    guest_cold_sum = np.zeros(guests.shape)
+    guest_resident_sum = np.zeros(guests.shape)
     stall_sum = 0.0
     host_swap_steps = 0
     writer = (
@@ -124,10 +127,14 @@ def run_simulation(
     try:
         for index in range(steps):
             result = sim.step(provisioned)
-            resident = (sim.model.size_bytes - sim.model.evicted_bytes).sum()
-            resident_sum += resident
+            guest_resident = (sim.model.size_bytes - sim.model.evicted_bytes).sum(axis=2)
+            guest_resident_sum += guest_resident
+            resident_sum += guest_resident.sum()
             for threshold in COLD_THRESHOLDS_S:
-                cold_sums[threshold] += sim.model.cold_bytes(threshold).sum()
+                cold = sim.model.cold_bytes(threshold)
+                cold_sums[threshold] += cold.sum()
+                if threshold == 120:
+                    guest_cold_sum += cold
             stall_sum += result.stall_frac[guests.mask].mean()
             host_swap_steps += int(result.host_overcommitted.sum())
             if writer is not None:
@@ -151,6 +158,8 @@ def run_simulation(
             "guest": str(guests.names[h, g]),
             "provisioned_bytes": int(guests.provisioned_bytes[h, g]),
             "resident_bytes": int(model.resident_bytes[h, g]),
+            "mean_resident_bytes": float(guest_resident_sum[h, g] / steps),
+            "cold_frac_120s": float(guest_cold_sum[h, g] / max(guest_resident_sum[h, g], 1.0)),
             "refaults_per_s": float(
                 (model.refault_anon_total[h, g] + model.refault_file_total[h, g]) / elapsed_s
             ),
@@ -169,6 +178,7 @@ def run_simulation(
         cold_frac_120s=cold["120"],
         cold_frac_by_threshold_s=cold,
         refaults_per_s=float(refaults.sum() / elapsed_s),
+        host_faults_per_s=float(model.host_fault_total[mask].sum() / elapsed_s),
         stall_frac_mean=float(stall_sum / steps),
         oom_events=int(model.oom_kills_total[mask].sum()),
         balloon_stall_steps=int(model.balloon_stall_steps[mask].sum()),
