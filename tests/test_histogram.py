@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -156,3 +157,18 @@ def test_histograms_with_different_extra_types_merge_and_compare_by_type() -> No
     merged = merge_nodes([a, b])
     assert merged.totals_by_type() == {"anon": 3, "file": 0, "slab": 5, "shmem": 7}
     assert a.distance(b) == pytest.approx(0.5 * (abs(1 / 6 - 2 / 9) + 5 / 6 + 7 / 9))
+
+
+def test_cold_weights_agree_with_cold_bytes():
+    from wsrl.histogram import cold_weights
+
+    rng = np.random.default_rng(5)
+    edges = [1_000, 10_000, 40_000, 120_000, 600_000]
+    for _ in range(50):
+        anon = rng.integers(0, 10**9, len(edges) + 1)
+        file = rng.integers(0, 10**9, len(edges) + 1)
+        hist = Histogram("g", 0, edges, {"anon": anon, "file": file})
+        for idle_ms in (0, 500, 1_000, 25_000, 120_000, 599_999, 600_000, 10**7):
+            expected = hist.cold_bytes(idle_ms)
+            got = float((anon + file) @ cold_weights(edges, idle_ms))
+            assert abs(got - expected) <= len(edges) + 1  # cold_bytes rounds each bin down
