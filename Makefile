@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test lint demo bench testbed clean
+.PHONY: setup test lint demo bench fidelity testbed clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,14 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 bench: $(STAMP)
+	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/bench_trace.py
+
+# The simulator against the real kernel: a memory cgroup with zram swap under a ladder of limits
+# (root only, about 3 minutes). Writes docs/fidelity-measured.json and the table in docs/fidelity.md.
+fidelity: $(STAMP)
+	$(PY) -m wsrl.sim.fidelity.measure --out docs/fidelity-measured.json
+	$(PY) -m wsrl.sim.fidelity.compare docs/fidelity-measured.json --doc docs/fidelity.md
 
 clean:
 	rm -rf $(VENV) .cache out

@@ -1,0 +1,170 @@
+"""The fidelity harness against the real kernel: a real cgroup v1 memcg and real zram swap.
+
+Runs ``python -m wsrl.sim.fidelity.measure --quick`` (about 25 s) and checks that what it measured
+is physically sensible. It needs root, the cgroup v1 memory controller and zram0: when any is
+missing it fails, never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wsrl.sim.fidelity.measure import CGROUP_V1_MEMORY_ROOT, active_swaps
+from wsrl.sim.fidelity.workload import WorkloadSpecError, parse_spec
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT_S = 90
+
+
+def _require_kernel() -> None:
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("not root")
+    if not (CGROUP_V1_MEMORY_ROOT / "memory.limit_in_bytes").exists():
+        problems.append(f"no cgroup v1 memory controller at {CGROUP_V1_MEMORY_ROOT}")
+    if not Path("/sys/block/zram0").is_dir():
+        problems.append("no /sys/block/zram0")
+    if not Path("/proc/pressure/memory").exists():
+        problems.append("no PSI (/proc/pressure/memory)")
+    if problems:
+        pytest.fail("fidelity measurement needs the real kernel: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    _require_kernel()
+    out = tmp_path_factory.mktemp("fidelity") / "quick.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsrl.sim.fidelity.measure", "--quick", "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:  # SIGTERM first: the harness cleans up on it
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, f"measure --quick failed ({proc.returncode}):\n{stderr}"
+    doc = json.loads(out.read_text())
+    doc["_stderr"] = stderr
+    return doc
+
+
+def _rung(doc: dict[str, Any], case: str, label: str) -> dict[str, Any]:
+    for result in doc["results"]:
+        if result["case"] == case and result["rung"]["label"] == label:
+            return result
+    raise AssertionError(
+        f"no rung {case} {label} in {[(r['case'], r['rung']['label']) for r in doc['results']]}"
+    )
+
+
+def test_quick_run_is_quick_and_describes_the_machine(quick: dict[str, Any]) -> None:
+    assert quick["elapsed_s"] < 40, quick["_stderr"]
+    machine = quick["machine"]
+    assert machine["page_size_bytes"] == os.sysconf("SC_PAGE_SIZE")
+    assert machine["kernel_release"] == os.uname().release
+    assert machine["zram"]["device"] == "/dev/zram0"
+    assert quick["cleanup_errors"] == []
+
+
+def test_no_refaults_when_the_limit_is_above_demand(quick: dict[str, Any]) -> None:
+    rung = _rung(quick, "quick-hot-cold", "1.2xdemand")
+    assert rung["outcome"] == "ok"
+    window = rung["window"]
+    touches = window["anon_touches"]
+    assert touches > 10_000  # the workload really ran at its rate
+    assert window["refault_anon"] + window["refault_file"] <= max(10, touches // 10_000), window
+    assert window["oom_kill"] == 0
+    assert rung["end_of_window"]["swap_bytes"] == 0
+
+
+def test_anon_refaults_appear_below_demand_and_grow_as_the_limit_shrinks(quick: dict[str, Any]) -> None:
+    above = _rung(quick, "quick-hot-cold", "1.2xdemand")["window"]
+    mid = _rung(quick, "quick-hot-cold", "0.75xdemand")
+    low = _rung(quick, "quick-hot-cold", "0.5xdemand")
+    assert mid["outcome"] == low["outcome"] == "ok"
+    mid_rate = mid["window"]["refault_anon_per_s"]
+    low_rate = low["window"]["refault_anon_per_s"]
+    assert mid_rate > 50 * max(above["refault_anon_per_s"], 1.0), (above, mid["window"])
+    assert low_rate > 1.1 * mid_rate, (mid_rate, low_rate)
+    # Refaulted anon came back from swap: the memcg holds swap and the limit was hit.
+    assert low["end_of_window"]["swap_bytes"] > mid["end_of_window"]["swap_bytes"] > 0
+    assert low["failcnt"] > 0
+    # The cold population lost more of its pages at the lower limit.
+    cold = {
+        label: next(p for p in r["workload"]["populations"] if p["name"] == "cold")["resident_fraction_mean"]
+        for label, r in (("mid", mid), ("low", low))
+    }
+    assert cold["low"] < cold["mid"] < 0.95, cold
+
+
+def test_swap_lets_anon_survive_and_no_swap_means_oom(quick: dict[str, Any]) -> None:
+    with_swap = _rung(quick, "quick-oom", "0.5xanon")
+    assert with_swap["outcome"] == "ok"
+    assert with_swap["oom_kills"] == 0
+    assert with_swap["window"]["refault_anon_per_s"] > 0
+    without = _rung(quick, "quick-oom", "0.5xanon-noswap")
+    assert without["outcome"] == "oom_killed", without
+    assert without["oom_kills"] >= 1
+    assert without["returncode"] == -signal.SIGKILL
+    assert without["died_in_phase"] == "fill"
+    assert without["window"] is None
+
+
+def test_everything_created_is_gone(quick: dict[str, Any]) -> None:
+    assert not Path(quick["cgroup_v1_parent"]).exists()
+    if quick["cgroup_v2_parent"]:
+        assert not Path(quick["cgroup_v2_parent"]).exists()
+    assert "/dev/zram0" not in active_swaps()
+    assert Path("/sys/block/zram0/disksize").read_text().strip() == "0"
+    assert not Path(quick["work_dir"]).exists()
+
+
+def test_bad_specs_are_user_errors() -> None:
+    good = {"name": "a", "type": "anon", "size_bytes": 1 << 20, "access_interval_s": 1.0}
+    parse_spec({"populations": [good]})
+    bad_cases = [
+        {"populations": []},
+        {"populations": [{**good, "type": "shmem"}]},
+        {"populations": [{**good, "pattern": "zipf"}]},
+        {"populations": [{**good, "access_interval_s": 0}]},
+        {"populations": [{**good, "size_bytes": 10}]},
+        {"populations": [good, good]},
+        {"populations": [{**good, "type": "file"}]},  # no file_dir
+        {"populations": [{**good, "type": "file"}], "file_dir": "/dev/shm"},  # tmpfs
+        {"populations": [good], "bogus": 1},
+    ]
+    for spec in bad_cases:
+        with pytest.raises(WorkloadSpecError):
+            parse_spec(spec)
+
+
+def test_workload_cli_reports_a_bad_spec_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "wsrl.sim.fidelity.workload", "--spec", '{"populations": 3}'],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("wsrl: error: spec:")
+    assert "Traceback" not in done.stderr

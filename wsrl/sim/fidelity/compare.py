@@ -1,0 +1,206 @@
+"""Predict what the real-kernel ladder measured, and put both side by side.
+
+``python -m wsrl.sim.fidelity.compare MEASURED.json [--doc docs/fidelity.md] [--json]`` reads the
+output of :mod:`wsrl.sim.fidelity.measure`, runs the simulator on the same populations, limits and
+swap settings (one memcg guest, 1 s steps, as long as the measured warm-up plus window), and
+prints (or writes into the ``--doc`` file between its markers) a table of measured against
+predicted refaults, stall, OOMs and per-population residency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsrl.errors import WsrlError
+from wsrl.sim.arrays import ACTUATOR_MEMCG, SimSetup, guest_arrays, host_arrays
+from wsrl.sim.constant import ConstantDemand
+from wsrl.sim.simulator import Simulator
+
+MIB = 2**20
+STEP_S = 1.0
+BEGIN_MARKER = "<!-- fidelity-table:begin -->"
+END_MARKER = "<!-- fidelity-table:end -->"
+
+
+@dataclass
+class RungComparison:
+    """Measured and predicted figures for one rung of the ladder."""
+
+    case: str
+    rung: str
+    limit_mib: float
+    swap: bool
+    measured_oom: bool
+    predicted_oom: bool
+    measured_anon_refaults_per_s: float | None
+    predicted_anon_refaults_per_s: float | None
+    measured_file_refaults_per_s: float | None
+    predicted_file_refaults_per_s: float | None
+    measured_psi_some: float | None
+    predicted_stall: float | None
+    measured_resident_fraction: dict[str, float]
+    predicted_resident_fraction: dict[str, float]
+    patterns: list[str]
+
+
+def predict_rung(result: dict[str, Any], zram_bytes: int) -> RungComparison:
+    """Run the simulator on one measured rung's populations, limit and swap setting."""
+    populations = result["populations"]
+    sizes = np.array([[[float(p["size_bytes"]) for p in populations]]])
+    rates = np.array([[[1.0 / float(p["access_interval_s"]) for p in populations]]])
+    is_anon = np.array([[[p["type"] == "anon" for p in populations]]])
+    limit_bytes = float(result["populations_limit_bytes"])
+    swap = bool(result["rung"]["swap"])
+    guests = guest_arrays(
+        (1, 1),
+        max(limit_bytes, sizes.sum()),
+        unevictable_bytes=0.0,
+        swap_capacity_bytes=float(zram_bytes) if swap else 0.0,
+        actuator=ACTUATOR_MEMCG,
+        oom_restart_s=1e9,  # the measured workload does not come back after an OOM kill
+    )
+    setup = SimSetup(
+        scenario=f"fidelity:{result['case']}",
+        guests=guests,
+        hosts=host_arrays(1, 64 * 2**30),
+        demand=ConstantDemand(sizes, rates, is_anon),
+        step_s=STEP_S,
+    )
+    sim = Simulator(setup)
+    sim.reset(0)
+    target = np.array([[limit_bytes]])
+    window = result.get("window") or {}
+    measured_s = float(window.get("wall_s") or 7.0)
+    warmup_steps = 5
+    for _ in range(warmup_steps):
+        sim.step(target)
+    anon0, file0, stall0 = (
+        float(sim.model.refault_anon_total[0, 0]),
+        float(sim.model.refault_file_total[0, 0]),
+        float(sim.model.psi_some_total_s[0, 0]),
+    )
+    steps = max(1, math.ceil(measured_s / STEP_S))
+    for _ in range(steps):
+        sim.step(target)
+    elapsed = steps * STEP_S
+    predicted_oom = bool(sim.model.oom_kills_total[0, 0] > 0)
+    resident = 1.0 - np.divide(
+        sim.model.evicted_bytes[0, 0], sizes[0, 0], out=np.zeros(len(populations)), where=sizes[0, 0] > 0
+    )
+    measured_oom = result.get("outcome") == "oom" or int(result.get("oom_kills") or 0) > 0
+    measured_fraction = {
+        p["name"]: float(p["resident_fraction_mean"])
+        for p in (result.get("workload") or {}).get("populations", [])
+        if p.get("resident_fraction_mean") is not None
+    }
+    has_file = any(p["type"] == "file" for p in populations)
+    model = sim.model
+    predicted_anon = (float(model.refault_anon_total[0, 0]) - anon0) / elapsed
+    predicted_file = (float(model.refault_file_total[0, 0]) - file0) / elapsed
+    predicted_stall = (float(model.psi_some_total_s[0, 0]) - stall0) / elapsed
+    measured_file = window.get("refault_file_per_s")
+    return RungComparison(
+        case=result["case"],
+        rung=result["rung"]["label"],
+        limit_mib=limit_bytes / MIB,
+        swap=swap,
+        measured_oom=measured_oom,
+        predicted_oom=predicted_oom,
+        measured_anon_refaults_per_s=None if measured_oom else window.get("refault_anon_per_s"),
+        predicted_anon_refaults_per_s=None if predicted_oom else predicted_anon,
+        measured_file_refaults_per_s=None if measured_oom or not has_file else measured_file,
+        predicted_file_refaults_per_s=None if predicted_oom or not has_file else predicted_file,
+        measured_psi_some=None if measured_oom else window.get("group_psi_some_fraction"),
+        predicted_stall=None if predicted_oom else predicted_stall,
+        measured_resident_fraction=measured_fraction,
+        predicted_resident_fraction={p["name"]: float(r) for p, r in zip(populations, resident, strict=True)},
+        patterns=sorted({p.get("pattern", "random") for p in populations}),
+    )
+
+
+def compare(measured: dict[str, Any]) -> list[RungComparison]:
+    """Predictions for every rung of a measured ladder."""
+    if not str(measured.get("schema", "")).startswith("wsrl.fidelity.measured/"):
+        raise WsrlError("not a wsrl fidelity measurement (schema wsrl.fidelity.measured/N expected)")
+    zram_bytes = int(measured["settings"]["zram_size_bytes"])
+    return [predict_rung(result, zram_bytes) for result in measured["results"]]
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def markdown_table(rows: list[RungComparison]) -> str:
+    """The comparison as a Markdown table (measured / predicted in each cell)."""
+    lines = [
+        "| case | rung | room MiB | swap | anon refaults/s | file refaults/s | stall (PSI some) | OOM "
+        "| in memory per population |",
+        "|---|---|---:|---|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        residency = ", ".join(
+            f"{name} {row.measured_resident_fraction.get(name, float('nan')):.2f} / {predicted:.2f}"
+            for name, predicted in row.predicted_resident_fraction.items()
+            if not (row.measured_oom or row.predicted_oom)
+        )
+        lines.append(
+            f"| {row.case} | {row.rung} | {row.limit_mib:.0f} | {'zram' if row.swap else 'off'} "
+            f"| {_rate(row.measured_anon_refaults_per_s)} / {_rate(row.predicted_anon_refaults_per_s)} "
+            f"| {_rate(row.measured_file_refaults_per_s)} / {_rate(row.predicted_file_refaults_per_s)} "
+            f"| {_fraction(row.measured_psi_some)} / {_fraction(row.predicted_stall)} "
+            f"| {'yes' if row.measured_oom else 'no'} / {'yes' if row.predicted_oom else 'no'} "
+            f"| {residency or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_into_doc(doc: Path, table: str, source: Path) -> None:
+    """Replace the text between the doc's fidelity-table markers with ``table``."""
+    text = doc.read_text()
+    if BEGIN_MARKER not in text or END_MARKER not in text:
+        raise WsrlError(f"{doc}: no {BEGIN_MARKER} ... {END_MARKER} markers to write the table between")
+    head, rest = text.split(BEGIN_MARKER, 1)
+    _, tail = rest.split(END_MARKER, 1)
+    body = f"{BEGIN_MARKER}\n<!-- generated from {source} by `make fidelity` -->\n{table}\n{END_MARKER}"
+    doc.write_text(head + body + tail)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m wsrl.sim.fidelity.compare", description=__doc__)
+    parser.add_argument("measured", type=Path, help="JSON written by wsrl.sim.fidelity.measure")
+    parser.add_argument("--doc", type=Path, help="Markdown file whose marked table to rewrite")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    args = parser.parse_args(argv)
+    try:
+        try:
+            measured = json.loads(args.measured.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise WsrlError(f"{args.measured}: cannot read the measurement: {exc}") from None
+        rows = compare(measured)
+        table = markdown_table(rows)
+        if args.doc is not None:
+            write_into_doc(args.doc, table, args.measured)
+        if args.json:
+            print(json.dumps([asdict(row) for row in rows], indent=2))
+        else:
+            print(table)
+    except WsrlError as exc:
+        print(f"compare: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,910 @@
+"""Run known page populations in a real memcg under a ladder of limits and record what the kernel did.
+
+For every case (a list of populations, see :mod:`wsrl.sim.fidelity.workload`) and every rung of its
+ladder (a limit, as a fraction of the populations' total size or of their anon size, with swap on
+or off), the harness:
+
+1. creates a fresh cgroup v1 memcg ``/sys/fs/cgroup/memory/wsrl-fidelity-<pid>/<case>-<k>`` (and,
+   where the cgroup v2 hierarchy is mounted, a group of the same name there, only for its per-group
+   ``memory.pressure``);
+2. starts the workload process inside both groups (its pid is written to ``cgroup.procs`` between
+   fork and exec, so everything it allocates is charged there), waits until it has imported its
+   modules, reads that baseline usage and sets ``memory.limit_in_bytes`` to
+   ``baseline + fraction * basis`` (a swap-off rung also sets ``memory.memsw.limit_in_bytes`` to the
+   same value: no room in swap for this group), then lets it allocate;
+3. snapshots the counters when the measured window opens and when it closes: ``memory.stat``
+   (``total_workingset_refault_anon``, ``total_workingset_refault_file``, ``total_pgmajfault``,
+   ...), ``memory.failcnt``, ``memory.oom_control`` ``oom_kill``, ``memory.usage_in_bytes``,
+   ``pswpin`` / ``pswpout`` of ``/proc/vmstat`` and PSI memory ``some`` / ``full`` totals
+   (system-wide ``/proc/pressure/memory`` and the group's own);
+4. records an OOM kill (``oom_kill`` counter, and the workload dying of SIGKILL) in whatever phase
+   it happens, then removes the group.
+
+Swap is zram: ``/sys/block/zram0`` is sized, ``mkswap``-ed and ``swapon``-ed for the run, and reset
+afterwards; the run refuses to start when zram0 is already in use. Everything the run creates
+(groups, swap, processes, files) is removed on success, failure, KeyboardInterrupt and SIGTERM.
+
+Command line: ``python -m wsrl.sim.fidelity.measure [--quick] --out PATH.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import errno
+import json
+import math
+import os
+import platform
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+
+import wsrl
+from wsrl.errors import WsrlError
+from wsrl.sim.fidelity.workload import (
+    PAGE_SIZE_BYTES,
+    PopulationSpec,
+    WorkloadSpec,
+    check_disk_dir,
+    ensure_file,
+    file_path,
+    filesystem_type,
+)
+
+SCHEMA = "wsrl.fidelity.measured/1"
+CGROUP_V1_MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
+CGROUP_V2_ROOT = Path("/sys/fs/cgroup/unified")
+PSI_MEMORY_PATH = Path("/proc/pressure/memory")
+ZRAM_DEVICE = "zram0"
+ZRAM_SIZE_BYTES = 1 << 30
+ZRAM_SWAP_PRIORITY = 100
+MIB = 1 << 20
+DEFAULT_LADDER = (1.2, 1.0, 0.9, 0.75, 0.6, 0.45)
+DEFAULT_WARMUP_S = 3.0
+DEFAULT_DURATION_S = 7.0
+QUICK_WARMUP_S = 2.0
+QUICK_DURATION_S = 3.0
+# How long the workload may take to start, fill, and finish after its phases are due.
+_START_TIMEOUT_S = 60.0
+_FILL_TIMEOUT_S = 120.0
+_SLACK_TIMEOUT_S = 120.0
+# memory.stat fields read at each snapshot (hierarchical totals), and their names in the output.
+_STAT_FIELDS = {
+    "total_workingset_refault_anon": "refault_anon",
+    "total_workingset_refault_file": "refault_file",
+    "total_pgmajfault": "pgmajfault",
+    "total_pgfault": "pgfault",
+    "total_swap": "swap_bytes",
+    "total_rss": "rss_bytes",
+    "total_cache": "cache_bytes",
+    "total_active_anon": "active_anon_bytes",
+    "total_inactive_anon": "inactive_anon_bytes",
+    "total_active_file": "active_file_bytes",
+    "total_inactive_file": "inactive_file_bytes",
+}
+# Snapshot keys that are cumulative counters (reported as deltas and per-second rates).
+_COUNTERS = (
+    "refault_anon",
+    "refault_file",
+    "pgmajfault",
+    "pgfault",
+    "failcnt",
+    "memsw_failcnt",
+    "oom_kill",
+    "sys_pswpin",
+    "sys_pswpout",
+)
+
+
+class FidelitySetupError(WsrlError):
+    """The machine lacks what the measurement needs (root, cgroup v1 memory, zram, PSI), or it is in use."""
+
+
+class FidelityRunError(WsrlError):
+    """A rung went wrong in a way that is not a kernel outcome: the workload hung or broke protocol."""
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One memory limit of a ladder.
+
+    The limit given to the populations is ``limit_fraction`` of the basis: ``demand`` (all
+    populations) or ``anon`` (the anon populations only). The workload's own baseline (interpreter
+    and libraries, measured before it allocates) is added on top. ``swap=False`` forbids this group
+    any swap (``memory.memsw.limit_in_bytes`` = ``memory.limit_in_bytes``): anon that does not fit
+    is an OOM.
+    """
+
+    limit_fraction: float
+    basis: Literal["demand", "anon"] = "demand"
+    swap: bool = True
+
+    @property
+    def label(self) -> str:
+        """Short name, e.g. ``0.75xdemand`` or ``0.5xanon-noswap``."""
+        return f"{self.limit_fraction:g}x{self.basis}" + ("" if self.swap else "-noswap")
+
+
+@dataclass(frozen=True)
+class Case:
+    """Populations and the ladder of limits they are run under."""
+
+    name: str
+    description: str
+    populations: tuple[PopulationSpec, ...]
+    rungs: tuple[Rung, ...]
+
+
+def _pop(
+    name: str, kind: Literal["anon", "file"], mib: int, interval_s: float, pattern: str = "random"
+) -> PopulationSpec:
+    return PopulationSpec(name, kind, mib * MIB, interval_s, pattern)  # type: ignore[arg-type]
+
+
+def default_cases() -> list[Case]:
+    """The default cases: anon hot/cold, anon plus file, an LRU-thrashing loop, and a forced OOM."""
+    ladder = tuple(Rung(f) for f in DEFAULT_LADDER)
+    oom_rung = Rung(0.5, "anon", swap=False)
+    hot_cold = (_pop("hot", "anon", 64, 1.0), _pop("cold", "anon", 192, 60.0))
+    return [
+        Case(
+            "anon-hot-cold",
+            "two anon populations, random: 64 MiB touched every 1 s, 192 MiB every 60 s",
+            hot_cold,
+            (*ladder, oom_rung),
+        ),
+        Case(
+            "anon-file",
+            "the hot/cold anon pair plus a 128 MiB file read every 5 s, random",
+            (*hot_cold, _pop("file", "file", 128, 5.0)),
+            (*ladder, oom_rung),
+        ),
+        Case(
+            "anon-loop",
+            "192 MiB of anon swept in order, each page once every 4 s (LRU thrashing once it does not fit)",
+            (_pop("loop", "anon", 192, 4.0, "loop"),),
+            (*ladder, oom_rung),
+        ),
+        Case(
+            "anon-oom",
+            "256 MiB of anon (random, every 5 s) under a 128 MiB limit: survives with swap, OOMs without",
+            (_pop("anon", "anon", 256, 5.0),),
+            (Rung(0.5, "anon", swap=True), Rung(0.5, "anon", swap=False)),
+        ),
+    ]
+
+
+def quick_cases() -> list[Case]:
+    """A small ladder for tests: anon hot/cold at 3 limits, and an OOM case with and without swap."""
+    return [
+        Case(
+            "quick-hot-cold",
+            "anon, random: 32 MiB touched every 1 s, 96 MiB every 30 s",
+            (_pop("hot", "anon", 32, 1.0), _pop("cold", "anon", 96, 30.0)),
+            (Rung(1.2), Rung(0.75), Rung(0.5)),
+        ),
+        Case(
+            "quick-oom",
+            "128 MiB of anon (random, every 5 s) under a 64 MiB limit: survives with swap, OOMs without",
+            (_pop("anon", "anon", 128, 5.0),),
+            (Rung(0.5, "anon", swap=True), Rung(0.5, "anon", swap=False)),
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Small kernel-file helpers.
+
+
+def _write(path: Path, value: str | int) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(str(value))
+
+
+def _read_int(path: Path) -> int:
+    return int(path.read_text(encoding="ascii").split()[0])
+
+
+def read_flat_keyed(path: Path) -> dict[str, int]:
+    """Parse a ``key value`` per line file (``memory.stat``, ``/proc/vmstat``, ``oom_control``)."""
+    out: dict[str, int] = {}
+    for line in path.read_text(encoding="ascii").splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = int(value)
+    return out
+
+
+def read_psi_totals_us(path: Path) -> tuple[int, int]:
+    """``some`` and ``full`` total stall microseconds of a PSI file."""
+    totals = {"some": 0, "full": 0}
+    for line in path.read_text(encoding="ascii").splitlines():
+        kind, *fields = line.split()
+        for field in fields:
+            if field.startswith("total="):
+                totals[kind] = int(field[len("total=") :])
+    return totals["some"], totals["full"]
+
+
+def active_swaps() -> list[str]:
+    """Devices listed in ``/proc/swaps``."""
+    lines = Path("/proc/swaps").read_text(encoding="ascii").splitlines()[1:]
+    return [line.split()[0] for line in lines if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# Cleanup, swap and groups.
+
+
+class Cleanup:
+    """A LIFO stack of undo actions, run once each, whatever happens.
+
+    Actions are run by :meth:`run_all` (from a ``finally``) and, as a last resort, at interpreter
+    exit. A failing action is recorded and the others still run.
+    """
+
+    def __init__(self) -> None:
+        self._actions: list[tuple[str, Callable[[], None]]] = []
+        self.errors: list[str] = []
+
+    def push(self, what: str, action: Callable[[], None]) -> Callable[[], None]:
+        """Register ``action``; return it, for :meth:`run_now`."""
+        self._actions.append((what, action))
+        return action
+
+    def run_now(self, action: Callable[[], None]) -> None:
+        """Run one registered action now and forget it."""
+        for i, (what, registered) in enumerate(self._actions):
+            if registered is action:
+                del self._actions[i]
+                self._run(what, action)
+                return
+
+    def _run(self, what: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:
+            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+
+    def run_all(self) -> None:
+        """Run every pending action, newest first."""
+        while self._actions:
+            what, action = self._actions.pop()
+            self._run(what, action)
+
+
+class ZramSwap:
+    """zram0 as a swap device for the duration of the run."""
+
+    def __init__(self, device: str = ZRAM_DEVICE, size_bytes: int = ZRAM_SIZE_BYTES) -> None:
+        self.device = device
+        self.dev_path = f"/dev/{device}"
+        self.sys_path = Path("/sys/block") / device
+        self.size_bytes = size_bytes
+        self.owned = False
+
+    def check_free(self) -> None:
+        """Fail unless the device exists, is unused and the swap tools are installed."""
+        if not self.sys_path.is_dir():
+            raise FidelitySetupError(
+                f"{self.sys_path} does not exist: this kernel has no zram device (load the zram module)"
+            )
+        if self.dev_path in active_swaps():
+            raise FidelitySetupError(
+                f"{self.dev_path} is already an active swap device; refusing to touch it"
+            )
+        disksize = _read_int(self.sys_path / "disksize")
+        if disksize != 0:
+            raise FidelitySetupError(
+                f"{self.dev_path} is already in use (disksize {disksize}); reset it or wait for its owner"
+            )
+        for tool in ("mkswap", "swapon", "swapoff"):
+            if shutil.which(tool) is None:
+                raise FidelitySetupError(f"{tool!r} is not on PATH (util-linux)")
+
+    def start(self) -> None:
+        """Size the device, make it swap and turn it on."""
+        try:
+            _write(self.sys_path / "disksize", self.size_bytes)
+        except OSError as exc:
+            raise FidelitySetupError(
+                f"cannot size {self.dev_path}: {exc.strerror} (in use by someone else?)"
+            ) from exc
+        self.owned = True  # from here on, stop() must undo it
+        _run_tool(["mkswap", self.dev_path])
+        _run_tool(["swapon", "-p", str(ZRAM_SWAP_PRIORITY), self.dev_path])
+
+    def stop(self) -> None:
+        """Turn the swap off (if on) and reset the device, only if this object set it up."""
+        if not self.owned:
+            return
+        if self.dev_path in active_swaps():
+            _run_tool(["swapoff", self.dev_path])
+        _write(self.sys_path / "reset", 1)
+        self.owned = False
+
+    def info(self) -> dict[str, Any]:
+        """Compression algorithm and size, for the output."""
+        algorithm = (self.sys_path / "comp_algorithm").read_text(encoding="ascii").split()
+        chosen = next((a.strip("[]") for a in algorithm if a.startswith("[")), None)
+        return {"device": self.dev_path, "size_bytes": self.size_bytes, "comp_algorithm": chosen}
+
+
+def _run_tool(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    if done.returncode != 0:
+        raise FidelitySetupError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+
+
+def _rmdir_retry(path: Path, timeout_s: float = 10.0) -> None:
+    """``rmdir`` a cgroup, retrying while it is still busy (a task just exited)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class RungGroups:
+    """The v1 memcg of one rung (and its v2 twin, for per-group PSI, where available)."""
+
+    def __init__(self, v1_parent: Path, v2_parent: Path | None, name: str) -> None:
+        self.v1 = v1_parent / name
+        self.v2 = v2_parent / name if v2_parent is not None else None
+        self.swap_control = "none"
+
+    def create(self) -> None:
+        """Make the groups."""
+        self.v1.mkdir()
+        if self.v2 is not None:
+            self.v2.mkdir()
+
+    def join(self) -> None:
+        """Move the calling process into the groups (run in the child between fork and exec)."""
+        pid = str(os.getpid())
+        _write(self.v1 / "cgroup.procs", pid)
+        if self.v2 is not None:
+            _write(self.v2 / "cgroup.procs", pid)
+
+    def set_limit(self, limit_bytes: int, swap: bool) -> None:
+        """Set the memory limit; without swap, also cap memory+swap at the same value."""
+        _write(self.v1 / "memory.limit_in_bytes", limit_bytes)
+        if swap:
+            self.swap_control = "allowed"
+            return
+        memsw = self.v1 / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            _write(memsw, limit_bytes)
+            self.swap_control = "memsw_limit"
+        else:  # no swap accounting: memcg swappiness 0 keeps its anon out of swap
+            _write(self.v1 / "memory.swappiness", 0)
+            self.swap_control = "swappiness_0"
+
+    def usage_bytes(self) -> int:
+        """Current ``memory.usage_in_bytes``."""
+        return _read_int(self.v1 / "memory.usage_in_bytes")
+
+    def snapshot(self) -> dict[str, float]:
+        """Every counter the rung reports, read now."""
+        stat = read_flat_keyed(self.v1 / "memory.stat")
+        snap: dict[str, float] = {"t_s": time.monotonic()}
+        for field, key in _STAT_FIELDS.items():
+            snap[key] = stat.get(field, 0)
+        snap["usage_bytes"] = _read_int(self.v1 / "memory.usage_in_bytes")
+        snap["max_usage_bytes"] = _read_int(self.v1 / "memory.max_usage_in_bytes")
+        snap["failcnt"] = _read_int(self.v1 / "memory.failcnt")
+        memsw_failcnt = self.v1 / "memory.memsw.failcnt"
+        snap["memsw_failcnt"] = _read_int(memsw_failcnt) if memsw_failcnt.exists() else 0
+        snap["oom_kill"] = read_flat_keyed(self.v1 / "memory.oom_control").get("oom_kill", 0)
+        vmstat = read_flat_keyed(Path("/proc/vmstat"))
+        snap["sys_pswpin"] = vmstat.get("pswpin", 0)
+        snap["sys_pswpout"] = vmstat.get("pswpout", 0)
+        snap["psi_some_us"], snap["psi_full_us"] = read_psi_totals_us(PSI_MEMORY_PATH)
+        if self.v2 is not None:
+            snap["group_psi_some_us"], snap["group_psi_full_us"] = read_psi_totals_us(
+                self.v2 / "memory.pressure"
+            )
+        return snap
+
+    def remove(self) -> None:
+        """Remove the groups (their tasks must have exited)."""
+        if self.v2 is not None:
+            _rmdir_retry(self.v2)
+        _rmdir_retry(self.v1)
+
+
+# --------------------------------------------------------------------------------------------
+# The workload process.
+
+
+class _EventReader:
+    """JSON lines from the workload's stdout, with timeouts; ``None`` once it has closed."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.fd = stream.fileno()
+        self.buffer = b""
+        self.eof = False
+
+    def next(self, timeout_s: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.buffer:
+            if self.eof:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                chunk = os.read(self.fd, 1 << 16)
+                if chunk:
+                    self.buffer += chunk
+                else:
+                    self.eof = True
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the workload (only this process, by its pid) and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def _window(start: dict[str, float], end: dict[str, float], workload: dict[str, Any]) -> dict[str, Any]:
+    """Deltas and rates over the measured window."""
+    wall_s = end["t_s"] - start["t_s"]
+    out: dict[str, Any] = {"wall_s": wall_s}
+    for key in _COUNTERS:
+        delta = int(end[key] - start[key])
+        out[key] = delta
+        out[f"{key}_per_s"] = delta / wall_s
+    for kind in ("some", "full"):
+        out[f"psi_{kind}_us"] = int(end[f"psi_{kind}_us"] - start[f"psi_{kind}_us"])
+        out[f"psi_{kind}_fraction"] = out[f"psi_{kind}_us"] / (wall_s * 1e6)
+        if f"group_psi_{kind}_us" in end:
+            out[f"group_psi_{kind}_us"] = int(end[f"group_psi_{kind}_us"] - start[f"group_psi_{kind}_us"])
+            out[f"group_psi_{kind}_fraction"] = out[f"group_psi_{kind}_us"] / (wall_s * 1e6)
+    fractions = [(p["resident_fraction_mean"], p["pages"]) for p in workload["populations"]]
+    out["populations_resident_bytes"] = (
+        int(sum(f * pages for f, pages in fractions) * PAGE_SIZE_BYTES)
+        if all(f is not None for f, _ in fractions)
+        else None
+    )
+    for kind in ("anon", "file"):
+        touches = sum(p["touches"] for p in workload["populations"] if p["type"] == kind)
+        out[f"{kind}_touches"] = touches
+        out[f"{kind}_refaults_per_touch"] = out[f"refault_{kind}"] / touches if touches else None
+    return out
+
+
+def _state(snap: dict[str, float]) -> dict[str, int]:
+    keys = (
+        "usage_bytes",
+        "max_usage_bytes",
+        "rss_bytes",
+        "cache_bytes",
+        "swap_bytes",
+        "active_anon_bytes",
+        "inactive_anon_bytes",
+        "active_file_bytes",
+        "inactive_file_bytes",
+    )
+    return {key: int(snap[key]) for key in keys}
+
+
+def run_rung(
+    case: Case,
+    rung: Rung,
+    groups: RungGroups,
+    spec: WorkloadSpec,
+    cleanup: Cleanup,
+) -> dict[str, Any]:
+    """Run one case under one limit in fresh groups and return the rung's result document."""
+    demand_bytes = spec.total_bytes
+    anon_bytes = spec.bytes_of("anon")
+    basis_bytes = demand_bytes if rung.basis == "demand" else anon_bytes
+    result: dict[str, Any] = {
+        "case": case.name,
+        "rung": {**asdict(rung), "label": rung.label},
+        "demand_bytes": demand_bytes,
+        "anon_bytes": anon_bytes,
+        "file_bytes": spec.bytes_of("file"),
+        "basis_bytes": basis_bytes,
+    }
+    remove_groups = cleanup.push(f"remove {groups.v1}", groups.remove)
+    groups.create()
+    with tempfile.TemporaryFile() as stderr_file:
+        repo_root = str(Path(wsrl.__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])),
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "wsrl.sim.fidelity.workload",
+            "--control",
+            "--spec",
+            json.dumps(spec.to_json()),
+        ]
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            preexec_fn=groups.join,
+            env=env,
+        )
+        stop_proc = cleanup.push(f"kill workload {proc.pid}", lambda: _terminate(proc))
+        assert proc.stdin is not None and proc.stdout is not None
+        events = _EventReader(proc.stdout)
+        phase = "start"
+        start_snap: dict[str, float] | None = None
+        end_snap: dict[str, float] | None = None
+        workload: dict[str, Any] | None = None
+        timeouts = {
+            "ready": _START_TIMEOUT_S,
+            "filled": _FILL_TIMEOUT_S,
+            "measure_start": spec.warmup_s + _SLACK_TIMEOUT_S,
+            "result": spec.duration_s + _SLACK_TIMEOUT_S,
+        }
+        phase_after = {"ready": "fill", "filled": "warmup", "measure_start": "measured", "result": "done"}
+        try:
+            for expected, timeout_s in timeouts.items():
+                try:
+                    event = events.next(timeout_s)
+                except TimeoutError:
+                    raise FidelityRunError(
+                        f"{case.name} {rung.label}: workload sent no {expected!r} "
+                        f"within {timeout_s:.0f} s (phase {phase})"
+                    ) from None
+                if event is None:
+                    break  # the workload died in `phase`
+                if event.get("event") != expected:
+                    raise FidelityRunError(f"{case.name} {rung.label}: expected {expected!r}, got {event!r}")
+                if expected == "ready":
+                    baseline_bytes = groups.usage_bytes()
+                    limit_bytes = baseline_bytes + int(rung.limit_fraction * basis_bytes)
+                    limit_bytes = -(-limit_bytes // PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES
+                    groups.set_limit(limit_bytes, rung.swap)
+                    result.update(
+                        baseline_bytes=baseline_bytes,
+                        limit_bytes=limit_bytes,
+                        populations_limit_bytes=limit_bytes - baseline_bytes,
+                        swap_control=groups.swap_control,
+                    )
+                    with contextlib.suppress(BrokenPipeError):
+                        proc.stdin.write(b"go\n")
+                        proc.stdin.flush()
+                elif expected == "filled":
+                    result["fill_s"] = event["fill_s"]
+                elif expected == "measure_start":
+                    start_snap = groups.snapshot()
+                else:
+                    end_snap = groups.snapshot()
+                    workload = {k: v for k, v in event.items() if k != "event"}
+                phase = phase_after[expected]
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+            try:
+                returncode = proc.wait(timeout=_SLACK_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise FidelityRunError(
+                    f"{case.name} {rung.label}: workload did not exit after its result"
+                ) from None
+            final = groups.snapshot()
+        finally:
+            cleanup.run_now(stop_proc)
+        stderr_file.seek(0)
+        stderr_tail = stderr_file.read()[-2000:].decode("utf-8", "replace")
+    cleanup.run_now(remove_groups)
+
+    oom_kills = int(final["oom_kill"])
+    if phase == "done" and returncode == 0:
+        outcome = "ok"
+    elif oom_kills > 0:
+        outcome = "oom_killed"
+    elif returncode == -signal.SIGKILL:
+        outcome = "killed"
+    else:
+        outcome = "error"
+    result.update(
+        outcome=outcome,
+        died_in_phase=None if phase == "done" else phase,
+        returncode=returncode,
+        oom_kills=oom_kills,
+        failcnt=int(final["failcnt"]),
+        memsw_failcnt=int(final["memsw_failcnt"]),
+        window=_window(start_snap, end_snap, workload) if start_snap and end_snap and workload else None,
+        end_of_window=_state(end_snap) if end_snap else None,
+        peak_usage_bytes=int(final["max_usage_bytes"]),
+        workload=workload,
+    )
+    if outcome == "error":
+        result["stderr_tail"] = stderr_tail
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run.
+
+
+def check_machine() -> None:
+    """Fail with a clear message unless root, cgroup v1 memory and PSI are available."""
+    if os.geteuid() != 0:
+        raise FidelitySetupError("must run as root (it creates memcgs and turns on zram swap)")
+    if not (CGROUP_V1_MEMORY_ROOT / "memory.limit_in_bytes").exists():
+        raise FidelitySetupError(
+            f"no cgroup v1 memory controller at {CGROUP_V1_MEMORY_ROOT} (memory.limit_in_bytes missing)"
+        )
+    if not (CGROUP_V1_MEMORY_ROOT / "memory.stat").exists():
+        raise FidelitySetupError(f"{CGROUP_V1_MEMORY_ROOT}/memory.stat missing")
+    if not PSI_MEMORY_PATH.exists():
+        raise FidelitySetupError(
+            f"{PSI_MEMORY_PATH} missing: the kernel has no PSI (or psi=0 on the command line)"
+        )
+
+
+def machine_info(zram: ZramSwap, file_dir: Path) -> dict[str, Any]:
+    """Kernel and memory-management settings the measurement depends on."""
+
+    def text(path: str) -> str | None:
+        try:
+            return Path(path).read_text(encoding="ascii").strip()
+        except OSError:
+            return None
+
+    meminfo: dict[str, int] = {}
+    for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+        key, _, value = line.partition(":")
+        meminfo[key] = int(value.split()[0]) * 1024 if value.split() else 0
+    thp = text("/sys/kernel/mm/transparent_hugepage/enabled")
+    return {
+        "kernel_release": platform.release(),
+        "kernel_version": platform.version(),
+        "machine": platform.machine(),
+        "page_size_bytes": PAGE_SIZE_BYTES,
+        "cpus": os.cpu_count(),
+        "mem_total_bytes": meminfo.get("MemTotal"),
+        "cgroup_v1_memory": str(CGROUP_V1_MEMORY_ROOT),
+        "cgroup_v2_psi": (CGROUP_V2_ROOT / "cgroup.procs").exists(),
+        "zram": zram.info(),
+        "other_swap_devices": [d for d in active_swaps() if d != zram.dev_path],
+        "vm_swappiness": int(text("/proc/sys/vm/swappiness") or -1),
+        "vm_page_cluster": int(text("/proc/sys/vm/page-cluster") or -1),
+        "transparent_hugepage": thp,
+        "mglru": Path("/sys/kernel/mm/lru_gen/enabled").exists(),
+        "file_dir_fs": filesystem_type(file_dir),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def run_measurements(
+    cases: Sequence[Case],
+    *,
+    warmup_s: float,
+    duration_s: float,
+    file_dir: Path | None = None,
+    zram_size_bytes: int = ZRAM_SIZE_BYTES,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every case under every rung of its ladder; return the JSON-ready document.
+
+    Args:
+        cases: what to run.
+        warmup_s: unmeasured pattern time per rung, after the fill.
+        duration_s: measured window per rung.
+        file_dir: an existing directory on a disk filesystem for the file populations' files (a
+            fresh folder is made under it and removed at the end); default ``/var/tmp``.
+        zram_size_bytes: size of the zram swap device.
+        progress: called with one line per rung.
+
+    Raises:
+        FidelitySetupError: the machine lacks cgroup v1 memory, zram or PSI, or zram0 is in use.
+        FidelityRunError: a workload hung or broke the protocol.
+
+    """
+    check_machine()
+    zram = ZramSwap(size_bytes=zram_size_bytes)
+    zram.check_free()
+    base_dir = file_dir if file_dir is not None else Path("/var/tmp")
+    try:
+        check_disk_dir(base_dir)
+    except WsrlError as exc:
+        raise FidelitySetupError(str(exc)) from exc
+    names = [c.name for c in cases]
+    if len(set(names)) != len(names):
+        raise FidelitySetupError(f"case names must be unique, got {names}")
+
+    cleanup = Cleanup()
+    atexit.register(cleanup.run_all)
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    started = time.monotonic()
+    v1_parent = CGROUP_V1_MEMORY_ROOT / f"wsrl-fidelity-{os.getpid()}"
+    v2_parent: Path | None = None
+    results: list[dict[str, Any]] = []
+    try:
+        if v1_parent.exists():
+            raise FidelitySetupError(f"{v1_parent} already exists: another run with the same pid?")
+        v1_parent.mkdir()
+        cleanup.push(f"remove {v1_parent}", lambda: _rmdir_retry(v1_parent))
+        if (CGROUP_V2_ROOT / "cgroup.procs").exists():
+            candidate = CGROUP_V2_ROOT / v1_parent.name
+            try:
+                candidate.mkdir()
+            except OSError:
+                pass  # no per-group PSI; system-wide PSI is still recorded
+            else:
+                v2_parent = candidate
+                cleanup.push(f"remove {candidate}", lambda: _rmdir_retry(candidate))
+        work_dir = Path(tempfile.mkdtemp(prefix="wsrl-fidelity-", dir=base_dir))
+        cleanup.push(f"remove {work_dir}", lambda: shutil.rmtree(work_dir))
+        cleanup.push(f"stop {zram.dev_path}", zram.stop)
+        zram.start()
+        machine = machine_info(zram, work_dir)
+        for case in cases:
+            spec = WorkloadSpec(case.populations, warmup_s, duration_s, str(work_dir), seed=0)
+            for index, pop in enumerate(spec.populations):
+                if pop.type == "file":  # made here, outside the memcg; the workload re-reads it
+                    ensure_file(file_path(spec, pop), pop.size_bytes, spec.seed * 1000 + index)
+            for k, rung in enumerate(case.rungs):
+                groups = RungGroups(v1_parent, v2_parent, f"{case.name}-{k}")
+                result = run_rung(case, rung, groups, spec, cleanup)
+                result["populations"] = [asdict(p) for p in case.populations]
+                results.append(result)
+                if progress is not None:
+                    progress(format_row(result))
+            for pop in spec.populations:
+                if pop.type == "file":
+                    file_path(spec, pop).unlink(missing_ok=True)
+    finally:
+        # A second Ctrl-C or SIGTERM must not cut the cleanup short.
+        previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cleanup.run_all()
+        for error in cleanup.errors:
+            print(f"wsrl: cleanup failed: {error}", file=sys.stderr)
+        signal.signal(signal.SIGINT, previous_sigint)
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        atexit.unregister(cleanup.run_all)
+    return {
+        "schema": SCHEMA,
+        "harness_pid": os.getpid(),
+        "cgroup_v1_parent": str(v1_parent),
+        "cgroup_v2_parent": str(v2_parent) if v2_parent is not None else None,
+        "work_dir": str(work_dir),
+        "settings": {"warmup_s": warmup_s, "duration_s": duration_s, "zram_size_bytes": zram_size_bytes},
+        "machine": machine,
+        "cases": [
+            {"name": c.name, "description": c.description, "populations": [asdict(p) for p in c.populations]}
+            for c in cases
+        ],
+        "elapsed_s": time.monotonic() - started,
+        "cleanup_errors": cleanup.errors,
+        "results": results,
+    }
+
+
+def _fmt(value: float | None, width: int, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>{width}}"
+    return f"{value:{width}.{decimals}f}"
+
+
+TABLE_HEADER = (
+    f"{'case':<16} {'rung':<18} {'limit MiB':>9} {'outcome':<10} {'anon rf/s':>9} {'file rf/s':>9} "
+    f"{'anon rf/touch':>13} {'majflt/s':>9} {'psi some':>8} {'grp some':>8} {'grp full':>8} "
+    f"{'busy':>6} {'oom':>3}  resident fraction"
+)
+
+
+def format_row(result: dict[str, Any]) -> str:
+    """One line of the human table for a rung result."""
+    w = result.get("window") or {}
+    workload = result.get("workload") or {}
+    resident = " ".join(
+        f"{p['name']}:{_fmt(p.get('resident_fraction_mean'), 0, 2)}" for p in workload.get("populations", [])
+    )
+    limit = result.get("populations_limit_bytes")
+    return (
+        f"{result['case']:<16} {result['rung']['label']:<18} {_fmt(limit / MIB if limit else None, 9, 1)} "
+        f"{result['outcome']:<10} {_fmt(w.get('refault_anon_per_s'), 9, 1)} "
+        f"{_fmt(w.get('refault_file_per_s'), 9, 1)} {_fmt(w.get('anon_refaults_per_touch'), 13, 4)} "
+        f"{_fmt(w.get('pgmajfault_per_s'), 9, 1)} {_fmt(w.get('psi_some_fraction'), 8, 4)} "
+        f"{_fmt(w.get('group_psi_some_fraction'), 8, 4)} {_fmt(w.get('group_psi_full_fraction'), 8, 4)} "
+        f"{_fmt(workload.get('busy_fraction'), 6, 3)} {result['oom_kills']:>3}  {resident}"
+    )
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    """The human table of a whole measurement document."""
+    return "\n".join([TABLE_HEADER, *(format_row(r) for r in doc["results"])])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m wsrl.sim.fidelity.measure [--quick] --out PATH.json``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m wsrl.sim.fidelity.measure", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--out", required=True, type=Path, help="where to write the JSON document")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 small cases, a few rungs, short windows (< 40 s)"
+    )
+    parser.add_argument("--warmup-s", type=float, default=None, help="unmeasured pattern time per rung")
+    parser.add_argument("--duration-s", type=float, default=None, help="measured window per rung")
+    parser.add_argument("--file-dir", type=Path, default=None, help="disk directory for file populations")
+    args = parser.parse_args(argv)
+    cases = quick_cases() if args.quick else default_cases()
+    warmup_s = (
+        args.warmup_s if args.warmup_s is not None else (QUICK_WARMUP_S if args.quick else DEFAULT_WARMUP_S)
+    )
+    duration_s = (
+        args.duration_s
+        if args.duration_s is not None
+        else (QUICK_DURATION_S if args.quick else DEFAULT_DURATION_S)
+    )
+    header_pending = [True]
+
+    def progress(line: str) -> None:
+        if header_pending:
+            print(TABLE_HEADER, file=sys.stderr, flush=True)
+            header_pending.clear()
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        doc = run_measurements(
+            cases,
+            warmup_s=warmup_s,
+            duration_s=duration_s,
+            file_dir=args.file_dir,
+            progress=progress,
+        )
+    except WsrlError as exc:
+        print(f"wsrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wsrl: interrupted; everything created was removed", file=sys.stderr)
+        return 130
+    doc["settings"]["quick"] = args.quick
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(args.out)
+    print(f"{len(doc['results'])} rungs in {doc['elapsed_s']:.1f} s -> {args.out}", file=sys.stderr)
+    if doc["cleanup_errors"]:
+        print("cleanup errors:\n  " + "\n  ".join(doc["cleanup_errors"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
