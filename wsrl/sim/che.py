@@ -8,8 +8,8 @@ beyond its original assumptions). Everything idle longer than ``T*`` is evicted;
 evicted pages are refaults.
 
 The solver works on rows of a 2-D array (one row per guest or per host), all rows at once: the
-resident bytes are monotone in ``T``, so a Newton iteration guarded by a bisection bracket
-converges for every row with no per-row Python code.
+bytes older than ``T`` are convex and decreasing in ``T``, so a Newton iteration guarded by a
+bisection bracket converges for every row with no per-row Python code.
 """
 
 from __future__ import annotations
@@ -22,17 +22,30 @@ MIN_T_S = 1e-3
 MAX_T_S = 1e9
 _LOG_MIN = float(np.log(MIN_T_S))
 _LOG_MAX = float(np.log(MAX_T_S))
-# Convergence: resident bytes within this relative error of the capacity or within one 4 KiB page
-# (finer than memory is managed), or the log-bracket narrower than LOG_TOLERANCE.
-RELATIVE_TOLERANCE = 1e-7
+# Convergence: resident bytes within this relative error of the capacity or within one 4 KiB page,
+# or the log-bracket narrower than LOG_TOLERANCE. The evicted bytes are then rescaled to fill the
+# capacity exactly; the tolerance only bounds how far the split between populations can be off.
+RELATIVE_TOLERANCE = 1e-6
 ABSOLUTE_TOLERANCE_BYTES = 4096.0
 LOG_TOLERANCE = 1e-9
 MAX_ITERATIONS = 80
+# Bisection can only have closed the bracket after this many iterations (it halves a 30-wide
+# log-bracket per iteration at best); checking earlier is wasted work.
+NARROW_CHECK_AFTER = 8
+
+
+def population_sum(values: np.ndarray) -> np.ndarray:
+    """Sum over the last (populations) axis.
+
+    A matrix-vector product with ones: numpy's reductions over a short last axis cost several
+    times more than BLAS here, and this is the simulator's hottest operation.
+    """
+    return values @ np.ones(values.shape[-1])
 
 
 def resident_bytes_at(size_bytes: np.ndarray, rate_per_s: np.ndarray, t_s: np.ndarray) -> np.ndarray:
     """Bytes idle for less than ``t_s`` (one value per row): ``sum size * (1 - exp(-rate * t))``."""
-    return (size_bytes * -np.expm1(-rate_per_s * t_s[:, None])).sum(axis=1)
+    return population_sum(size_bytes * -np.expm1(-rate_per_s * t_s[:, None]))
 
 
 def solve_characteristic_time(
@@ -42,6 +55,17 @@ def solve_characteristic_time(
     guess_s: np.ndarray | None = None,
     kept_fraction: np.ndarray | None = None,
 ) -> np.ndarray:
+    """The characteristic time alone; see :func:`solve_lru`."""
+    return solve_lru(size_bytes, rate_per_s, capacity_bytes, guess_s, kept_fraction)[0]
+
+
+def solve_lru(
+    size_bytes: np.ndarray,
+    rate_per_s: np.ndarray,
+    capacity_bytes: np.ndarray,
+    guess_s: np.ndarray | None = None,
+    kept_fraction: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``T*`` per row at which the pages idle for less than it fill ``capacity_bytes``.
 
     A good ``guess_s`` (the previous step's ``T*``) makes it converge in two or three iterations.
@@ -58,25 +82,43 @@ def solve_characteristic_time(
 
     Returns:
         ``[rows]`` characteristic times in seconds: ``inf`` where every touched page fits (the
-        untouched, rate-0 pages are then the only ones evicted), :data:`MIN_T_S` where even the
-        hottest millisecond does not fit.
+        untouched, rate-0 pages are then the only ones evicted), ``0`` where not even the pages
+        touched within :data:`MIN_T_S` fit (the LRU then keeps nothing); and ``[rows,
+        populations]`` the bytes of each population idle for longer than that time, which is
+        what the LRU evicts when ``kept_fraction`` is not given (see :func:`evicted_bytes_at`).
 
     """
     rows = size_bytes.shape[0]
     touched = rate_per_s > 0
     if kept_fraction is None:
-        touched_bytes = np.where(touched, size_bytes, 0.0).sum(axis=1)
+        touched_bytes = population_sum(np.where(touched, size_bytes, 0.0))
     else:
-        touched_bytes = np.where(touched, size_bytes * (1.0 - kept_fraction), 0.0).sum(axis=1)
+        touched_bytes = population_sum(np.where(touched, size_bytes * (1.0 - kept_fraction), 0.0))
     result = np.full(rows, np.inf)
-    todo = np.flatnonzero(capacity_bytes < touched_bytes)
+    older = np.empty_like(size_bytes)
+    unbounded = capacity_bytes >= touched_bytes
+    if unbounded.any():
+        where = np.flatnonzero(unbounded)
+        older[where] = _untouched_share(size_bytes[where], touched[where], capacity_bytes[where])
+    todo = np.flatnonzero(~unbounded)
     if todo.size == 0:
-        return result
+        return result, older
+    # Rows that cannot even hold what was touched within MIN_T_S keep nothing: T* = 0.
+    quickest = np.exp(-rate_per_s[todo] * MIN_T_S)
+    if kept_fraction is not None:
+        quickest = np.maximum(quickest, kept_fraction[todo])
+    hopeless = population_sum(size_bytes[todo] * (1.0 - quickest)) >= capacity_bytes[todo]
+    if hopeless.any():
+        result[todo[hopeless]] = 0.0
+        older[todo[hopeless]] = size_bytes[todo[hopeless]]
+        todo = todo[~hopeless]
+        if todo.size == 0:
+            return result, older
     size = size_bytes[todo]
     rate = rate_per_s[todo]
     gone = None if kept_fraction is None else kept_fraction[todo]
     # The solve works on the bytes that must be older than T*: everything that is not resident.
-    target = size.sum(axis=1) - capacity_bytes[todo]
+    target = population_sum(size) - capacity_bytes[todo]
     tolerance = np.maximum(capacity_bytes[todo] * RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE_BYTES)
     middle = 0.5 * (_LOG_MIN + _LOG_MAX)
     if guess_s is None:
@@ -87,8 +129,14 @@ def solve_characteristic_time(
         u = np.where(np.isfinite(u), np.clip(u, _LOG_MIN, _LOG_MAX), middle)
     lo = np.full(todo.size, _LOG_MIN)
     hi = np.full(todo.size, _LOG_MAX)
-    result[todo] = np.exp(_newton_bisect(size, rate, gone, target, tolerance, u, lo, hi))
-    return result
+    u, older_todo = _newton_bisect(size, rate, gone, target, tolerance, u, lo, hi)
+    # Within the tolerance of T*, spread the last few bytes over the populations in proportion
+    # to what they lose at T*, so that exactly ``capacity`` stays resident.
+    older_total = population_sum(older_todo)
+    scale = np.divide(target, older_total, out=np.ones_like(target), where=older_total > 0)
+    older[todo] = np.minimum(older_todo * scale[:, None], size)
+    result[todo] = np.exp(u)
+    return result, older
 
 
 def _newton_bisect(
@@ -100,47 +148,75 @@ def _newton_bisect(
     u: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Solve ``older(u) = target`` for ``u = log T`` on every row; ``older`` falls as ``u`` grows.
 
-    Newton steps that leave the bracket ``[lo, hi]`` known to hold the root become bisection
-    steps. Converged rows drop out, but the arrays are compacted only once more than half have
-    converged: on small batches fancy indexing costs as much as an iteration.
+    Newton steps (taken in ``T``) that leave the bracket ``[lo, hi]`` known to hold the root
+    become bisection steps. Converged rows drop out, but the arrays are compacted only once more
+    than half have converged: on small batches fancy indexing costs as much as an iteration.
+    Returns ``u`` and, per population, the bytes older than ``exp(u)``.
     """
     solution = u.copy()
+    older_solution = np.empty_like(size)
     rows = np.arange(u.size)
-    for _ in range(MAX_ITERATIONS):
-        rt = rate * np.exp(u)[:, None]
-        survival = np.exp(-rt)
-        if gone is None:
-            older_pop = size * survival
-            slope = (older_pop * rt).sum(axis=1)
-        else:
-            older_pop = size * np.maximum(survival, gone)
-            slope = (size * survival * rt * (survival > gone)).sum(axis=1)
-        excess = target - older_pop.sum(axis=1)  # > 0: too little is older than u: T* < u
-        below = excess > 0
-        hi = np.where(below, u, hi)
-        lo = np.where(below, lo, u)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            newton = u - excess / slope
-        # Stop on the side that fits (resident <= capacity, excess <= 0) within the tolerance, or
-        # when the bracket has closed: then take its fitting end.
-        narrow = hi - lo < LOG_TOLERANCE
-        done = ((excess <= 0) & (excess >= -tolerance)) | narrow
-        answer = np.where(narrow & below, lo, u)
-        u = np.where(done, answer, np.where((newton > lo) & (newton < hi), newton, 0.5 * (lo + hi)))
-        if done.all():
-            break
-        if 2 * done.sum() > done.size:
-            solution[rows[done]] = u[done]
-            keep = ~done
-            rows, size, rate = rows[keep], size[keep], rate[keep]
-            target, tolerance = target[keep], tolerance[keep]
-            gone = None if gone is None else gone[keep]
-            u, lo, hi = u[keep], lo[keep], hi[keep]
+    neg_rate = -rate
+    multiply = np.multiply
+    ones = np.ones(size.shape[1])
+    # One errstate for the whole loop: numpy's context manager costs as much as a small ufunc.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for iteration in range(MAX_ITERATIONS):
+            minus_rt = multiply(neg_rate, np.exp(u)[:, None])
+            survival = np.exp(minus_rt)
+            older_pop = multiply(size, survival if gone is None else np.maximum(survival, gone))
+            older_total = older_pop @ ones
+            excess = target - older_total  # > 0: too little is older than u: T* < u
+            below = excess > 0
+            hi = np.where(below, u, hi)
+            lo = np.where(below, lo, u)
+            # Stop within the tolerance on either side (the caller's bytes are rescaled to hit
+            # the capacity exactly), or when the bracket has closed: then take its fitting end.
+            done = np.abs(excess) <= tolerance
+            if iteration >= NARROW_CHECK_AFTER:
+                narrow = hi - lo < LOG_TOLERANCE
+                moved = narrow & below
+                if moved.any():  # the answer is the bracket's fitting end, not where we stand
+                    u = np.where(moved, lo, u)
+                    moved_gone = None if gone is None else gone[moved]
+                    older_pop[moved] = _older(size[moved], neg_rate[moved], moved_gone, u[moved])
+                done |= narrow
+            if done.all():
+                break
+            # Newton on log(older) as a function of T. log(older) is convex in T (a log-sum of
+            # exponentials), so from below the root Newton never overshoots it and from above one
+            # step lands below; for a single population it is exact in one step, where Newton on
+            # older itself crawls 1/rate seconds per step through the exponential's tail.
+            # ``slope`` is T d(older)/dT (negative).
+            if gone is None:
+                slope = multiply(older_pop, minus_rt) @ ones
+            else:
+                slope = (size * survival * minus_rt * (survival > gone)) @ ones
+            newton = u + np.log1p(-np.log(older_total / target) * older_total / slope)
+            newton = np.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
+            u = np.where(done, u, newton)
+            if 2 * np.count_nonzero(done) > done.size:
+                solution[rows[done]] = u[done]
+                older_solution[rows[done]] = older_pop[done]
+                keep = ~done
+                rows, size, neg_rate = rows[keep], size[keep], neg_rate[keep]
+                target, tolerance = target[keep], tolerance[keep]
+                gone = None if gone is None else gone[keep]
+                u, lo, hi = u[keep], lo[keep], hi[keep]
+        else:  # out of iterations: u moved after older_pop was computed
+            older_pop = _older(size, neg_rate, gone, u)
     solution[rows] = u
-    return solution
+    older_solution[rows] = older_pop
+    return solution, older_solution
+
+
+def _older(size: np.ndarray, neg_rate: np.ndarray, gone: np.ndarray | None, u: np.ndarray) -> np.ndarray:
+    """Bytes of each population idle for longer than ``exp(u)``."""
+    survival = np.exp(neg_rate * np.exp(u)[:, None])
+    return size * (survival if gone is None else np.maximum(survival, gone))
 
 
 def evicted_bytes_at(
@@ -156,15 +232,21 @@ def evicted_bytes_at(
     evicted = size_bytes * np.exp(-rate_per_s * finite_t[:, None])
     unbounded = np.flatnonzero(~np.isfinite(t_s))
     if unbounded.size:
-        size, rate = size_bytes[unbounded], rate_per_s[unbounded]
-        untouched = np.where(rate > 0, 0.0, size)
-        untouched_total = untouched.sum(axis=1)
-        overflow = size.sum(axis=1) - capacity_bytes[unbounded]
-        share = np.divide(
-            np.clip(overflow, 0.0, untouched_total),
-            untouched_total,
-            out=np.zeros_like(untouched_total),
-            where=untouched_total > 0,
+        evicted[unbounded] = _untouched_share(
+            size_bytes[unbounded], rate_per_s[unbounded] > 0, capacity_bytes[unbounded]
         )
-        evicted[unbounded] = untouched * share[:, None]
     return evicted
+
+
+def _untouched_share(size_bytes: np.ndarray, touched: np.ndarray, capacity_bytes: np.ndarray) -> np.ndarray:
+    """Evicted bytes where every touched page fits: untouched pages share the overflow by size."""
+    untouched = np.where(touched, 0.0, size_bytes)
+    untouched_total = population_sum(untouched)
+    overflow = population_sum(size_bytes) - capacity_bytes
+    share = np.divide(
+        np.minimum(np.maximum(overflow, 0.0), untouched_total),
+        untouched_total,
+        out=np.zeros_like(untouched_total),
+        where=untouched_total > 0,
+    )
+    return untouched * share[:, None]

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsrl.sim.arrays import ACTUATOR_BALLOON, GuestArrays, HostArrays
-from wsrl.sim.che import evicted_bytes_at, solve_characteristic_time
+from wsrl.sim.che import population_sum, solve_characteristic_time, solve_lru
 
 PAGE_BYTES = 4096
 PSI_AVG10_WINDOW_S = 10.0
+REGIME_HYSTERESIS = 1e-3
 
 
 @dataclass
@@ -69,8 +70,16 @@ class GuestMemoryModel:
         self.hosts = hosts
         self.pop_is_anon = np.asarray(pop_is_anon, dtype=bool)
         self.pop_is_file = ~self.pop_is_anon
-        # [hosts, guests, populations, 2]: one-hot type per population, for batched type sums.
-        self._type_matrix = np.stack([self.pop_is_anon, self.pop_is_file], axis=3).astype(float)
+        self._anon_weight = self.pop_is_anon.astype(float)  # multiply-and-sum beats masking
+        # What the hosts have for guests' evictable pages: capacity - reserve - unevictable.
+        self._host_available_bytes = (
+            hosts.capacity_bytes
+            - hosts.reserve_bytes
+            - np.where(guests.mask, guests.unevictable_bytes, 0.0).sum(axis=1)
+        )
+        # Row views (one row per guest) for the solver's fancy indexing.
+        self._anon_flat = self.pop_is_anon.reshape(-1, self.pop_is_anon.shape[2])
+        self._swap_flat = guests.swap_capacity_bytes.ravel()
         if self.pop_is_anon.shape[:2] != guests.shape:
             raise ValueError(f"pop_is_anon shape {self.pop_is_anon.shape} does not match {guests.shape}")
         self._mask = guests.mask
@@ -98,11 +107,12 @@ class GuestMemoryModel:
         self.balloon_stall_steps = np.zeros(shape, dtype=np.int64)
         self.psi_some_avg10 = np.zeros(shape)
         self.host_time_s = np.full(shape[0], np.inf)
-        # Characteristic times of the last solve per guest: warm starts for the next one.
-        self.guest_time_s = np.full(shape, np.inf)
-        self.anon_time_s = np.full(shape, np.inf)
-        self.file_time_s = np.full(shape, np.inf)
-        # Guests whose anon eviction was capped by swap last step (their LRU split in two).
+        self._host_swapping = False
+        # Characteristic times of the last solves per guest (one LRU; anon and file LRUs when
+        # swap is full): warm starts for the next step's solves.
+        self._solve_times = np.full((*shape, 3), np.inf)
+        # Guests whose anon eviction was capped by swap the last time they were under pressure
+        # (their LRU split in two).
         self._swap_bound = np.zeros(shape, dtype=bool)
 
     def prime(self, size_bytes: np.ndarray, rate_per_s: np.ndarray) -> None:
@@ -121,22 +131,23 @@ class GuestMemoryModel:
     @property
     def resident_bytes(self) -> np.ndarray:
         """Guest memory in use: resident pages plus the unevictable part."""
-        return self.resident_pop_bytes.sum(axis=2) + np.where(self._mask, self.guests.unevictable_bytes, 0.0)
+        unevictable = np.where(self._mask, self.guests.unevictable_bytes, 0.0)
+        return population_sum(self.resident_pop_bytes) + unevictable
 
     @property
     def swap_bytes(self) -> np.ndarray:
         """Anon bytes the guest holds in its swap."""
-        return (self.evicted_bytes * self.pop_is_anon).sum(axis=2)
+        return self._anon_sum(self.evicted_bytes)
 
     @property
     def demand_bytes(self) -> np.ndarray:
         """All population bytes plus unevictable: what the guest would use given unlimited memory."""
-        return self.size_bytes.sum(axis=2) + np.where(self._mask, self.guests.unevictable_bytes, 0.0)
+        return population_sum(self.size_bytes) + np.where(self._mask, self.guests.unevictable_bytes, 0.0)
 
     def min_feasible_bytes(self, size_bytes: np.ndarray | None = None) -> np.ndarray:
         """The smallest visible size the guest survives: unevictable plus anon that swap cannot take."""
         sizes = self.size_bytes if size_bytes is None else size_bytes
-        return self._min_feasible(self._by_type(sizes)[..., 0])
+        return self._min_feasible(self._anon_sum(sizes))
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -170,13 +181,13 @@ class GuestMemoryModel:
         if evicted.any():
             kept = np.divide(size, self.size_bytes, out=np.ones_like(size), where=self.size_bytes > size)
             evicted = np.minimum(evicted * kept, size)
-        by_type = self._by_type(size)
+        anon_bytes = self._anon_sum(size)
 
         # 3. Actuators: memcg at once, balloons at finite speed and never below what the guest
         # can give back.
-        target = np.clip(np.where(mask, target_bytes, 0.0), 0.0, g.provisioned_bytes)
+        target = np.minimum(np.maximum(np.where(mask, target_bytes, 0.0), 0.0), g.provisioned_bytes)
         self.target_bytes = target
-        floor_now = self._min_feasible(by_type[..., 0])
+        floor_now = self._min_feasible(anon_bytes)
         is_balloon = g.actuator == ACTUATOR_BALLOON
         shrinking = target < self.visible_bytes
         moved = np.where(
@@ -199,11 +210,10 @@ class GuestMemoryModel:
             keep = ~(oom[..., None] & anon)
             size = size * keep
             evicted = evicted * keep
-            by_type = self._by_type(size)
             self.oom_kills_total += oom
 
         # 5. Where the LRU settles under this capacity: Che's T*, with anon eviction capped by swap.
-        equilibrium = self._equilibrium_evicted(size, rate, capacity, by_type.sum(axis=2))
+        equilibrium = self._equilibrium_evicted(size, rate, capacity, population_sum(size))
 
         # 6. Evicted pages drain at their access rates (refaults) while the limit pins them at the
         # equilibrium; see _drain for the closed form.
@@ -213,10 +223,9 @@ class GuestMemoryModel:
         self.rate_per_s = rate
         self.evicted_bytes = evicted_end
 
-        flows_pages = np.stack([refault_bytes, swapped_out], axis=2) @ self._type_matrix / PAGE_BYTES
-        refault_anon_pages = flows_pages[:, :, 0, 0]
-        refault_file_pages = flows_pages[:, :, 0, 1]
-        evicted_anon_pages = flows_pages[:, :, 1, 0]
+        refault_anon_pages = self._anon_sum(refault_bytes) / PAGE_BYTES
+        refault_file_pages = population_sum(refault_bytes) / PAGE_BYTES - refault_anon_pages
+        evicted_anon_pages = self._anon_sum(swapped_out) / PAGE_BYTES
 
         # 7. Host: overflow past capacity - reserve goes to host swap, globally coldest first.
         host_fault_pages, host_over = self._host_swap(dt_s)
@@ -248,9 +257,9 @@ class GuestMemoryModel:
             host_overcommitted=host_over,
         )
 
-    def _by_type(self, pop_bytes: np.ndarray) -> np.ndarray:
-        """``[hosts, guests, 2]`` sums of a per-population quantity over anon and file populations."""
-        return (pop_bytes[:, :, None, :] @ self._type_matrix)[:, :, 0, :]
+    def _anon_sum(self, pop_bytes: np.ndarray) -> np.ndarray:
+        """``[hosts, guests]`` sum of a per-population quantity over the anon populations."""
+        return population_sum(pop_bytes * self._anon_weight)
 
     def _min_feasible(self, anon_bytes: np.ndarray) -> np.ndarray:
         stuck = np.maximum(anon_bytes - self.guests.swap_capacity_bytes, 0.0)
@@ -271,51 +280,55 @@ class GuestMemoryModel:
         binding = demand > capacity
         equilibrium = np.zeros_like(size)
         if not binding.any():
-            self._swap_bound[:] = False
             return equilibrium
         rows = np.flatnonzero(binding.ravel())
         s = size.reshape(-1, pops)[rows]
         r = rate.reshape(-1, pops)[rows]
         cap = capacity.ravel()[rows]
-        anon = self.pop_is_anon.reshape(-1, pops)[rows]
-        swap_cap = self.guests.swap_capacity_bytes.ravel()[rows]
-        anon_total = (s * anon).sum(axis=1)
-        times = {
-            "one": self.guest_time_s.ravel()[rows],
-            "anon": self.anon_time_s.ravel()[rows],
-            "file": self.file_time_s.ravel()[rows],
-        }
+        anon = self._anon_flat[rows]
+        swap_cap = self._swap_flat[rows]
+        times = self._solve_times.reshape(-1, 3)[rows]  # columns: one LRU, anon LRU, file LRU
+        # Predict each guest's regime from the last time it was binding (guests move in and out
+        # of pressure with their workload's cycle), or where it never was, from whether evicting
+        # every file page would still leave more anon to evict than swap holds.
         bound = self._swap_bound.ravel()[rows]
+        file_total = population_sum(s * ~anon)
+        bound |= demand.ravel()[rows] - cap - file_total > swap_cap
         out = np.empty_like(s)
         pending = np.arange(rows.size)
         for attempt in range(2):
             one, two = pending[~bound[pending]], pending[bound[pending]]
-            anon_resident = np.maximum(anon_total[two] - swap_cap[two], 0.0)
-            sizes = np.concatenate([s[one], s[two] * anon[two], s[two] * ~anon[two]])
-            rates = np.concatenate([r[one], r[two], r[two]])
-            caps = np.concatenate([cap[one], anon_resident, np.maximum(cap[two] - anon_resident, 0.0)])
-            guesses = np.concatenate([times["one"][one], times["anon"][two], times["file"][two]])
-            t = solve_characteristic_time(sizes, rates, caps, guesses)
-            evicted = evicted_bytes_at(sizes, rates, t, caps)
             n1, n2 = one.size, two.size
-            t_anon, t_file = t[n1 : n1 + n2], t[n1 + n2 :]
+            if n2 == 0:
+                sizes, rates, caps, guesses = s[one], r[one], cap[one], times[one, 0]
+            else:
+                anon_two = anon[two]
+                anon_resident = np.maximum(population_sum(s[two] * anon_two) - swap_cap[two], 0.0)
+                sizes = np.concatenate([s[one], s[two] * anon_two, s[two] * ~anon_two])
+                rates = np.concatenate([r[one], r[two], r[two]])
+                caps = np.concatenate([cap[one], anon_resident, np.maximum(cap[two] - anon_resident, 0.0)])
+                guesses = np.concatenate([times[one, 0], times[two, 1], times[two, 2]])
+            t, evicted = solve_lru(sizes, rates, caps, guesses)
             out[one] = evicted[:n1]
-            out[two] = evicted[n1 : n1 + n2] + evicted[n1 + n2 :]
-            times["one"][one], times["anon"][two], times["file"][two] = t[:n1], t_anon, t_file
+            times[one, 0] = t[:n1]
+            if n2:
+                out[two] = evicted[n1 : n1 + n2] + evicted[n1 + n2 :]
+                times[two, 1], times[two, 2] = t[n1 : n1 + n2], t[n1 + n2 :]
             if attempt == 1:
                 break
             # One LRU that overflows swap is wrong; two LRUs where anon would keep younger pages
-            # than file is wrong too (one LRU then fits in swap).
-            overflows = (evicted[:n1] * anon[one]).sum(axis=1) > swap_cap[one] + PAGE_BYTES
-            needless = t_anon < t_file * (1.0 - 1e-6)
-            pending = np.concatenate([one[overflows], two[needless]])
-            if pending.size == 0:
+            # than file is wrong too (one LRU then fits in swap). Near the boundary both answers
+            # agree, so a 0.1 % hysteresis keeps guests that sit on it from flipping every step
+            # (swap may then hold up to 0.1 % more than its capacity).
+            overflows = population_sum(evicted[:n1] * anon[one]) > swap_cap[one] * (1 + REGIME_HYSTERESIS) + (
+                PAGE_BYTES
+            )
+            needless = t[n1 : n1 + n2] < t[n1 + n2 :] * (1.0 - REGIME_HYSTERESIS)
+            if not (overflows.any() or needless.any()):
                 break
+            pending = np.concatenate([one[overflows], two[needless]])
             bound[pending] = ~bound[pending]
-        self.guest_time_s.ravel()[rows] = times["one"]
-        self.anon_time_s.ravel()[rows] = times["anon"]
-        self.file_time_s.ravel()[rows] = times["file"]
-        self._swap_bound[:] = False
+        self._solve_times.reshape(-1, 3)[rows] = times
         self._swap_bound.ravel()[rows] = bound
         equilibrium.reshape(-1, pops)[rows] = np.minimum(out, s)
         return equilibrium
@@ -323,16 +336,17 @@ class GuestMemoryModel:
     def _host_swap(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Host-level LRU over every guest's resident pages; returns host faults and overcommit."""
         g = self.guests
-        unevictable = np.where(self._mask, g.unevictable_bytes, 0.0).sum(axis=1)
-        available = self.hosts.capacity_bytes - self.hosts.reserve_bytes - unevictable
-        used = (self.size_bytes - self.evicted_bytes).sum(axis=(1, 2))
+        available = self._host_available_bytes
+        used = population_sum(self.size_bytes - self.evicted_bytes).sum(axis=1)
         over = used > available
         faults = np.zeros(g.shape)
         if not over.any():
-            if self.host_swapped_bytes.any():
+            if self._host_swapping:
                 self.host_swapped_bytes = np.zeros_like(self.size_bytes)
-            self.host_time_s = np.full(over.shape, np.inf)
+                self.host_time_s = np.full(over.shape, np.inf)
+                self._host_swapping = False
             return faults, over
+        self._host_swapping = True
         hosts = np.flatnonzero(over)
         _, guests, pops = self.size_bytes.shape
         # The host's LRU sees each guest's resident pages; it is assumed to order them by the same
@@ -350,7 +364,7 @@ class GuestMemoryModel:
         self.host_swapped_bytes[hosts] = swapped.reshape(hosts.size, guests, pops)
         self.host_time_s = np.full(over.shape, np.inf)
         self.host_time_s[hosts] = t_host
-        faults[hosts] = (swapped * rate).reshape(hosts.size, guests, pops).sum(axis=2) * dt_s / PAGE_BYTES
+        faults[hosts] = population_sum((swapped * rate).reshape(hosts.size, guests, pops)) * dt_s / PAGE_BYTES
         return faults, over
 
     def cold_bytes(self, threshold_s: float) -> np.ndarray:
@@ -358,7 +372,7 @@ class GuestMemoryModel:
         size = self.size_bytes
         q = np.divide(self.evicted_bytes, size, out=np.ones_like(size), where=size > 0)
         survival = np.exp(-self.rate_per_s * threshold_s)
-        return (size * (np.maximum(survival, q) - q)).sum(axis=2)
+        return population_sum(size * (np.maximum(survival, q) - q))
 
     # -- histograms ------------------------------------------------------------------------------
 
@@ -383,7 +397,9 @@ class GuestMemoryModel:
         np.subtract(older, q32, out=older)
         by_type = np.stack([size * self.pop_is_anon, size * self.pop_is_file], axis=2).astype(np.float32)
         cold = (by_type @ older).astype(np.float64)  # [H, G, 2, E]: resident bytes idle > each edge
-        resident = self._by_type(size - self.evicted_bytes)  # [H, G, 2]
+        resident_pop = size - self.evicted_bytes
+        resident_anon = self._anon_sum(resident_pop)
+        resident = np.stack([resident_anon, population_sum(resident_pop) - resident_anon], axis=2)
         out = np.empty((*cold.shape[:3], cold.shape[3] + 1))
         out[..., 0] = resident - cold[..., 0]
         np.subtract(cold[..., :-1], cold[..., 1:], out=out[..., 1:-1])
@@ -404,13 +420,15 @@ def _drain(
     * ``E0 > E*`` (memory was given back): ``E`` decays freely as ``E0 e^{-r t}``; if it reaches
       ``E*`` after ``tau = ln(E0/E*)/r < dt``, the rest of the step refaults at ``r E*``.
     """
-    decay = np.exp(-rate * dt_s)
-    free = evicted * decay
+    free = evicted * np.exp(-rate * dt_s)
     pinned = equilibrium >= evicted
+    evicted_end = np.where(pinned, equilibrium, free)
+    refault = np.where(pinned, rate * equilibrium * dt_s, evicted - free)
     reaches = ~pinned & (free < equilibrium)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        tau = np.where(reaches, np.log(evicted / equilibrium) / rate, 0.0)
-        tail = np.where(reaches, (evicted - equilibrium) + rate * equilibrium * (dt_s - tau), 0.0)
-    evicted_end = np.where(pinned | reaches, equilibrium, free)
-    refault = np.where(pinned, rate * equilibrium * dt_s, np.where(reaches, tail, evicted - free))
+    if reaches.any():
+        # Rare (only right after a guest grew): the free decay meets the equilibrium mid-step.
+        e0, e_star, r = evicted[reaches], equilibrium[reaches], rate[reaches]
+        tau = np.log(e0 / e_star) / r
+        evicted_end[reaches] = e_star
+        refault[reaches] = (e0 - e_star) + r * e_star * (dt_s - tau)
     return evicted_end, np.maximum(refault, 0.0)
