@@ -120,13 +120,13 @@ def solve_lru(
     # The solve works on the bytes that must be older than T*: everything that is not resident.
     target = population_sum(size) - capacity_bytes[todo]
     tolerance = np.maximum(capacity_bytes[todo] * RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE_BYTES)
-    middle = 0.5 * (_LOG_MIN + _LOG_MAX)
     if guess_s is None:
-        u = np.full(todo.size, middle)
+        u = np.full(todo.size, 0.5 * (_LOG_MIN + _LOG_MAX))
     else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.log(np.asarray(guess_s, dtype=float)[todo])
-        u = np.where(np.isfinite(u), np.clip(u, _LOG_MIN, _LOG_MAX), middle)
+        # An infinite guess (the row fitted last time) starts at the bracket's top: from above,
+        # one Newton step lands below the root.
+        with np.errstate(divide="ignore"):
+            u = np.minimum(np.maximum(np.log(guess_s[todo]), _LOG_MIN), _LOG_MAX)
     lo = np.full(todo.size, _LOG_MIN)
     hi = np.full(todo.size, _LOG_MAX)
     u, older_todo = _newton_bisect(size, rate, gone, target, tolerance, u, lo, hi)
