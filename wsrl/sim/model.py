@@ -385,26 +385,30 @@ class GuestMemoryModel:
         ``q = evicted / size``. Never-touched resident pages sit in the open bin. Bins sum to the
         resident bytes of each type exactly.
         """
-        edges_s = np.asarray(edges_ms, dtype=np.float32) / np.float32(1000.0)
         size = self.size_bytes
+        hosts, guests, pops = size.shape
         q = np.divide(self.evicted_bytes, size, out=np.ones_like(size), where=size > 0)
-        # Fraction of each population resident and idle > edge, [H, G, P, E], computed in place in
-        # float32: plenty for fractions and several times faster. Byte sums telescope in float64.
-        q32 = q.astype(np.float32)[..., None]
-        older = self.rate_per_s.astype(np.float32)[..., None] * -edges_s
+        # Fraction of each population resident and idle longer than each edge, [rows, E], in place
+        # and in float32: plenty for fractions and several times faster. The outer product of
+        # rates and edges is one BLAS call. Byte sums telescope in float64.
+        neg_edges_s = (np.asarray(edges_ms, dtype=np.float32) / np.float32(-1000.0)).reshape(1, -1)
+        older = self.rate_per_s.astype(np.float32).reshape(-1, 1) @ neg_edges_s
         np.exp(older, out=older)
-        np.maximum(older, q32, out=older)
-        np.subtract(older, q32, out=older)
-        by_type = np.stack([size * self.pop_is_anon, size * self.pop_is_file], axis=2).astype(np.float32)
-        cold = (by_type @ older).astype(np.float64)  # [H, G, 2, E]: resident bytes idle > each edge
+        np.subtract(older, q.astype(np.float32).reshape(-1, 1), out=older)
+        np.maximum(older, 0.0, out=older)
+        weights = np.empty((hosts, guests, 2, pops), dtype=np.float32)
+        np.multiply(size, self._anon_weight, out=weights[:, :, 0, :], casting="unsafe")
+        np.subtract(size, weights[:, :, 0, :], out=weights[:, :, 1, :], casting="unsafe")
+        # [H, G, 2, E]: resident bytes of each type idle longer than each edge.
+        cold = (weights @ older.reshape(hosts, guests, pops, -1)).astype(np.float64)
         resident_pop = size - self.evicted_bytes
         resident_anon = self._anon_sum(resident_pop)
-        resident = np.stack([resident_anon, population_sum(resident_pop) - resident_anon], axis=2)
-        out = np.empty((*cold.shape[:3], cold.shape[3] + 1))
-        out[..., 0] = resident - cold[..., 0]
+        out = np.empty((hosts, guests, 2, cold.shape[3] + 1))
+        out[:, :, 0, 0] = resident_anon - cold[:, :, 0, 0]
+        out[:, :, 1, 0] = population_sum(resident_pop) - resident_anon - cold[:, :, 1, 0]
         np.subtract(cold[..., :-1], cold[..., 1:], out=out[..., 1:-1])
         out[..., -1] = cold[..., -1]
-        return np.maximum(out, 0.0)
+        return np.maximum(out, 0.0, out=out)
 
 
 def _drain(
