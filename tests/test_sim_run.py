@@ -189,3 +189,45 @@ def test_cli_trace_plot_works_on_real_history(tmp_path):
     result = runner.invoke(app, ["trace", "plot", "envs/traces/bitbrains-sample", "--out", str(png)])
     assert result.exit_code == 0, result.output
     assert png.stat().st_size > 20_000
+
+
+def test_trace_rows_carry_events_and_counters(tmp_path):
+    """OOMs and balloon stalls a policy causes show up in the recorded trace, as on a real host."""
+    from wsrl.sim.record import step_table
+    from wsrl.trace.writer import TraceWriter
+
+    setup = build_setup(load_scenario("laptop"), seed=0)
+    sim = Simulator(setup)
+    sim.reset(0)
+    tiny = np.full(sim.shape, 64.0 * 2**20)  # far below what any guest needs
+    out = tmp_path / "squeezed"
+    with TraceWriter(out, source="test") as writer:
+        for _ in range(30):
+            sim.step(tiny)
+            writer.append_table(step_table(sim, action_target_bytes=tiny, action_policy="squeeze"))
+    table = TraceReader(out).read_table()
+    rows = table.to_pylist()
+    events = {event for row in rows for event in row["events"]}
+    assert "balloon_stall" in events  # balloons stop where the guest cannot give memory back
+    assert all(row["action_policy"] == "squeeze" and row["action_target_bytes"] == 64 * 2**20 for row in rows)
+    # Counters are cumulative and never go down.
+    for guest in {row["guest"] for row in rows}:
+        series = [row for row in rows if row["guest"] == guest]
+        for key in ("refault_anon_total", "refault_file_total", "oom_kills_total", "psi_some_total_us"):
+            values = [row[key] for row in series]
+            assert values == sorted(values), (guest, key)
+    assert max(row["refault_anon_total"] + row["refault_file_total"] for row in rows) > 0
+    assert validate_trace(out).ok
+
+
+def test_memcg_guests_oom_under_a_tight_limit_and_the_trace_says_so(tmp_path):
+    from wsrl.sim.record import step_table
+
+    setup = build_setup(load_scenario("dense"), seed=0)  # memcg guests: limits act at once
+    sim = Simulator(setup)
+    sim.reset(0)
+    sim.step(np.full(sim.shape, 32.0 * 2**20))
+    table = step_table(sim)
+    rows = table.to_pylist()
+    assert sum(row["oom_kills_total"] for row in rows) == int(sim.model.oom_kills_total[sim.mask].sum()) > 0
+    assert all(("oom" in row["events"]) == (row["oom_kills_total"] > 0) for row in rows)
