@@ -13,7 +13,7 @@ from wsrl.cli import app
 from wsrl.histogram import DEFAULT_EDGES_MS
 from wsrl.sim.build import build_setup
 from wsrl.sim.config import list_scenarios, load_scenario
-from wsrl.sim.run import parse_duration_s, run_simulation
+from wsrl.sim.run import run_simulation
 from wsrl.sim.simulator import Simulator
 from wsrl.trace.reader import TraceReader
 from wsrl.trace.validate import validate_trace
@@ -107,12 +107,14 @@ def test_run_writes_a_valid_trace_in_the_store_format(tmp_path):
 
 
 def test_parse_duration():
+    from wsrl.units import parse_duration_s
+
     assert parse_duration_s("6h") == 21_600
-    assert parse_duration_s("1h30m") == 5_400
-    assert parse_duration_s("90") == 90
-    assert parse_duration_s("2d") == 172_800
-    for bad in ("", "-5", "6x", "h", "5h3"):
-        with pytest.raises(ValueError):
+    assert parse_duration_s("1h30m") == parse_duration_s("90 m") == 5_400
+    assert parse_duration_s("90") == parse_duration_s(90) == 90
+    assert parse_duration_s("2d") == 172_800 and parse_duration_s("1w") == 604_800
+    for bad in ("", "-5", "6x", "h", "5h3", "1.5.5h", "inf", "nan", 0, -1.0, True):
+        with pytest.raises(ValueError, match="duration"):
             parse_duration_s(bad)
 
 

@@ -36,7 +36,8 @@ def sim_command(
     """Run a scenario with every guest at its provisioned size and record what the host would report."""
     from wsrl.sim.build import build_setup
     from wsrl.sim.config import load_scenario
-    from wsrl.sim.run import parse_duration_s, run_simulation
+    from wsrl.sim.run import run_simulation
+    from wsrl.units import parse_duration_s
 
     try:
         duration_s = parse_duration_s(duration)

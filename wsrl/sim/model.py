@@ -31,8 +31,8 @@ import numpy as np
 
 from wsrl.sim.arrays import ACTUATOR_BALLOON, GuestArrays, HostArrays
 from wsrl.sim.che import population_sum, solve_characteristic_time, solve_lru
+from wsrl.units import PAGE_BYTES
 
-PAGE_BYTES = 4096
 PSI_AVG10_WINDOW_S = 10.0
 REGIME_HYSTERESIS = 1e-3
 

@@ -49,40 +49,6 @@ class SimSummary:
         return asdict(self)
 
 
-def parse_duration_s(text: str) -> float:
-    """Parse ``90``, ``90s``, ``15m``, ``6h``, ``2d`` (or combinations like ``1h30m``) into seconds.
-
-    Raises:
-        ValueError: not a positive duration.
-
-    """
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    cleaned = text.strip().lower()
-    if not cleaned:
-        raise ValueError("empty duration")
-    try:
-        value = float(cleaned)
-    except ValueError:
-        value = None
-    if value is None:
-        total = 0.0
-        number = ""
-        for char in cleaned:
-            if char.isdigit() or char == ".":
-                number += char
-            elif char in units and number:
-                total += float(number) * units[char]
-                number = ""
-            else:
-                raise ValueError(f"cannot read duration {text!r}: use e.g. 90s, 15m, 6h, 2d")
-        if number:
-            raise ValueError(f"cannot read duration {text!r}: a number needs a unit (s, m, h, d)")
-        value = total
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"duration must be positive, got {text!r}")
-    return value
-
-
 def run_simulation(
     setup: SimSetup,
     duration_s: float,
