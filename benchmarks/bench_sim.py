@@ -54,15 +54,28 @@ def scenario(guests_per_host: int, hosts: int, *, offset: int = 0) -> dict[str, 
     }
 
 
-def make_simulator(guests: int, *, offset: int = 0) -> tuple[Simulator, np.ndarray]:
+def target_fractions(guests: int) -> np.ndarray:
+    """Each guest's target as a fraction of its provisioned size, guest by guest (flat order)."""
+    return np.random.default_rng(0).uniform(0.5, 1.0, guests)
+
+
+def make_simulator(guests: int) -> tuple[Simulator, np.ndarray]:
+    """``guests`` guests on hosts of up to 64, and their targets."""
     per_host = min(guests, 64)
     hosts = guests // per_host
-    setup = build_setup(scenario_from_dict(scenario(per_host, hosts, offset=offset)), seed=1)
+    setup = build_setup(scenario_from_dict(scenario(per_host, hosts)))
     sim = Simulator(setup)
     sim.reset(1)
-    rng = np.random.default_rng(0)
-    targets = setup.guests.provisioned_bytes * rng.uniform(0.5, 1.0, setup.guests.shape)
-    return sim, targets
+    fractions = target_fractions(guests).reshape(setup.guests.shape)
+    return sim, setup.guests.provisioned_bytes * fractions
+
+
+def single_guest_simulator(index: int) -> tuple[Simulator, np.ndarray]:
+    """Guest ``index`` of the batched layout on its own: same workload, size and target."""
+    setup = build_setup(scenario_from_dict(scenario(1, 1, offset=index % 64)))
+    sim = Simulator(setup)
+    sim.reset(1)
+    return sim, setup.guests.provisioned_bytes * target_fractions(index + 1)[index]
 
 
 def throughput(sim: Simulator, targets: np.ndarray, seconds: float, histogram: bool) -> float:
@@ -85,10 +98,7 @@ def throughput(sim: Simulator, targets: np.ndarray, seconds: float, histogram: b
 
 def loop_throughput(guests: int, seconds: float, *, histogram: bool) -> float:
     """The same guests stepped one by one: one single-guest simulator per guest."""
-    sims = []
-    for index in range(guests):
-        sim, targets = make_simulator(1, offset=index)
-        sims.append((sim, targets))
+    sims = [single_guest_simulator(index) for index in range(guests)]
     steps = 0
     start = time.perf_counter()
     while True:

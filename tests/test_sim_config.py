@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from wsrl.errors import ConfigError, WsrlError
-from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, TIER_NAMES
+from wsrl.sim import defaults
+from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, ACTUATOR_NAMES, TIER_NAMES
 from wsrl.sim.build import build_setup
 from wsrl.sim.config import (
-    GIB,
-    MIB,
     envs_dir,
     list_scenarios,
     list_workloads,
@@ -23,6 +22,7 @@ from wsrl.sim.config import (
     parse_trace_start,
     scenario_from_dict,
 )
+from wsrl.units import GIB, MIB
 
 ENVS = envs_dir()
 WORKLOADS = sorted(p.stem for p in (ENVS / "workloads").glob("*.toml"))
@@ -106,7 +106,7 @@ def test_bundled_workload_loads(name: str) -> None:
 def test_bundled_scenario_loads_and_builds(name: str) -> None:
     scenario = load_scenario(name)
     assert scenario.name == name
-    setup = build_setup(scenario, seed=0)
+    setup = build_setup(scenario)
     g = setup.guests
     hosts, guests = g.shape
     assert hosts == scenario.host.count
@@ -129,14 +129,14 @@ def test_listings() -> None:
 
 
 def test_dense_is_exactly_64_guests() -> None:
-    setup = build_setup("dense", seed=0)
+    setup = build_setup("dense")
     assert setup.guests.shape == (1, 64)
     assert (setup.guests.actuator == ACTUATOR_MEMCG).all()
 
 
 def test_datacenter_arrays_in_si_units() -> None:
     scenario = load_scenario("datacenter")
-    setup = build_setup(scenario, seed=3, hosts=5)
+    setup = build_setup(scenario, hosts=5)
     g = setup.guests
     assert g.shape == (5, 16)
     assert setup.hosts.names == [f"host-{h}" for h in range(5)]
@@ -213,7 +213,7 @@ def test_envs_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WSRL_ENVS", str(tmp_path))
     assert list_workloads() == [("tiny", "d")]
     assert [n for n, _ in list_scenarios()] == ["small"]
-    setup = build_setup("small", seed=0)
+    setup = build_setup("small")
     assert setup.guests.names[0, 0] == "a"
 
 
@@ -301,7 +301,7 @@ def test_trace_guest_without_provisioned_size_needs_fallback(tmp_path: Path) -> 
     text = SCENARIO_OK.replace('workload = "web-diurnal"\nprovisioned_gib = 16', f'trace = "{TRACE}"')
     scenario = load_scenario(write(tmp_path / "s.toml", text))
     with pytest.raises(ConfigError, match=r"guest\[0\]\.trace_fallback_provisioned_gib: trace guest vm38"):
-        build_setup(scenario, seed=0)
+        build_setup(scenario)
 
 
 def test_workload_only_keys_on_trace_guests_and_back(tmp_path: Path) -> None:
@@ -402,3 +402,90 @@ def test_trace_paths_relative_to_scenario_then_repo() -> None:
     )
     assert from_repo.trace_dir_of(0) == from_file.trace_dir_of(0) == TRACE.resolve()
     assert from_file.path is None
+
+
+def test_trace_start_offsets_use_the_shared_duration_forms() -> None:
+    assert parse_trace_start("1h30m") == ("offset", 5400.0)
+    assert parse_trace_start("90 m") == ("offset", 5400.0)
+    assert parse_trace_start("1w") == ("offset", 7 * 86400.0)
+    assert parse_trace_start(0) == ("offset", 0.0)
+    base = build_setup(scenario_from_dict(trace_scenario()))
+    shifted = build_setup(scenario_from_dict(trace_scenario(trace_start="1h30m")))
+    assert shifted.start_time_ms == base.start_time_ms + 5400 * 1000
+
+
+def trace_scenario(**extra: object) -> dict[str, object]:
+    guest = {"name": "bb", "trace": str(TRACE), "trace_guests": ["vm1"], **extra}
+    return {"name": "t", "description": "d", "host": {"capacity_gib": 8}, "guest": [guest]}
+
+
+@pytest.mark.parametrize("value", [-5, -0.5, math.nan, math.inf, -math.inf])
+def test_bad_numeric_trace_start_names_the_key(value: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        scenario_from_dict(trace_scenario(trace_start=value))
+    msg = str(info.value)
+    assert "guest[0].trace_start: an offset must be a finite number of seconds >= 0" in msg
+
+
+@pytest.mark.parametrize("value", ["-6h", "nan", "inf", "soon", "6x"])
+def test_bad_trace_start_text_names_the_key(tmp_path: Path, value: str) -> None:
+    text = SCENARIO_OK.replace(
+        'workload = "web-diurnal"\nprovisioned_gib = 16', f'trace = "{TRACE}"\ntrace_start = "{value}"'
+    )
+    msg = scenario_error(tmp_path, text)
+    assert "s.toml: guest[0].trace_start:" in msg and "neither an ISO date/time" in msg
+
+
+def test_bad_trace_start_from_toml_numbers(tmp_path: Path) -> None:
+    for value in ("nan", "-inf", "-60"):
+        text = SCENARIO_OK.replace(
+            'workload = "web-diurnal"\nprovisioned_gib = 16', f'trace = "{TRACE}"\ntrace_start = {value}'
+        )
+        assert "guest[0].trace_start: an offset must be" in scenario_error(tmp_path, text)
+
+
+def test_a_directory_is_not_a_scenario_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_scenario(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a scenario file"
+    with pytest.raises(ConfigError, match="is a directory, not a workload file"):
+        load_workload(tmp_path)
+
+
+def test_cli_scenario_directory_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wsrl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sim", "--scenario", str(tmp_path), "--duration", "60"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is a directory, not a scenario file" in err and "no such file" not in err
+
+
+def test_defaults_are_the_shared_si_defaults() -> None:
+    setup = build_setup(scenario_from_dict(tomllib.loads(SCENARIO_OK)))
+    g = setup.guests
+    assert g.unevictable_bytes[0, 0] == defaults.UNEVICTABLE_BYTES
+    assert g.swap_capacity_bytes[0, 0] == defaults.SWAP_FRACTION_OF_PROVISIONED * 16 * GIB
+    assert g.anon_fault_latency_s[0, 0] == defaults.ANON_FAULT_LATENCY_S_BY_SWAP["zram"]
+    assert g.file_fault_latency_s[0, 0] == defaults.FILE_FAULT_LATENCY_S
+    assert g.inflate_bytes_per_s[0, 0] == defaults.INFLATE_BYTES_PER_S
+    assert g.deflate_bytes_per_s[0, 0] == defaults.DEFLATE_BYTES_PER_S
+    assert g.shares[0, 0] == defaults.SHARES
+    assert TIER_NAMES[g.tier[0, 0]] == defaults.TIER
+    assert g.oom_restart_s[0, 0] == defaults.OOM_RESTART_S
+    assert setup.hosts.swap_fault_latency_s[0] == defaults.HOST_SWAP_FAULT_LATENCY_S
+    for swap, latency_s in defaults.ANON_FAULT_LATENCY_S_BY_SWAP.items():
+        data = tomllib.loads(SCENARIO_OK + f'swap = "{swap}"\n')
+        entry = scenario_from_dict(data).guest[0]
+        assert entry.anon_latency_s == latency_s
+
+
+def test_actuator_and_tier_names_index_the_arrays() -> None:
+    data = tomllib.loads(SCENARIO_OK)
+    for actuator in ACTUATOR_NAMES:
+        for tier in TIER_NAMES:
+            guest = {**data["guest"][0], "actuator": actuator, "tier": tier}
+            setup = build_setup(scenario_from_dict({**data, "guest": [guest]}))
+            assert ACTUATOR_NAMES[setup.guests.actuator[0, 0]] == actuator
+            assert TIER_NAMES[setup.guests.tier[0, 0]] == tier

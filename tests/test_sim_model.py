@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, guest_arrays, host_arrays
 from wsrl.sim.che import RELATIVE_TOLERANCE, resident_bytes_at, solve_lru
-from wsrl.sim.model import PAGE_BYTES, GuestMemoryModel
+from wsrl.sim.model import REGIME_HYSTERESIS, GuestMemoryModel
+from wsrl.units import PAGE_BYTES
 
 MIB = 2**20
 GIB = 2**30
@@ -179,6 +180,8 @@ def test_oom_exactly_when_anon_cannot_fit():
         [600, 200], [30, 5], [True, False], swap_mib=100, unevictable_mib=64, guests=offsets.size
     )
     target = (threshold_mib + offsets)[None, :] * MIB
+    np.testing.assert_allclose(model.min_feasible_bytes(), threshold_mib * MIB)
+    assert np.all(model.demand_bytes == (600 + 200 + 64) * MIB)
     result = model.step(size, rate, target.astype(float), 10.0)
     np.testing.assert_array_equal(result.oom_kills[0], offsets < 0)
     # The killed workload's anon is gone and ramps back over oom_restart_s (60 s by default).
@@ -291,3 +294,116 @@ def test_padding_guests_stay_empty():
     result = model.step(size, rate, np.full(shape, 0.5 * GIB), 10.0)
     assert model.visible_bytes[0, 1] == 0 and model.resident_bytes[0, 1] == 0
     assert result.oom_kills[0, 1] == 0 and result.stall_frac[0, 1] == 0
+
+
+def test_batched_step_equals_stepping_each_guest_alone():
+    """The vectorised step is the per-guest model applied to every guest: no leakage across guests."""
+    rng = np.random.default_rng(21)
+    guests, pops = 24, 5
+    size = rng.uniform(16, 900, (1, guests, pops)) * MIB
+    rate = np.where(rng.random(size.shape) < 0.2, 0.0, 1.0 / rng.choice([0.5, 5, 60, 600, 7200], size.shape))
+    is_anon = rng.random(size.shape) < 0.6
+    params = {
+        "swap_capacity_bytes": rng.uniform(0, 800, (1, guests)) * MIB,
+        "unevictable_bytes": rng.uniform(0, 128, (1, guests)) * MIB,
+        "actuator": rng.integers(0, 2, (1, guests)),
+        "deflate_on_oom": rng.random((1, guests)) < 0.5,
+    }
+    provisioned = size.sum(axis=2) * 1.3
+    plenty = host_arrays(1, 2**50)  # the host never swaps: guests are independent
+    batched = GuestMemoryModel(guest_arrays((1, guests), provisioned, **params), plenty, is_anon)
+    singles = [
+        GuestMemoryModel(
+            guest_arrays((1, 1), provisioned[:, [g]], **{k: v[:, [g]] for k, v in params.items()}),
+            host_arrays(1, 2**50),
+            is_anon[:, [g]],
+        )
+        for g in range(guests)
+    ]
+    batched.prime(size, rate)
+    for g, model in enumerate(singles):
+        model.prime(size[:, [g]], rate[:, [g]])
+    for _ in range(40):
+        demand = size * rng.uniform(0.7, 1.3, size.shape)
+        target = provisioned * rng.uniform(0.2, 1.1, (1, guests))
+        result = batched.step(demand, rate, target, 10.0)
+        hist = batched.histogram_bytes(EDGES_MS)
+        for g, model in enumerate(singles):
+            alone = model.step(demand[:, [g]], rate[:, [g]], target[:, [g]], 10.0)
+            np.testing.assert_allclose(
+                model.evicted_bytes[0, 0], batched.evicted_bytes[0, g], rtol=1e-6, atol=PAGE_BYTES
+            )
+            np.testing.assert_allclose(alone.stall_s[0, 0], result.stall_s[0, g], rtol=1e-6, atol=1e-9)
+            assert alone.oom_kills[0, 0] == result.oom_kills[0, g]
+            np.testing.assert_allclose(
+                model.histogram_bytes(EDGES_MS)[0, 0], hist[0, g], rtol=1e-5, atol=1e-6 * size[0, g].sum()
+            )
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_swap_never_holds_more_than_its_capacity(seed):
+    rng = np.random.default_rng(seed)
+    guests, pops = 8, int(rng.integers(1, 6))
+    size = rng.uniform(10, 800, (1, guests, pops)) * MIB
+    rate = np.where(rng.random(size.shape) < 0.2, 0.0, 1.0 / rng.choice([0.5, 5, 60, 600, 7200], size.shape))
+    swap = rng.uniform(0, 500, (1, guests)) * MIB
+    g = guest_arrays((1, guests), size.sum(axis=2) * 1.5, swap_capacity_bytes=swap, unevictable_bytes=0,
+                     actuator=ACTUATOR_MEMCG)
+    model = GuestMemoryModel(g, host_arrays(1, 2**50), rng.random(size.shape) < 0.6)
+    model.prime(size, rate)
+    for _ in range(15):
+        model.step(size, rate, size.sum(axis=2) * rng.uniform(0.2, 1.1, (1, guests)), 10.0)
+        assert np.all(model.swap_bytes <= swap * (1 + REGIME_HYSTERESIS) + 2 * PAGE_BYTES)
+        # Resident memory stays within the size, up to the same slack swap is given.
+        assert np.all(model.resident_bytes <= model.visible_bytes + swap * REGIME_HYSTERESIS + 2 * PAGE_BYTES)
+
+
+def test_host_overcommitted_only_by_untouched_pages_stays_finite():
+    # Two guests whose pages are mostly never touched (a leak), on a host that cannot hold them.
+    g = guest_arrays((1, 2), 8 * GIB, unevictable_bytes=0)
+    h = host_arrays(1, 9 * GIB)
+    size = np.array([[[GIB, 6 * GIB], [GIB, 6 * GIB]]])
+    rate = np.array([[[0.1, 0.0], [0.1, 0.0]]])
+    model = GuestMemoryModel(g, h, np.ones(size.shape, dtype=bool))
+    model.prime(size, rate)
+    result = model.step(size, rate, np.full((1, 2), 8.0 * GIB), 10.0)
+    assert result.host_overcommitted[0]
+    assert np.all(np.isfinite(result.stall_s)) and np.all(np.isfinite(model.psi_some_avg10))
+    # The host swaps out exactly the overflow, all of it from the never-touched pages.
+    assert model.host_swapped_bytes.sum() == pytest.approx(5 * GIB, rel=1e-6)
+    assert model.host_swapped_bytes[0, :, 0].sum() == 0
+    assert np.all(result.host_fault_pages == 0)  # nobody touches what the host swapped
+
+
+def test_deflate_on_oom_balloon_gives_memory_back_instead_of_killing():
+    for deflate_on_oom, expect_oom in ((False, True), (True, False)):
+        g = guest_arrays((1, 1), 4096 * MIB, swap_capacity_bytes=256 * MIB, unevictable_bytes=64 * MIB,
+                         actuator=ACTUATOR_BALLOON, deflate_on_oom=deflate_on_oom)
+        model = GuestMemoryModel(g, host_arrays(1, 2**40), np.array([[[True, False]]]))
+        size = np.array([[[1024.0 * MIB, 512.0 * MIB]]])
+        rate = np.array([[[0.1, 0.01]]])
+        model.prime(size, rate)
+        for _ in range(3):  # inflate to where the guest cannot give more back: 832 MiB
+            model.step(size, rate, np.array([[512.0 * MIB]]), 10.0)
+        assert model.visible_bytes[0, 0] == pytest.approx(832 * MIB)
+        grown = size * np.array([[[1.1, 1.0]]])  # anon grows by 10 %: it no longer fits
+        result = model.step(grown, rate, np.array([[512.0 * MIB]]), 10.0)
+        assert bool(result.oom_kills[0, 0]) is expect_oom
+        assert bool(result.balloon_deflated[0, 0]) is deflate_on_oom
+        if deflate_on_oom:
+            assert model.visible_bytes[0, 0] == pytest.approx((1126.4 - 256 + 64) * MIB)
+
+
+def test_solver_guesses_of_any_kind_are_safe():
+    size = np.array([[100.0, 200.0]]) * MIB
+    rate = np.array([[1.0, 0.01]])
+    capacity = np.array([150.0 * MIB])
+    reference, evicted = solve_lru(size, rate, capacity)
+    for guess in ([np.nan], [-5.0], [0.0], [np.inf], [1e-12], [1e30]):
+        t, ev = solve_lru(size, rate, capacity, np.array(guess))
+        assert np.isfinite(t).all() and t[0] == pytest.approx(reference[0], rel=1e-3), guess
+        np.testing.assert_allclose(ev, evicted, rtol=1e-6, atol=PAGE_BYTES)
+    # Integer inputs do not truncate the answer.
+    _, ev_int = solve_lru(size.astype(np.int64), rate, capacity)
+    np.testing.assert_allclose(ev_int, evicted, rtol=1e-9, atol=1.0)

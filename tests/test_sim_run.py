@@ -25,7 +25,7 @@ DAY_S = 86_400
 @pytest.fixture(scope="module")
 def datacenter_day():
     """The default datacenter scenario, one simulated day, every guest at its provisioned size."""
-    setup = build_setup(load_scenario("datacenter"), seed=0)
+    setup = build_setup(load_scenario("datacenter"))
     return run_simulation(setup, DAY_S, seed=0)
 
 
@@ -44,7 +44,7 @@ def test_datacenter_is_calibrated_to_the_published_cold_fraction(datacenter_day)
 
 def test_same_seed_same_result_and_another_seed_differs():
     def run(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sim = Simulator(build_setup(load_scenario("datacenter"), seed=seed))
+        sim = Simulator(build_setup(load_scenario("datacenter")))
         sim.reset(seed)
         targets = sim.setup.guests.provisioned_bytes * 0.6
         for _ in range(200):
@@ -58,7 +58,7 @@ def test_same_seed_same_result_and_another_seed_differs():
 
 
 def test_reset_restarts_the_same_run():
-    sim = Simulator(build_setup(load_scenario("laptop"), seed=1))
+    sim = Simulator(build_setup(load_scenario("laptop")))
     sim.reset(1)
     for _ in range(30):
         sim.step(sim.setup.guests.provisioned_bytes * 0.5)
@@ -72,7 +72,7 @@ def test_reset_restarts_the_same_run():
 
 def test_trace_driven_guests_answer_the_counterfactual():
     """Replaying real Bitbrains demand: smaller sizes cost refaults, never fewer."""
-    setup = build_setup(load_scenario("bitbrains-replay"), seed=0)
+    setup = build_setup(load_scenario("bitbrains-replay"))
     sim = Simulator(setup)
     provisioned = setup.guests.provisioned_bytes
     totals = []
@@ -90,7 +90,7 @@ def test_trace_driven_guests_answer_the_counterfactual():
 
 
 def test_run_writes_a_valid_trace_in_the_store_format(tmp_path):
-    setup = build_setup(load_scenario("laptop"), seed=2)
+    setup = build_setup(load_scenario("laptop"))
     out = tmp_path / "trace"
     summary = run_simulation(setup, 3600, seed=2, out=out)
     report = validate_trace(out)
@@ -198,7 +198,7 @@ def test_trace_rows_carry_events_and_counters(tmp_path):
     from wsrl.sim.record import step_table
     from wsrl.trace.writer import TraceWriter
 
-    setup = build_setup(load_scenario("laptop"), seed=0)
+    setup = build_setup(load_scenario("laptop"))
     sim = Simulator(setup)
     sim.reset(0)
     tiny = np.full(sim.shape, 64.0 * 2**20)  # far below what any guest needs
@@ -225,7 +225,7 @@ def test_trace_rows_carry_events_and_counters(tmp_path):
 def test_memcg_guests_oom_under_a_tight_limit_and_the_trace_says_so(tmp_path):
     from wsrl.sim.record import step_table
 
-    setup = build_setup(load_scenario("dense"), seed=0)  # memcg guests: limits act at once
+    setup = build_setup(load_scenario("dense"))  # memcg guests: limits act at once
     sim = Simulator(setup)
     sim.reset(0)
     sim.step(np.full(sim.shape, 32.0 * 2**20))
@@ -233,3 +233,58 @@ def test_memcg_guests_oom_under_a_tight_limit_and_the_trace_says_so(tmp_path):
     rows = table.to_pylist()
     assert sum(row["oom_kills_total"] for row in rows) == int(sim.model.oom_kills_total[sim.mask].sum()) > 0
     assert all(("oom" in row["events"]) == (row["oom_kills_total"] > 0) for row in rows)
+
+
+def test_simulator_rejects_bad_targets_and_edges():
+    from wsrl.errors import HistogramError
+
+    setup = build_setup(load_scenario("laptop"))
+    sim = Simulator(setup)
+    sim.reset(0)
+    bad = setup.guests.provisioned_bytes.copy()
+    bad[0, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        sim.step(bad)
+    with pytest.raises(ValueError, match="shape"):
+        sim.step(np.zeros((2, 2)))
+    with pytest.raises(HistogramError, match="increasing"):
+        Simulator(setup, edges_ms=(10_000, 1_000))
+
+
+def test_trace_manifest_records_the_run_seed(tmp_path):
+    setup = build_setup(load_scenario("laptop"))
+    run_simulation(setup, 600, seed=7, out=tmp_path / "t")
+    manifest = TraceReader(tmp_path / "t").manifest
+    assert manifest["meta"]["seed"] == 7 and manifest["meta"]["scenario"] == "laptop"
+
+
+def test_cli_plot_errors_are_one_line(tmp_path, capsys):
+    from wsrl.cli import main
+
+    trace = tmp_path / "t"
+    run_simulation(build_setup(load_scenario("laptop")), 300, out=trace)
+    for argv, expected in (
+        (["trace", "plot", str(trace), "--out", str(tmp_path / "a.png"), "--guests", ","], "no guests"),
+        (["trace", "plot", str(trace), "--out", "/proc/no/such.png"], "cannot write"),
+        (["sim", "--scenario", "laptop", "--out", str(tmp_path / "u"), "--plot", "/proc/x.png"], "--plot"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "u").exists()  # nothing was run or written before the check failed
+
+
+def test_deflate_on_oom_is_a_scenario_key():
+    from wsrl.sim.config import scenario_from_dict
+
+    def guests(flag: bool | None) -> np.ndarray:
+        entry = {"name": "vm", "workload": "web-diurnal", "provisioned_gib": 16}
+        if flag is not None:
+            entry["deflate_on_oom"] = flag
+        data = {"name": "s", "description": "d", "host": {"capacity_gib": 64}, "guest": [entry]}
+        return build_setup(scenario_from_dict(data)).guests.deflate_on_oom
+
+    assert not guests(None).any()  # off by default, as in QEMU
+    assert guests(True).all()

@@ -63,7 +63,8 @@ MAX_BYTES = 2**63 - 1
 """Largest byte count a bin can hold (int64)."""
 
 
-def _validate_edges(edges_ms: Sequence[int]) -> tuple[int, ...]:
+def validate_edges(edges_ms: Sequence[int]) -> tuple[int, ...]:
+    """Histogram bin edges as a tuple of ints; :class:`HistogramError` unless strictly increasing ms >= 0."""
     edges: list[int] = []
     for position, edge in enumerate(edges_ms):
         if isinstance(edge, bool) or not isinstance(edge, (int, np.integer)):
@@ -104,7 +105,7 @@ class Histogram:
     ) -> None:
         self.guest = str(guest)
         self.node = int(node)
-        self.edges_ms = _validate_edges(edges_ms)
+        self.edges_ms = validate_edges(edges_ms)
         n_bins = len(self.edges_ms) + 1
         missing = [t for t in BASE_TYPES if t not in bytes_by_type]
         if missing:
@@ -222,7 +223,7 @@ class Histogram:
 
     def rebin(self, edges_ms: Sequence[int]) -> Histogram:
         """Return this histogram on other bin edges, conserving every type's bytes exactly."""
-        target_edges = _validate_edges(edges_ms)
+        target_edges = validate_edges(edges_ms)
         if target_edges == self.edges_ms:
             return self
         weights = _overlap_weights(self.edges_ms, target_edges)
@@ -330,7 +331,7 @@ def cold_weights(edges_ms: Sequence[int], idle_ms: int) -> np.ndarray:
     product of its bin bytes with these weights (up to ``cold_bytes``' rounding down). Use it to
     compute cold memory for many histograms on one grid at once, as arrays.
     """
-    edges = _validate_edges(edges_ms)
+    edges = validate_edges(edges_ms)
     if idle_ms < 0:
         raise HistogramError(f"idle age must be >= 0 ms, got {idle_ms}")
     lowers = (0, *edges)

@@ -12,10 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wsrl.errors import WsrlError
+from wsrl.units import GIB
 
 scenario_app = typer.Typer(help="The scenario library under envs/scenarios.", no_args_is_help=True)
 
-GIB = 2**30
 
 
 def sim_command(
@@ -45,25 +45,33 @@ def sim_command(
         raise WsrlError(f"option --duration: {exc}") from None
     if plot is not None and out is None:
         raise WsrlError("option --plot needs --out: the plot is drawn from the recorded trace")
+    if plot is not None:
+        _check_writable(plot, "--plot")
     config = load_scenario(scenario)
-    setup = build_setup(config, seed=seed, hosts=hosts)
-    console = Console(stderr=True)
-    with Progress(
+    setup = build_setup(config, hosts=hosts)
+    # The bar starts with the first step, so that errors found before it (a bad --out) print
+    # one clean line.
+    progress = Progress(
         TextColumn(f"simulating {config.name}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("steps"),
         TimeRemainingColumn(),
-        console=console,
+        console=Console(stderr=True),
         transient=True,
         disable=as_json,
-    ) as progress:
-        task = progress.add_task("steps", total=None)
+    )
+    task = progress.add_task("steps", total=None)
 
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def advance(done: int, total: int) -> None:
+        if done == 1:
+            progress.start()
+        progress.update(task, completed=done, total=total)
 
+    try:
         summary = run_simulation(setup, duration_s, seed=seed, out=out, on_step=advance)
+    finally:
+        progress.stop()
     if plot is not None and out is not None:
         from wsrl.trace.plot import plot_trace
 
@@ -100,6 +108,18 @@ def sim_command(
         out_console.print(f"trace: {summary.trace} ({summary.trace_rows} rows)")
     if plot is not None:
         out_console.print(f"plot: {plot}")
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail before a long run when an output file cannot be written (by trying to)."""
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise WsrlError(f"option {option}: cannot write {path}: {exc.strerror or exc}") from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 @scenario_app.command("list")

@@ -17,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
+from wsrl.sim import defaults
+
 # Actuator kinds, as stored in GuestArrays.actuator.
 ACTUATOR_MEMCG = 0
 ACTUATOR_BALLOON = 1
@@ -24,6 +26,8 @@ ACTUATOR_NAMES = ("memcg", "balloon")
 
 # SLO tiers, as stored in GuestArrays.tier: lower is more important.
 TIER_NAMES = ("gold", "silver", "bronze")
+DEFAULT_ACTUATOR = ACTUATOR_NAMES.index(defaults.ACTUATOR)
+DEFAULT_TIER = TIER_NAMES.index(defaults.TIER)
 
 
 @dataclass
@@ -46,6 +50,9 @@ class GuestArrays:
         tier: SLO tier index into TIER_NAMES (0 = gold).
         oom_restart_s: after an OOM kill, how long the killed workload takes to come back to
             its full anon demand.
+        deflate_on_oom: balloon guests whose balloon gives memory back instead of letting the
+            guest OOM (virtio-balloon ``deflate-on-oom``; QEMU leaves it off by default). ``None``
+            means off for every guest.
 
     """
 
@@ -63,6 +70,7 @@ class GuestArrays:
     shares: np.ndarray
     tier: np.ndarray
     oom_restart_s: np.ndarray
+    deflate_on_oom: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -130,30 +138,34 @@ def guest_arrays(
     provisioned_bytes: float | np.ndarray,
     *,
     floor_bytes: float | np.ndarray = 0.0,
-    unevictable_bytes: float | np.ndarray = 64 * 2**20,
+    unevictable_bytes: float | np.ndarray = defaults.UNEVICTABLE_BYTES,
     swap_capacity_bytes: float | np.ndarray | None = None,
-    anon_fault_latency_s: float | np.ndarray = 6e-6,
-    file_fault_latency_s: float | np.ndarray = 100e-6,
-    actuator: int | np.ndarray = ACTUATOR_BALLOON,
-    inflate_bytes_per_s: float | np.ndarray = 256 * 2**20,
-    deflate_bytes_per_s: float | np.ndarray = 1024 * 2**20,
-    shares: float | np.ndarray = 1000.0,
-    tier: int | np.ndarray = 1,
-    oom_restart_s: float | np.ndarray = 60.0,
+    anon_fault_latency_s: float | np.ndarray = defaults.ANON_FAULT_LATENCY_S_BY_SWAP[defaults.SWAP],
+    file_fault_latency_s: float | np.ndarray = defaults.FILE_FAULT_LATENCY_S,
+    actuator: int | np.ndarray = DEFAULT_ACTUATOR,
+    inflate_bytes_per_s: float | np.ndarray = defaults.INFLATE_BYTES_PER_S,
+    deflate_bytes_per_s: float | np.ndarray = defaults.DEFLATE_BYTES_PER_S,
+    shares: float | np.ndarray = defaults.SHARES,
+    tier: int | np.ndarray = DEFAULT_TIER,
+    oom_restart_s: float | np.ndarray = defaults.OOM_RESTART_S,
+    deflate_on_oom: bool | np.ndarray = defaults.DEFLATE_ON_OOM,
     mask: np.ndarray | None = None,
 ) -> GuestArrays:
     """Guest arrays of one shape from scalars or arrays (tests, benchmarks, hand-built setups).
 
-    Defaults follow the scenario defaults: 64 MiB unevictable, zram swap of a quarter of the
-    provisioned size at 6 us per page, 100 us file re-reads, a balloon at 256 MiB/s inflate and
-    1 GiB/s deflate.
+    Defaults are the scenario defaults (:mod:`wsrl.sim.defaults`); swap is a quarter of the
+    provisioned size unless given.
     """
 
     def full(value: float | np.ndarray, dtype: type = float) -> np.ndarray:
         return np.broadcast_to(np.asarray(value, dtype=dtype), shape).copy()
 
     provisioned = full(provisioned_bytes)
-    swap = 0.25 * provisioned if swap_capacity_bytes is None else full(swap_capacity_bytes)
+    swap = (
+        defaults.SWAP_FRACTION_OF_PROVISIONED * provisioned
+        if swap_capacity_bytes is None
+        else full(swap_capacity_bytes)
+    )
     real = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     names = np.empty(shape, dtype=object)
     for host in range(shape[0]):
@@ -174,6 +186,7 @@ def guest_arrays(
         shares=full(shares),
         tier=full(tier, np.int8),
         oom_restart_s=full(oom_restart_s),
+        deflate_on_oom=full(deflate_on_oom, bool),
     )
 
 
@@ -182,7 +195,7 @@ def host_arrays(
     capacity_bytes: float | np.ndarray,
     *,
     reserve_bytes: float | np.ndarray = 0.0,
-    swap_fault_latency_s: float | np.ndarray = 200e-6,
+    swap_fault_latency_s: float | np.ndarray = defaults.HOST_SWAP_FAULT_LATENCY_S,
 ) -> HostArrays:
     """Host arrays for ``hosts`` hosts from scalars or arrays."""
     return HostArrays(

@@ -2,8 +2,16 @@
 
 Units are SI throughout: bytes, seconds, bytes per second. Every host of a setup holds the same
 guest list (``hosts`` replicates the scenario's host, e.g. for batched training); jitter, drawn
-from the seed, makes the copies differ, and trace guests cycle through the trace's guests across
-copies and hosts.
+when the demand is reset with a seed (:meth:`wsrl.sim.simulator.Simulator.reset`), makes the
+copies differ, and trace guests cycle through the trace's guests across copies and hosts.
+
+The clock: simulation time 0 is ``SimSetup.start_time_ms``, the start of the replayed window of
+the first trace entry of the scenario (in file order), or the UNIX epoch when there is none.
+Every trace entry replays its own window from time 0 (its series count from its own window
+start), so entries with different windows are not aligned on the wall clock: the clock is the
+first entry's. Diurnal patterns of workload guests read the clock: their hours count from
+midnight UTC of the day of ``start_time_ms``, so a replay that starts at 06:00 sees a workload's
+14:00 peak eight hours in.
 """
 
 from __future__ import annotations
@@ -14,11 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from wsrl.errors import ConfigError, TraceError
-from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, TIER_NAMES, GuestArrays, HostArrays, SimSetup
-from wsrl.sim.config import GIB, MAX_GUESTS_PER_HOST, MIB, GuestConfig, ScenarioConfig, load_scenario
+from wsrl.sim import defaults
+from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_NAMES, TIER_NAMES, GuestArrays, HostArrays, SimSetup
+from wsrl.sim.config_scenario import GuestConfig, ScenarioConfig, load_scenario
 from wsrl.sim.demand import CombinedDemand, WorkloadDemand
 from wsrl.sim.trace_demand import POPULATIONS as TRACE_POPULATIONS
 from wsrl.sim.trace_demand import TraceDemand, TraceModel, TraceSlot, TraceWindow, load_trace_window
+from wsrl.units import GIB
+
+DAY_MS = 86_400_000
 
 
 @dataclass
@@ -113,21 +125,17 @@ def _plan_host(
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(label, [("guest", f"guest names collide: {', '.join(dup)}")])
-    if len(planned) > MAX_GUESTS_PER_HOST:
-        raise ConfigError(
-            label, [("guest", f"{len(planned)} guests per host; at most {MAX_GUESTS_PER_HOST}")]
-        )
     return planned
 
 
-def build_setup(
-    scenario_config: ScenarioConfig | str | Path, *, seed: int, hosts: int | None = None
-) -> SimSetup:
-    """Build the arrays and the demand source of a scenario, demand reset with ``seed``.
+def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | None = None) -> SimSetup:
+    """Build the arrays and the demand source of a scenario.
+
+    Nothing random is drawn here: the demand's jitter and stochastic patterns come from the seed
+    given to its ``reset`` (:meth:`wsrl.sim.simulator.Simulator.reset` does that).
 
     Args:
         scenario_config: a loaded scenario, or a name/path for :func:`wsrl.sim.config.load_scenario`.
-        seed: seed given to the demand source's ``reset``.
         hosts: number of hosts (replicas of the scenario's host); default the scenario's ``count``.
 
     Raises:
@@ -137,10 +145,7 @@ def build_setup(
     scenario = (
         scenario_config if isinstance(scenario_config, ScenarioConfig) else load_scenario(scenario_config)
     )
-    if any(
-        (not g.is_trace and i not in scenario._workloads) or (g.is_trace and i not in scenario._trace_dirs)
-        for i, g in enumerate(scenario.guest)
-    ):
+    if not scenario.is_resolved:
         scenario.resolve()
     label = str(scenario.path) if scenario.path is not None else f"<scenario {scenario.name}>"
     n_hosts = hosts if hosts is not None else scenario.host.count
@@ -176,7 +181,8 @@ def build_setup(
     mask = full(False, bool)
     names = np.full(shape, "", dtype=object)
     actuator = full(ACTUATOR_BALLOON, np.int8)
-    tier = full(TIER_NAMES.index("silver"), np.int8)
+    deflate_on_oom = full(False, bool)
+    tier = full(TIER_NAMES.index(defaults.TIER), np.int8)
     grid: list[list[tuple[object, float, float] | None]] = [[None] * n_guests for _ in range(n_hosts)]
     trace_slots: list[TraceSlot] = []
     workload_names: list[list[str]] = []
@@ -192,12 +198,13 @@ def build_setup(
             arrays["unevictable_bytes"][h, g] = entry.unevictable_bytes
             arrays["swap_capacity_bytes"][h, g] = entry.swap_bytes(prov)
             arrays["anon_fault_latency_s"][h, g] = entry.anon_latency_s
-            arrays["file_fault_latency_s"][h, g] = entry.file_latency_us * 1e-6
-            arrays["inflate_bytes_per_s"][h, g] = entry.inflate_mib_per_s * MIB
-            arrays["deflate_bytes_per_s"][h, g] = entry.deflate_mib_per_s * MIB
+            arrays["file_fault_latency_s"][h, g] = entry.file_latency_s
+            arrays["inflate_bytes_per_s"][h, g] = entry.inflate_bytes_per_s
+            arrays["deflate_bytes_per_s"][h, g] = entry.deflate_bytes_per_s
             arrays["shares"][h, g] = entry.shares
             arrays["oom_restart_s"][h, g] = entry.oom_restart_s
-            actuator[h, g] = ACTUATOR_MEMCG if entry.actuator == "memcg" else ACTUATOR_BALLOON
+            actuator[h, g] = ACTUATOR_NAMES.index(entry.actuator)
+            deflate_on_oom[h, g] = entry.deflate_on_oom
             tier[h, g] = TIER_NAMES.index(entry.tier)
             if p.trace_key is None:
                 grid[h][g] = (scenario.workload_of(p.entry), entry.scale, entry.jitter)
@@ -211,29 +218,33 @@ def build_setup(
                         model=_trace_model(entry),
                     )
                 )
-    base = WorkloadDemand.from_workloads(grid, populations=pops)  # type: ignore[arg-type]
+    # The clock (module docstring): the first trace entry's window start, else the epoch.
+    start_ms = windows[min(windows)].start_ms if windows else 0
+    base = WorkloadDemand.from_workloads(
+        grid,  # type: ignore[arg-type]
+        populations=pops,
+        time_of_day_s=(start_ms % DAY_MS) / 1000.0,
+    )
     demand: WorkloadDemand | CombinedDemand = base
     if trace_slots:
         demand = CombinedDemand(base, [TraceDemand((n_hosts, n_guests, pops), trace_slots)])
-    demand.reset(seed)
     guests = GuestArrays(
         mask=mask,
         names=names,
         actuator=actuator,
         tier=tier,
+        deflate_on_oom=deflate_on_oom,
         **arrays,
     )
     host_arrays = HostArrays(
         names=[f"host-{h}" for h in range(n_hosts)],
-        capacity_bytes=np.full(n_hosts, scenario.host.capacity_gib * GIB),
-        reserve_bytes=np.full(n_hosts, scenario.host.reserve_gib * GIB),
-        swap_fault_latency_s=np.full(n_hosts, scenario.host.swap_latency_us * 1e-6),
+        capacity_bytes=np.full(n_hosts, scenario.host.capacity_bytes),
+        reserve_bytes=np.full(n_hosts, scenario.host.reserve_bytes),
+        swap_fault_latency_s=np.full(n_hosts, scenario.host.swap_latency_s),
     )
-    start_ms = min((w.start_ms for w in windows.values()), default=0)
     meta: dict[str, object] = {
         "scenario_name": scenario.name,
         "scenario_path": str(scenario.path) if scenario.path is not None else None,
-        "seed": seed,
         "workloads": workload_names,
         "populations": pops,
     }

@@ -74,7 +74,7 @@ def solve_lru(
         size_bytes: ``[rows, populations]`` population sizes.
         rate_per_s: ``[rows, populations]`` per-page access rates (0 = never touched).
         capacity_bytes: ``[rows]`` what the LRU may hold.
-        guess_s: optional ``[rows]`` starting points (non-finite entries are ignored).
+        guess_s: optional ``[rows]`` starting points, clamped into the solver's bracket.
         kept_fraction: optional ``[rows, populations]`` fractions ``q`` of each population that
             are already gone below this LRU: a population then holds
             ``size * (1 - max(exp(-rate T), q))``. The host's LRU over guests' resident pages
@@ -84,22 +84,23 @@ def solve_lru(
         ``[rows]`` characteristic times in seconds: ``inf`` where every touched page fits (the
         untouched, rate-0 pages are then the only ones evicted), ``0`` where not even the pages
         touched within :data:`MIN_T_S` fit (the LRU then keeps nothing); and ``[rows,
-        populations]`` the bytes of each population idle for longer than that time, which is
-        what the LRU evicts when ``kept_fraction`` is not given (see :func:`evicted_bytes_at`).
+        populations]`` the bytes of each population idle for longer than that time, counting the
+        ``kept_fraction`` part as gone: what the LRU evicts, plus what was gone before.
 
     """
     rows = size_bytes.shape[0]
     touched = rate_per_s > 0
-    if kept_fraction is None:
-        touched_bytes = population_sum(np.where(touched, size_bytes, 0.0))
-    else:
-        touched_bytes = population_sum(np.where(touched, size_bytes * (1.0 - kept_fraction), 0.0))
+    # Bytes this LRU holds per population: all of it, or what is left above ``kept_fraction``.
+    present = size_bytes if kept_fraction is None else size_bytes * (1.0 - kept_fraction)
+    touched_bytes = population_sum(np.where(touched, present, 0.0))
     result = np.full(rows, np.inf)
-    older = np.empty_like(size_bytes)
+    older = np.empty(size_bytes.shape)
     unbounded = capacity_bytes >= touched_bytes
     if unbounded.any():
         where = np.flatnonzero(unbounded)
-        older[where] = _untouched_share(size_bytes[where], touched[where], capacity_bytes[where])
+        older[where] = (size_bytes[where] - present[where]) + _untouched_share(
+            present[where], touched[where], capacity_bytes[where]
+        )
     todo = np.flatnonzero(~unbounded)
     if todo.size == 0:
         return result, older
@@ -123,10 +124,10 @@ def solve_lru(
     if guess_s is None:
         u = np.full(todo.size, 0.5 * (_LOG_MIN + _LOG_MAX))
     else:
-        # An infinite guess (the row fitted last time) starts at the bracket's top: from above,
-        # one Newton step lands below the root.
-        with np.errstate(divide="ignore"):
-            u = np.minimum(np.maximum(np.log(guess_s[todo]), _LOG_MIN), _LOG_MAX)
+        # An infinite guess (the row fitted last time) starts at the bracket's top, from where
+        # one Newton step lands below the root; a zero, negative or NaN one at its bottom.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.fmin(np.fmax(np.log(np.asarray(guess_s, dtype=float)[todo]), _LOG_MIN), _LOG_MAX)
     lo = np.full(todo.size, _LOG_MIN)
     hi = np.full(todo.size, _LOG_MAX)
     u, older_todo = _newton_bisect(size, rate, gone, target, tolerance, u, lo, hi)
@@ -219,30 +220,17 @@ def _older(size: np.ndarray, neg_rate: np.ndarray, gone: np.ndarray | None, u: n
     return size * (survival if gone is None else np.maximum(survival, gone))
 
 
-def evicted_bytes_at(
-    size_bytes: np.ndarray, rate_per_s: np.ndarray, t_s: np.ndarray, capacity_bytes: np.ndarray
+def _untouched_share(
+    present_bytes: np.ndarray, touched: np.ndarray, capacity_bytes: np.ndarray
 ) -> np.ndarray:
-    """Per-population bytes evicted when the LRU keeps what is idle for less than ``t_s``.
+    """Evicted bytes where every touched page fits: untouched pages share the overflow by size.
 
-    Touched populations lose ``size * exp(-rate * t)``. Untouched (rate-0) populations are the
-    oldest of all: where ``t_s`` is finite all of them goes; where it is infinite they share, in
-    proportion to their sizes, whatever overflow remains, so that exactly ``capacity_bytes`` stays.
+    Untouched (rate-0) pages are the oldest of all, so they go first, in proportion to their sizes,
+    until exactly ``capacity_bytes`` stays.
     """
-    finite_t = np.where(np.isfinite(t_s), t_s, MAX_T_S * 1e3)
-    evicted = size_bytes * np.exp(-rate_per_s * finite_t[:, None])
-    unbounded = np.flatnonzero(~np.isfinite(t_s))
-    if unbounded.size:
-        evicted[unbounded] = _untouched_share(
-            size_bytes[unbounded], rate_per_s[unbounded] > 0, capacity_bytes[unbounded]
-        )
-    return evicted
-
-
-def _untouched_share(size_bytes: np.ndarray, touched: np.ndarray, capacity_bytes: np.ndarray) -> np.ndarray:
-    """Evicted bytes where every touched page fits: untouched pages share the overflow by size."""
-    untouched = np.where(touched, 0.0, size_bytes)
+    untouched = np.where(touched, 0.0, present_bytes)
     untouched_total = population_sum(untouched)
-    overflow = population_sum(size_bytes) - capacity_bytes
+    overflow = population_sum(present_bytes) - capacity_bytes
     share = np.divide(
         np.minimum(np.maximum(overflow, 0.0), untouched_total),
         untouched_total,

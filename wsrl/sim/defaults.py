@@ -17,6 +17,10 @@ ANON_FAULT_LATENCY_S_BY_SWAP = {"none": 0.0, "zram": 6e-6, "ssd": 100e-6, "hdd":
 FILE_FAULT_LATENCY_S = 100e-6
 INFLATE_BYTES_PER_S = 256 * MIB
 DEFLATE_BYTES_PER_S = 1024 * MIB
+ACTUATOR = "balloon"
+SWAP = "zram"
+DEFLATE_ON_OOM = False
+"""QEMU's virtio-balloon leaves ``deflate-on-oom`` off unless the VM is started with it."""
 SHARES = 1000.0
 TIER = "silver"
 OOM_RESTART_S = 60.0

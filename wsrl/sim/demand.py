@@ -14,7 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from wsrl.sim.config import Pattern, WorkloadConfig
+from wsrl.sim.config_patterns import Pattern
+from wsrl.sim.config_workload import WorkloadConfig
 from wsrl.sim.patterns import PatternSet
 
 
@@ -35,6 +36,9 @@ class SlotFiller(Protocol):
 class WorkloadDemand:
     """Demand of workload-driven guests: base sizes and rates times pattern factors.
 
+    A new source is in the state :meth:`reset` with seed 0 gives; the simulator resets it with
+    its own seed before a run.
+
     Args:
         pop_is_anon: bool ``[H, G, P]``.
         base_size_bytes: float ``[H, G, P]``, sizes at factor 1 (0 for padding).
@@ -42,6 +46,8 @@ class WorkloadDemand:
         patterns: ``(h, g, p, "size" | "rate", pattern)`` for every population with a pattern.
         jitter: float ``[H, G]``: per-guest variation of sizes (``1 + jitter * U(-1, 1)`` per
             population) and of pattern phases, drawn from the seed at :meth:`reset`.
+        time_of_day_s: seconds since midnight UTC at time 0, for diurnal patterns
+            (:class:`wsrl.sim.patterns.PatternSet`).
 
     """
 
@@ -52,6 +58,8 @@ class WorkloadDemand:
         base_rate_per_s: np.ndarray,
         patterns: Sequence[tuple[int, int, int, str, Pattern]],
         jitter: np.ndarray,
+        *,
+        time_of_day_s: float = 0.0,
     ) -> None:
         self.shape: tuple[int, int, int] = tuple(pop_is_anon.shape)  # type: ignore[assignment]
         hosts, guests, pops = self.shape
@@ -66,7 +74,7 @@ class WorkloadDemand:
         for h, g, p, target, pattern in patterns:
             flat = (h * guests + g) * pops + p
             entries.append((flat if target == "size" else n + flat, h * guests + g, pattern))
-        self.patterns = PatternSet(2 * n, hosts * guests, entries)
+        self.patterns = PatternSet(2 * n, hosts * guests, entries, time_of_day_s=time_of_day_s)
         self._guest_of_pop = np.repeat(np.arange(hosts * guests), pops)
         self._size_bytes = self.base_size_bytes.copy()
         self._n = n
@@ -77,10 +85,13 @@ class WorkloadDemand:
         cls,
         grid: Sequence[Sequence[tuple[WorkloadConfig, float, float] | None]],
         populations: int | None = None,
+        *,
+        time_of_day_s: float = 0.0,
     ) -> WorkloadDemand:
         """Build from ``grid[h][g] = (workload, scale, jitter)`` (None for a guest it does not drive).
 
-        ``populations`` pads P (default: the most populations any workload has).
+        ``populations`` pads P (default: the most populations any workload has); ``time_of_day_s``
+        is passed on to the patterns.
         """
         hosts = len(grid)
         guests = max((len(row) for row in grid), default=0)
@@ -105,7 +116,7 @@ class WorkloadDemand:
                         patterns.append((h, g, p, "size", pop.size_pattern))
                     if pop.rate_pattern is not None:
                         patterns.append((h, g, p, "rate", pop.rate_pattern))
-        return cls(is_anon, size, rate, patterns, jitter)
+        return cls(is_anon, size, rate, patterns, jitter, time_of_day_s=time_of_day_s)
 
     def reset(self, seed: int) -> None:
         """Restart from time 0: draw jitter and the patterns' random state from ``seed``."""
@@ -123,9 +134,9 @@ class WorkloadDemand:
 
     def at(self, t_s: float, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Population sizes in bytes and per-page access rates in 1/s at ``t_s``, ``[H, G, P]``."""
-        factors = self.patterns.evaluate(t_s, dt_s)
-        size = self._size_bytes * factors[: self._n]
-        rate = self.base_rate_per_s * factors[self._n :]
+        size = np.empty(self._n)
+        rate = np.empty(self._n)
+        self.fill(t_s, dt_s, size, rate)
         return size.reshape(self.shape), rate.reshape(self.shape)
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsrl.sim.arrays import ACTUATOR_BALLOON, GuestArrays, HostArrays
-from wsrl.sim.che import population_sum, solve_characteristic_time, solve_lru
+from wsrl.sim.che import population_sum, solve_lru
 from wsrl.units import PAGE_BYTES
 
 PSI_AVG10_WINDOW_S = 10.0
@@ -46,6 +46,7 @@ class StepResult:
 
     oom_kills: np.ndarray  # int64: OOM kills this step (0 or 1)
     balloon_stalled: np.ndarray  # bool: a balloon could not reach its target this step
+    balloon_deflated: np.ndarray  # bool: a deflate-on-OOM balloon gave memory back this step
     refault_anon_pages: np.ndarray
     refault_file_pages: np.ndarray
     host_fault_pages: np.ndarray
@@ -71,6 +72,11 @@ class GuestMemoryModel:
         self.pop_is_anon = np.asarray(pop_is_anon, dtype=bool)
         self.pop_is_file = ~self.pop_is_anon
         self._anon_weight = self.pop_is_anon.astype(float)  # multiply-and-sum beats masking
+        self._deflate_on_oom = (
+            np.zeros(guests.shape, dtype=bool)
+            if guests.deflate_on_oom is None
+            else (guests.actuator == ACTUATOR_BALLOON) & guests.deflate_on_oom
+        )
         # What the hosts have for guests' evictable pages: capacity - reserve - unevictable.
         self._host_available_bytes = (
             hosts.capacity_bytes
@@ -200,6 +206,13 @@ class GuestMemoryModel:
         stuck = (balloon_visible > target) & (balloon_visible <= floor_now)
         balloon_stalled = is_balloon & mask & shrinking & stuck
         visible = np.where(is_balloon, balloon_visible, target)
+        # Deflate-on-OOM balloons give memory back (at their deflate speed) rather than let the
+        # guest run out.
+        rescued = self._deflate_on_oom & mask & (visible < floor_now)
+        if rescued.any():
+            reach = np.minimum(visible + g.deflate_bytes_per_s * dt_s, g.provisioned_bytes)
+            grown = np.minimum(floor_now, reach)
+            visible = np.where(rescued, np.maximum(visible, grown), visible)
         self.visible_bytes = visible
         capacity = np.maximum(visible - g.unevictable_bytes, 0.0)
 
@@ -218,6 +231,7 @@ class GuestMemoryModel:
         # 6. Evicted pages drain at their access rates (refaults) while the limit pins them at the
         # equilibrium; see _drain for the closed form.
         evicted_end, refault_bytes = _drain(evicted, equilibrium, rate, dt_s)
+        evicted_end = self._fit_swap(size, evicted, evicted_end)
         swapped_out = evicted_end - evicted + refault_bytes
         self.size_bytes = size
         self.rate_per_s = rate
@@ -248,6 +262,7 @@ class GuestMemoryModel:
         return StepResult(
             oom_kills=oom.astype(np.int64),
             balloon_stalled=balloon_stalled,
+            balloon_deflated=rescued,
             refault_anon_pages=refault_anon_pages,
             refault_file_pages=refault_file_pages,
             host_fault_pages=host_fault_pages,
@@ -256,6 +271,26 @@ class GuestMemoryModel:
             stall_frac=stall_frac,
             host_overcommitted=host_over,
         )
+
+    def _fit_swap(self, size: np.ndarray, evicted_before: np.ndarray, evicted_end: np.ndarray) -> np.ndarray:
+        """Keep swap within its capacity while populations drain at different speeds.
+
+        The equilibrium respects swap, but a slowly draining anon population can still hold more
+        than its equilibrium share while another is pushed to its new one. The anon pushed out
+        this step beyond what swap holds stays in memory instead, and file pages make room for it.
+        """
+        limit = self.guests.swap_capacity_bytes * (1.0 + REGIME_HYSTERESIS) + PAGE_BYTES
+        overflow = self._anon_sum(evicted_end) - limit
+        if not (overflow > 0).any():
+            return evicted_end
+        overflow = np.maximum(overflow, 0.0)[..., None]
+        pushed = np.maximum(evicted_end - evicted_before, 0.0) * self._anon_weight
+        pushed_total = population_sum(pushed)[..., None]
+        back = pushed * _share(overflow, pushed_total)
+        fixed = evicted_end - back
+        file_resident = (size - fixed) * (1.0 - self._anon_weight)
+        room = population_sum(back)[..., None]
+        return fixed + file_resident * _share(room, population_sum(file_resident)[..., None])
 
     def _anon_sum(self, pop_bytes: np.ndarray) -> np.ndarray:
         """``[hosts, guests]`` sum of a per-population quantity over the anon populations."""
@@ -357,9 +392,8 @@ class GuestMemoryModel:
         evicted = self.evicted_bytes[hosts].reshape(hosts.size, -1)
         gone = np.divide(evicted, size, out=np.ones_like(size), where=size > 0)
         cap = np.maximum(available[hosts], 0.0)
-        t_host = solve_characteristic_time(size, rate, cap, self.host_time_s[hosts], kept_fraction=gone)
-        kept = size * (1.0 - np.maximum(np.exp(-rate * t_host[:, None]), gone))
-        swapped = np.maximum(size - evicted - kept, 0.0)
+        t_host, older = solve_lru(size, rate, cap, self.host_time_s[hosts], kept_fraction=gone)
+        swapped = np.maximum(older - evicted, 0.0)  # older counts the guest's own evictions too
         self.host_swapped_bytes = np.zeros_like(self.size_bytes)
         self.host_swapped_bytes[hosts] = swapped.reshape(hosts.size, guests, pops)
         self.host_time_s = np.full(over.shape, np.inf)
@@ -409,6 +443,11 @@ class GuestMemoryModel:
         np.subtract(cold[..., :-1], cold[..., 1:], out=out[..., 1:-1])
         out[..., -1] = cold[..., -1]
         return np.maximum(out, 0.0, out=out)
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """``part / whole`` capped at 1, and 0 where ``whole`` is 0."""
+    return np.minimum(np.divide(part, whole, out=np.zeros_like(part), where=whole > 0), 1.0)
 
 
 def _drain(

@@ -8,6 +8,9 @@ per kind, with no Python loop over guests or populations.
 Factors live in one flat vector (the caller decides its layout, e.g. size factors then rate
 factors). Entries no pattern drives stay 1. ``constant`` patterns are written once at reset.
 
+Time 0 is the start of the simulation. ``diurnal`` patterns alone follow the clock: they see
+``t + time_of_day_s``, hours since midnight UTC of the day the simulation starts.
+
 Jitter (per guest, from the seed at reset) shifts phases so that copies of a workload differ:
 
 - ``diurnal``: the peak moves by ``jitter * u * period`` with ``u`` uniform in [-1, 1] (so guests
@@ -28,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wsrl.sim.config import (
+from wsrl.sim.config_patterns import (
     BurstsPattern,
     ConstantPattern,
     DiurnalPattern,
@@ -69,17 +72,24 @@ class _GuestDraws:
 
 
 class _Diurnal(_Kind):
-    def __init__(self, targets: np.ndarray, guests: np.ndarray, pats: Sequence[DiurnalPattern]) -> None:
+    def __init__(
+        self,
+        targets: np.ndarray,
+        guests: np.ndarray,
+        pats: Sequence[DiurnalPattern],
+        time_of_day_s: float = 0.0,
+    ) -> None:
         super().__init__(targets, guests)
         self.amplitude = np.array([p.amplitude for p in pats])
         self.period_s = np.array([p.period_h * HOUR_S for p in pats])
         self.peak_s = np.array([p.peak_h * HOUR_S for p in pats])
         self.omega = 2.0 * math.pi / self.period_s
-        self.phi = -self.omega * self.peak_s
+        self.time_of_day_s = time_of_day_s
+        self.phi = self.omega * (time_of_day_s - self.peak_s)
 
     def reset(self, rng: np.random.Generator, draws: _GuestDraws) -> None:
         peak_s = self.peak_s + draws.shift[self.guests] * self.period_s
-        self.phi = -self.omega * peak_s
+        self.phi = self.omega * (self.time_of_day_s - peak_s)
 
     def values(self, t_s: float, dt_s: float) -> np.ndarray:
         return 1.0 + self.amplitude * np.cos(self.omega * t_s + self.phi)
@@ -115,7 +125,7 @@ class _Ramp(_Kind):
         finite = np.isfinite(self.restart_s)
         stretch = draws.stretch[self.guests]
         self.cycle_s = np.where(finite, self.restart_s * stretch, math.inf)
-        self.offset_s = np.where(finite, draws.phase[self.guests] * np.where(finite, self.cycle_s, 0.0), 0.0)
+        self.offset_s = draws.phase[self.guests] * np.where(finite, self.cycle_s, 0.0)
 
     def values(self, t_s: float, dt_s: float) -> np.ndarray:
         age_s = np.mod(t_s + self.offset_s, self.cycle_s)
@@ -132,7 +142,9 @@ class _Phases(_Kind):
         for i, p in enumerate(pats):
             self.factors[i, : len(p.phases)] = [ph.factor for ph in p.phases]
             self.ends[i, : len(p.phases)] = np.cumsum([ph.duration_s for ph in p.phases])
-        self.total_s = np.array([sum(ph.duration_s for ph in p.phases) for p in pats])
+        # The cycle length is the last phase's end, bit for bit, so that a position in [0, total)
+        # lies before that end and the phase index stays inside the row.
+        self.total_s = np.array([self.ends[i, len(p.phases) - 1] for i, p in enumerate(pats)])
         self.scale = np.ones(n)
         self.offset_s = np.zeros(n)
         self.rows = np.arange(n)
@@ -143,9 +155,10 @@ class _Phases(_Kind):
 
     def values(self, t_s: float, dt_s: float) -> np.ndarray:
         # Position inside the (unstretched) cycle: stretching scales time, not the phase table.
+        # For t_s >= 0, np.mod is exact and below total_s (the last end): index < phases in the row.
         pos_s = np.mod(t_s / self.scale + self.offset_s, self.total_s)
         index = (pos_s[:, None] >= self.ends).sum(axis=1)
-        return self.factors[self.rows, np.minimum(index, self.factors.shape[1] - 1)]
+        return self.factors[self.rows, index]
 
 
 def _units(guests: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -243,10 +256,19 @@ class PatternSet:
         n_factors: length of the factor vector.
         n_guests: number of guests (flat ``hosts * guests``) the ``guests`` indices refer to.
         entries: ``(factor index, guest index, pattern)`` triples; each factor index at most once.
+        time_of_day_s: seconds since midnight UTC at simulation time 0 (diurnal patterns follow
+            the clock; every other kind counts from time 0).
 
     """
 
-    def __init__(self, n_factors: int, n_guests: int, entries: Sequence[tuple[int, int, Pattern]]) -> None:
+    def __init__(
+        self,
+        n_factors: int,
+        n_guests: int,
+        entries: Sequence[tuple[int, int, Pattern]],
+        *,
+        time_of_day_s: float = 0.0,
+    ) -> None:
         self.n_factors = n_factors
         self.n_guests = n_guests
         targets = [e[0] for e in entries]
@@ -261,13 +283,12 @@ class PatternSet:
             if mine:
                 tgt = np.array([e[0] for e in mine], dtype=np.intp)
                 gst = np.array([e[1] for e in mine], dtype=np.intp)
-                self._kinds.append(kind_cls(tgt, gst, [e[2] for e in mine]))  # type: ignore[call-arg]
+                pats = [e[2] for e in mine]
+                if kind_cls is _Diurnal:
+                    self._kinds.append(_Diurnal(tgt, gst, pats, time_of_day_s))  # type: ignore[arg-type]
+                else:
+                    self._kinds.append(kind_cls(tgt, gst, pats))  # type: ignore[call-arg]
         self.factors = np.ones(n_factors, dtype=np.float64)
-
-    @property
-    def kinds(self) -> list[str]:
-        """Names of the non-constant kinds present (evaluation order)."""
-        return [type(k).__name__.lstrip("_").lower() for k in self._kinds]
 
     def reset(self, rng: np.random.Generator, jitter: np.ndarray) -> None:
         """Restart at time 0: draw jitter (``jitter`` per guest) and stochastic state from ``rng``."""

@@ -22,7 +22,6 @@ def _bytes(values: np.ndarray) -> np.ndarray:
 def step_table(
     sim: Simulator,
     *,
-    histograms: np.ndarray | None = None,
     action_target_bytes: np.ndarray | None = None,
     action_policy: str | None = None,
 ) -> pa.Table:
@@ -30,7 +29,6 @@ def step_table(
 
     Args:
         sim: the simulator, after :meth:`~Simulator.reset` or :meth:`~Simulator.step`.
-        histograms: ``sim.histograms()`` when the caller already computed it.
         action_target_bytes: ``[hosts, guests]`` targets a policy set at this step, if any.
         action_policy: the name of that policy.
 
@@ -44,7 +42,7 @@ def step_table(
     def pick(values: np.ndarray) -> np.ndarray:
         return values[host_index, guest_index]
 
-    hist = sim.histograms() if histograms is None else histograms
+    hist = sim.histograms()
     anon_bins = _bytes(pick(hist[:, :, 0, :]))
     file_bins = _bytes(pick(hist[:, :, 1, :]))
     edges = np.broadcast_to(sim.edges_ms, (rows, sim.edges_ms.size))
@@ -55,6 +53,7 @@ def step_table(
         for name, happened in (
             ("oom", pick(last.oom_kills) > 0),
             ("balloon_stall", pick(last.balloon_stalled)),
+            ("balloon_deflate_on_oom", pick(last.balloon_deflated)),
             ("host_swap", last.host_overcommitted[host_index] & (pick(last.host_fault_pages) > 0)),
         ):
             for row in np.flatnonzero(happened):
@@ -88,4 +87,3 @@ def step_table(
         columns["action_target_bytes"] = pa.array(_bytes(pick(np.asarray(action_target_bytes, dtype=float))))
         columns["action_policy"] = pa.array([action_policy] * rows, type=pa.string())
     return pa.table(columns)
-

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from wsrl.sim.arrays import SimSetup
+from wsrl.sim.che import population_sum
 from wsrl.sim.record import step_table
 from wsrl.sim.simulator import Simulator
 from wsrl.trace.writer import TraceWriter
@@ -21,7 +22,13 @@ COLD_THRESHOLDS_S = (60, 120, 600, 3600)
 
 @dataclass
 class SimSummary:
-    """What a simulation run did, over all its guests (the ``wsrl sim --json`` document)."""
+    """What a simulation run did, over all its guests (the ``wsrl sim --json`` document).
+
+    ``cold_frac_*`` are shares of the guests' resident pages idle for longer than the threshold,
+    averaged over time (weighted by resident bytes). ``*_resident_bytes`` include each guest's
+    unevictable memory, like ``usage_bytes`` in the trace. ``refaults_per_s`` and
+    ``host_faults_per_s`` are pages per second over all guests together.
+    """
 
     scenario: str
     seed: int
@@ -73,7 +80,10 @@ def run_simulation(
     guests = setup.guests
     provisioned = np.where(guests.mask, guests.provisioned_bytes, 0.0)
     cold_sums = dict.fromkeys(COLD_THRESHOLDS_S, 0.0)
-    resident_sum = 0.0
+    # Cold fractions are shares of resident *pages* (the unevictable part has no idle age);
+    # resident sizes in the summary include the unevictable part, like usage_bytes in the trace.
+    page_sum = 0.0
+    guest_page_sum = np.zeros(guests.shape)
     guest_cold_sum = np.zeros(guests.shape)
     guest_resident_sum = np.zeros(guests.shape)
     stall_sum = 0.0
@@ -83,7 +93,7 @@ def run_simulation(
             out,
             source="sim",
             description=f"wsrl sim of scenario {setup.scenario}",
-            meta={"scenario": setup.scenario, "seed": seed, "step_s": sim.step_s, **setup.meta},
+            meta={**setup.meta, "scenario": setup.scenario, "seed": seed, "step_s": sim.step_s},
             flush_rows=50_000,
         )
         if out is not None
@@ -93,9 +103,10 @@ def run_simulation(
     try:
         for index in range(steps):
             result = sim.step(provisioned)
-            guest_resident = (sim.model.size_bytes - sim.model.evicted_bytes).sum(axis=2)
-            guest_resident_sum += guest_resident
-            resident_sum += guest_resident.sum()
+            guest_pages = population_sum(sim.model.resident_pop_bytes)
+            guest_page_sum += guest_pages
+            page_sum += guest_pages.sum()
+            guest_resident_sum += sim.model.resident_bytes
             for threshold in COLD_THRESHOLDS_S:
                 cold = sim.model.cold_bytes(threshold)
                 cold_sums[threshold] += cold.sum()
@@ -116,8 +127,8 @@ def run_simulation(
     mask = guests.mask
     refaults = (model.refault_anon_total + model.refault_file_total)[mask]
     elapsed_s = steps * sim.step_s
-    # Cold fraction averaged over time: per-step cold / resident, weighted by resident bytes.
-    cold = {str(t): float(cold_sums[t] / max(resident_sum, 1.0)) for t in COLD_THRESHOLDS_S}
+    # Cold fraction averaged over time: per-step cold / resident pages, weighted by resident bytes.
+    cold = {str(t): float(cold_sums[t] / max(page_sum, 1.0)) for t in COLD_THRESHOLDS_S}
     per_guest = [
         {
             "host": setup.hosts.names[h],
@@ -125,7 +136,7 @@ def run_simulation(
             "provisioned_bytes": int(guests.provisioned_bytes[h, g]),
             "resident_bytes": int(model.resident_bytes[h, g]),
             "mean_resident_bytes": float(guest_resident_sum[h, g] / steps),
-            "cold_frac_120s": float(guest_cold_sum[h, g] / max(guest_resident_sum[h, g], 1.0)),
+            "cold_frac_120s": float(guest_cold_sum[h, g] / max(guest_page_sum[h, g], 1.0)),
             "refaults_per_s": float(
                 (model.refault_anon_total[h, g] + model.refault_file_total[h, g]) / elapsed_s
             ),
@@ -149,7 +160,7 @@ def run_simulation(
         oom_events=int(model.oom_kills_total[mask].sum()),
         balloon_stall_steps=int(model.balloon_stall_steps[mask].sum()),
         host_swap_steps=host_swap_steps,
-        mean_resident_bytes=float(resident_sum / steps),
+        mean_resident_bytes=float(guest_resident_sum[mask].sum() / steps),
         provisioned_bytes=float(provisioned.sum()),
         trace=None if out is None else str(out),
         trace_rows=rows,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsrl.histogram import DEFAULT_EDGES_MS
+from wsrl.histogram import DEFAULT_EDGES_MS, validate_edges
 from wsrl.sim.arrays import SimSetup
 from wsrl.sim.model import GuestMemoryModel, StepResult
 
@@ -29,7 +29,7 @@ class Simulator:
         self.step_s = float(setup.step_s)
         if not self.step_s > 0:
             raise ValueError(f"step_s must be > 0, got {setup.step_s}")
-        self.edges_ms = np.asarray(edges_ms, dtype=np.int64)
+        self.edges_ms = np.asarray(validate_edges(list(edges_ms)), dtype=np.int64)
         self.model = GuestMemoryModel(setup.guests, setup.hosts, setup.demand.pop_is_anon)
         self.seed = 0
         self.steps = 0
@@ -54,8 +54,8 @@ class Simulator:
     def reset(self, seed: int = 0) -> None:
         """Back to time 0 with guests at their provisioned size; the demand restarts from ``seed``.
 
-        The model is stepped once with zero length so that the state at time 0 already holds the
-        demand at time 0 (histograms and sizes are meaningful before the first action).
+        The model is primed with the demand at time 0 (nothing evicted, nothing counted), so
+        histograms and sizes are meaningful before the first action.
         """
         self.seed = int(seed)
         self.setup.demand.reset(self.seed)
@@ -76,6 +76,8 @@ class Simulator:
         target = self.model.target_bytes if target_bytes is None else np.asarray(target_bytes, dtype=float)
         if target.shape != self.shape:
             raise ValueError(f"target_bytes has shape {target.shape}, expected {self.shape}")
+        if not np.isfinite(target[self.mask]).all():
+            raise ValueError("target_bytes must be finite for every guest (a policy returned NaN or inf)")
         self.time_s = (self.steps + 1) * self.step_s
         size, rate = self.setup.demand.at(self.time_s, self.step_s)
         self.last = self.model.step(size, rate, target, self.step_s)
@@ -85,10 +87,3 @@ class Simulator:
     def histograms(self) -> np.ndarray:
         """``[hosts, guests, 2 (anon, file), bins]`` working-set histograms in bytes (float)."""
         return self.model.histogram_bytes(self.edges_ms)
-
-    def cold_fraction(self, threshold_s: float) -> float:
-        """Share of all guests' resident page bytes idle for longer than ``threshold_s`` now."""
-        resident = (self.model.size_bytes - self.model.evicted_bytes).sum()
-        if resident <= 0:
-            return 0.0
-        return float(self.model.cold_bytes(threshold_s).sum() / resident)

@@ -3,29 +3,29 @@
 A trace such as Bitbrains records, per VM and sample, how much memory was *active* (VMware's
 sampled-activity estimate) against what was provisioned, and nothing about idle ages, page cache
 or refaults. To drive the page-population model from it, each trace guest becomes three
-populations, and **everything but the first is an assumption**:
+populations, and **everything but the first is an assumption** (a :class:`TraceModel`; the
+defaults, and why, are those of the scenario keys in :class:`wsrl.sim.config_scenario.GuestConfig`):
 
 1. **hot** (anon): the active memory of the trace, linearly interpolated between samples, touched
-   every ``hot_access_interval_s`` (default 20 s: VMware's active estimate counts pages touched
-   within its sampling period of about a minute, so an interval well under that keeps them hot).
-2. **warm** (file): ``idle_fraction * warm_share * rest``, touched every ``warm_access_interval_s``
-   (default 600 s): page cache of files read now and then.
+   every ``hot_access_interval_s``.
+2. **warm** (file): ``idle_fraction * warm_share * rest``, touched every ``warm_access_interval_s``:
+   page cache of files read now and then.
 3. **cold** (anon): ``idle_fraction * (1 - warm_share) * rest``, touched every
-   ``cold_access_interval_s`` (default 3600 s): heap and tmpfs allocated long ago.
+   ``cold_access_interval_s``: heap and tmpfs allocated long ago.
 
 with ``rest = provisioned - unevictable - active`` (>= 0): memory the guest was given that the
-trace does not call active. ``idle_fraction`` (default 0.5) says how much of it a long-running
-guest has filled with resident but idle pages (the rest is free); ``warm_share`` (default 0.3)
-splits that between warm page cache and cold anon. Defaults are picked so that a typical
-Bitbrains VM (active ~5 % of provisioned) is mostly cold, in line with the large idle fractions
-reported for such fleets; they are knobs, not measurements.
+trace does not call active. ``idle_fraction`` says how much of it a long-running guest has filled
+with resident but idle pages (the rest is free); ``warm_share`` splits that between warm page
+cache and cold anon.
 
 Other rules: the provisioned size of a guest is the largest provisioned size in the replayed
 window (null rows ignored; ``trace_fallback_provisioned_gib`` for guests that have none); active
 memory above ``provisioned - unevictable`` is clipped (Bitbrains reports usage above provisioned
-at times); before a guest's first sample and after its last the nearest sample holds, unless the
-window loops; long gaps are bridged by the same linear interpolation. Time 0 of the simulation is
-the start of the window.
+at times); long gaps are bridged by the same linear interpolation. Time 0 of a series is the start
+of its window. Without a loop, the first sample holds before it and the last after it. With a
+loop of period ``L`` (the window's length), time ``t`` plays ``t mod L``, and between the last
+sample and the first sample of the next lap (at its time + ``L``) the value is interpolated
+linearly too, so a lap joins the next without a jump.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from wsrl.errors import ConfigError, TraceError
-from wsrl.sim.config import parse_trace_start
+from wsrl.errors import TraceError
+from wsrl.sim.config_trace import parse_trace_start
 from wsrl.trace.reader import TraceReader
 
 POPULATIONS = 3
@@ -48,13 +48,16 @@ HOT, WARM, COLD = 0, 1, 2
 
 @dataclass(frozen=True)
 class TraceModel:
-    """How a trace guest's memory beyond its active set is modelled (see the module docstring)."""
+    """How a trace guest's memory beyond its active set is modelled (see the module docstring).
 
-    hot_access_interval_s: float = 20.0
-    warm_access_interval_s: float = 600.0
-    cold_access_interval_s: float = 3600.0
-    idle_fraction: float = 0.5
-    warm_share: float = 0.3
+    No defaults here: a scenario's guest entry gives them (:class:`wsrl.sim.config_scenario.GuestConfig`).
+    """
+
+    hot_access_interval_s: float
+    warm_access_interval_s: float
+    cold_access_interval_s: float
+    idle_fraction: float
+    warm_share: float
 
 
 @dataclass
@@ -66,7 +69,7 @@ class TraceSeries:
         times_s: sample times in seconds from the window start, non-decreasing.
         active_bytes: active memory at those times.
         provisioned_bytes: largest provisioned size in the window, None when the trace has none.
-        period_s: loop length when the window loops, else ``inf``.
+        period_s: loop length when the window loops (the window's length), else ``inf``.
 
     """
 
@@ -99,13 +102,14 @@ def load_trace_window(
     """Read the selected guests' active memory and provisioned size with ``TraceReader.read_table``.
 
     ``start`` is what a scenario's ``trace_start`` holds (None: the first sample of the selected
-    guests). Raises :class:`TraceError` for an unusable window or guest.
+    guests). The series' times count from the window's start. A looping window of length 0 (one
+    sample time) does not loop. Raises :class:`TraceError` for an unusable window or guest.
     """
     reader = TraceReader(directory)
-    hosts_of = {k.split("/", 1)[1] if "/" in k else k: k for k in keys}
-    guest_names = sorted(hosts_of)
-    first_ms: int | None = None
+    guest_names = sorted({k.split("/", 1)[-1] for k in keys})
     start_ms: int | None = None
+    if start is None and duration_s is not None:
+        start = 0.0  # the window's end needs its start: the first sample
     if start is not None:
         how, value = parse_trace_start(start)  # type: ignore[arg-type]
         if how == "abs":
@@ -114,8 +118,7 @@ def load_trace_window(
             probe = reader.read_table(["time_ms"], guests=guest_names, sort=False)
             if probe.num_rows == 0:
                 raise TraceError(f"{directory}: no samples for {', '.join(keys)}")
-            first_ms = int(pc.min(probe.column("time_ms")).as_py())
-            start_ms = first_ms + round(value * 1000)
+            start_ms = int(pc.min(probe.column("time_ms")).as_py()) + round(value * 1000)
     end_ms = None if start_ms is None or duration_s is None else start_ms + round(duration_s * 1000)
     table = reader.read_table(
         ["time_ms", "host", "guest", column, "provisioned_bytes"],
@@ -128,8 +131,6 @@ def load_trace_window(
     times = table.column("time_ms").to_numpy()
     if start_ms is None:
         start_ms = int(times.min())
-    if end_ms is None and duration_s is not None:
-        end_ms = start_ms + round(duration_s * 1000)
     hosts = np.asarray(table.column("host").to_pylist(), dtype=object)
     guests = np.asarray(table.column("guest").to_pylist(), dtype=object)
     active_col = table.column(column)
@@ -159,7 +160,7 @@ def load_trace_window(
             times_s=t_s[order],
             active_bytes=np.maximum(active[use][order], 0.0),
             provisioned_bytes=float(prov[prov_rows].max()) if prov_rows.any() else None,
-            period_s=length_s if loop else float("inf"),
+            period_s=length_s if loop and length_s > 0 else float("inf"),
         )
     return window
 
@@ -232,10 +233,15 @@ class TraceDemand:
         self._first_t = np.array([s.times_s[0] for s in series]) if series else np.zeros(0)
         self._last_t = np.array([s.times_s[-1] for s in series]) if series else np.zeros(0)
         self._period = np.array([s.period_s for s in series]) if series else np.zeros(0)
-        self._loops = bool(np.isfinite(self._period).any())
+        self._looping = np.isfinite(self._period)
+        self._loops = bool(self._looping.any())
         flat_t = [s.times_s + r * self._stride for r, s in enumerate(series)]
         self._flat_t = np.concatenate(flat_t) if flat_t else np.zeros(0)
         self._flat_a = np.concatenate([s.active_bytes for s in series]) if series else np.zeros(0)
+        # A looping series runs from its last sample to the next lap's first, at first_t + period.
+        self._wrap_gap = self._first_t + self._period - self._last_t
+        self._first_a = self._flat_a[self._start] if series else np.zeros(0)
+        self._last_a = self._flat_a[self._last] if series else np.zeros(0)
 
     def reset(self, seed: int) -> None:
         """Restart from time 0 (a trace is deterministic: the seed is unused)."""
@@ -244,9 +250,8 @@ class TraceDemand:
         """Interpolated active bytes of every series at ``t_s`` (before clipping)."""
         t = np.full(self._first_t.shape, float(t_s))
         if self._loops:
-            t = np.where(np.isfinite(self._period), np.mod(t, self._period), t)
-        t = np.clip(t, self._first_t, self._last_t)
-        q = t + self._row_shift
+            t = np.where(self._looping, np.mod(t, self._period), t)
+        q = np.clip(t, self._first_t, self._last_t) + self._row_shift
         lo = np.searchsorted(self._flat_t, q, side="right") - 1
         lo = np.clip(lo, self._start, np.maximum(self._last - 1, self._start))
         hi = np.minimum(lo + 1, self._last)
@@ -254,7 +259,17 @@ class TraceDemand:
         gap = t_hi - t_lo
         w = np.divide(q - t_lo, gap, out=np.zeros_like(q), where=gap > 0)
         a_lo = self._flat_a[lo]
-        return a_lo + np.clip(w, 0.0, 1.0) * (self._flat_a[hi] - a_lo)
+        active = a_lo + np.clip(w, 0.0, 1.0) * (self._flat_a[hi] - a_lo)
+        if not self._loops:
+            return active
+        # Looping series outside [first, last] sample: between the last sample and the next lap's first.
+        wrap = self._looping & ((t > self._last_t) | (t < self._first_t))
+        since_last = np.where(t > self._last_t, t - self._last_t, t + self._period - self._last_t)
+        w_wrap = np.divide(
+            since_last, self._wrap_gap, out=np.zeros_like(t), where=wrap & (self._wrap_gap > 0)
+        )
+        bridged = self._last_a + np.clip(w_wrap, 0.0, 1.0) * (self._first_a - self._last_a)
+        return np.where(wrap, bridged, active)
 
     def fill(self, t_s: float, dt_s: float, size_bytes: np.ndarray, rate_per_s: np.ndarray) -> None:
         """Write the trace guests' populations at ``t_s`` into flat ``[H*G*P]`` arrays."""
@@ -273,8 +288,3 @@ class TraceDemand:
         rate = np.zeros(self.pop_is_anon.size)
         self.fill(t_s, dt_s, size, rate)
         return size.reshape(self.shape), rate.reshape(self.shape)
-
-
-def trace_config_error(path: str, loc: str, exc: TraceError) -> ConfigError:
-    """Wrap a trace problem met while building a scenario as a :class:`ConfigError` at ``loc``."""
-    return ConfigError(path, [(loc, str(exc))])

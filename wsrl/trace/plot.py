@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 from wsrl.errors import WsrlError
 from wsrl.histogram import cold_weights
 from wsrl.trace.reader import TraceReader
+from wsrl.units import GIB
 
-GIB = 2**30
 MAX_GUESTS = 16
 COLUMNS = (
     "time_ms",
@@ -104,6 +104,8 @@ def plot_trace(
     table = reader.read_table(COLUMNS, hosts=[chosen_host])
     names = sorted(set(table.column("guest").to_pylist()))
     if guests is not None:
+        if not guests:
+            raise WsrlError("no guests to plot: give at least one guest name")
         missing = [g for g in guests if g not in names]
         if missing:
             raise WsrlError(f"{trace_dir}: host {chosen_host} has no guest(s) {', '.join(missing)}")
@@ -174,9 +176,13 @@ def plot_trace(
     fig.suptitle(title or f"{Path(trace_dir).name}: host {chosen_host}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, top))
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    except OSError as exc:
+        raise WsrlError(f"{out}: cannot write the plot: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
     return out
 
 
