@@ -2,7 +2,7 @@
 
 Runs ``python -m wsrl.sim.fidelity.measure --quick`` (about 25 s) and checks that what it measured
 is physically sensible. It needs root, the cgroup v1 memory controller and zram0: when any is
-missing it fails, never skips.
+missing it fails, never skips. The timing rules of the full ladder are checked without the kernel.
 """
 
 from __future__ import annotations
@@ -17,8 +17,21 @@ from typing import Any
 
 import pytest
 
-from wsrl.sim.fidelity.measure import CGROUP_V1_MEMORY_ROOT, active_swaps
-from wsrl.sim.fidelity.workload import WorkloadSpecError, parse_spec
+from wsrl.sim.fidelity.measure import (
+    CGROUP_V1_MEMORY_ROOT,
+    QUICK_DURATION_S,
+    QUICK_WARMUP_S,
+    active_swaps,
+    default_cases,
+    quick_cases,
+)
+from wsrl.sim.fidelity.workload import (
+    PopulationSpec,
+    WorkloadSpecError,
+    parse_spec,
+    steady_state_timing,
+)
+from wsrl.units import MIB
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -168,3 +181,36 @@ def test_workload_cli_reports_a_bad_spec_in_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("wsrl: error: spec:")
     assert "Traceback" not in done.stderr
+
+
+def test_default_ladder_runs_long_enough_for_a_steady_state() -> None:
+    planned_s = 0.0
+    for case in default_cases():
+        warmup_s, duration_s = case.timing()
+        longest_random_s = max(
+            (p.access_interval_s for p in case.populations if p.pattern == "random"), default=0.0
+        )
+        assert warmup_s >= 2 * max(p.access_interval_s for p in case.populations), case.name
+        assert warmup_s >= 2 * longest_random_s, case.name
+        assert duration_s >= 10.0, case.name
+        for pop in case.populations:
+            assert pop.rate_pages_per_s * duration_s >= 100, (case.name, pop.name)
+        planned_s += (warmup_s + duration_s) * len(case.rungs)
+    # `make fidelity` stays within about a quarter of an hour (OOM rungs end early, so less).
+    assert planned_s < 16 * 60, planned_s
+
+
+def test_timing_is_computed_per_case_from_its_populations() -> None:
+    slow = PopulationSpec("slow", "anon", 8 * MIB, 30.0)
+    fast = PopulationSpec("fast", "anon", 8 * MIB, 1.0)
+    assert steady_state_timing([fast]) == (2.0, 10.0)
+    assert steady_state_timing([fast, slow]) == (60.0, 10.0)
+    tiny = PopulationSpec("tiny", "anon", 4 * 4096, 2.0)  # 4 pages: 2 touches/s
+    assert steady_state_timing([tiny]) == (4.0, 50.0)  # 100 touches take 50 s
+    # One source of truth: a spec that names no phase lengths gets the same timing.
+    spec = parse_spec(
+        {"populations": [{"name": "slow", "type": "anon", "size_bytes": 8 * MIB, "access_interval_s": 30.0}]}
+    )
+    assert (spec.warmup_s, spec.duration_s) == steady_state_timing([slow])
+    for case in quick_cases():
+        assert case.timing() == (QUICK_WARMUP_S, QUICK_DURATION_S)

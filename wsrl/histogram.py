@@ -201,19 +201,10 @@ class Histogram:
         ``idle_ms`` contributes the share of its range above it, rounded down. The open-ended bin
         counts only when ``idle_ms`` is at or below its lower bound (see the module docstring).
         """
-        if idle_ms < 0:
-            raise HistogramError(f"idle age must be >= 0 ms, got {idle_ms}")
         rows = self._bytes if type_name is None else self.type_bytes(type_name)[None, :]
         per_bin = [sum(int(v) for v in rows[:, column]) for column in range(self.n_bins)]
-        cold = 0
-        for lower, upper, amount in zip(self.lower_ms, self.max_age_ms, per_bin, strict=True):
-            if upper is None:
-                cold += amount if idle_ms <= lower else 0
-            elif idle_ms <= lower:
-                cold += amount
-            elif idle_ms < upper:
-                cold += amount * (upper - idle_ms) // (upper - lower)
-        return cold
+        shares = _cold_shares(self.edges_ms, idle_ms)
+        return sum(amount * above // width for amount, (above, width) in zip(per_bin, shares, strict=True))
 
     def cold_curve(self, idle_ms: Iterable[int], type_name: str | None = None) -> np.ndarray:
         """:meth:`cold_bytes` at each of several idle ages, as an int64 array."""
@@ -331,18 +322,27 @@ def cold_weights(edges_ms: Sequence[int], idle_ms: int) -> np.ndarray:
     product of its bin bytes with these weights (up to ``cold_bytes``' rounding down). Use it to
     compute cold memory for many histograms on one grid at once, as arrays.
     """
-    edges = validate_edges(edges_ms)
+    shares = _cold_shares(validate_edges(edges_ms), idle_ms)
+    return np.array([above / width for above, width in shares])
+
+
+def _cold_shares(edges_ms: Sequence[int], idle_ms: int) -> list[tuple[int, int]]:
+    """Per bin, the share idle longer than ``idle_ms`` as ``(above, width)``: the one rule.
+
+    Ages are uniform inside a finite bin (the kernel's rule); the open-ended bin counts wholly
+    when ``idle_ms`` is at or below its lower bound and not at all otherwise.
+    """
     if idle_ms < 0:
         raise HistogramError(f"idle age must be >= 0 ms, got {idle_ms}")
-    lowers = (0, *edges)
-    weights = np.zeros(len(edges) + 1)
-    for index, lower in enumerate(lowers):
-        upper = edges[index] if index < len(edges) else None
+    shares = []
+    for lower, upper in zip((0, *edges_ms), (*edges_ms, None), strict=True):
         if idle_ms <= lower:
-            weights[index] = 1.0
+            shares.append((1, 1))
         elif upper is not None and idle_ms < upper:
-            weights[index] = (upper - idle_ms) / (upper - lower)
-    return weights
+            shares.append((upper - idle_ms, upper - lower))
+        else:
+            shares.append((0, 1))
+    return shares
 
 
 def merge_nodes(histograms: Sequence[Histogram], node: int = ALL_NODES) -> Histogram:

@@ -20,6 +20,12 @@ or off), the harness:
 4. records an OOM kill (``oom_kill`` counter, and the workload dying of SIGKILL) in whatever phase
    it happens, then removes the group.
 
+Each case's warm-up and window default to
+:func:`~wsrl.sim.fidelity.workload.steady_state_timing` of its populations: a warm-up of twice the
+longest access interval, so that the kernel's LRU has reached the steady state the model predicts,
+and a window of at least 10 s and 100 touches of every population. ``--quick`` runs a smoke test
+with fixed short phases instead (not a steady state).
+
 Swap is zram: ``/sys/block/zram0`` is sized, ``mkswap``-ed and ``swapon``-ed for the run, and reset
 afterwards; the run refuses to start when zram0 is already in use. Everything the run creates
 (groups, swap, processes, files) is removed on success, failure, KeyboardInterrupt and SIGTERM.
@@ -54,26 +60,26 @@ import numpy as np
 import wsrl
 from wsrl.errors import WsrlError
 from wsrl.sim.fidelity.workload import (
-    PAGE_SIZE_BYTES,
+    HOST_PAGE_BYTES,
     PopulationSpec,
     WorkloadSpec,
     check_disk_dir,
     ensure_file,
     file_path,
     filesystem_type,
+    steady_state_timing,
 )
+from wsrl.units import GIB, MIB
 
 SCHEMA = "wsrl.fidelity.measured/1"
 CGROUP_V1_MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
 CGROUP_V2_ROOT = Path("/sys/fs/cgroup/unified")
 PSI_MEMORY_PATH = Path("/proc/pressure/memory")
 ZRAM_DEVICE = "zram0"
-ZRAM_SIZE_BYTES = 1 << 30
+ZRAM_SIZE_BYTES = 1 * GIB
 ZRAM_SWAP_PRIORITY = 100
-MIB = 1 << 20
 DEFAULT_LADDER = (1.2, 1.0, 0.9, 0.75, 0.6, 0.45)
-DEFAULT_WARMUP_S = 3.0
-DEFAULT_DURATION_S = 7.0
+# --quick is a smoke test of the harness, not a steady state: fixed short phases for every case.
 QUICK_WARMUP_S = 2.0
 QUICK_DURATION_S = 3.0
 # How long the workload may take to start, fill, and finish after its phases are due.
@@ -139,12 +145,26 @@ class Rung:
 
 @dataclass(frozen=True)
 class Case:
-    """Populations and the ladder of limits they are run under."""
+    """Populations and the ladder of limits they are run under.
+
+    ``warmup_s`` and ``duration_s`` left at ``None`` are the populations'
+    :func:`~wsrl.sim.fidelity.workload.steady_state_timing`.
+    """
 
     name: str
     description: str
     populations: tuple[PopulationSpec, ...]
     rungs: tuple[Rung, ...]
+    warmup_s: float | None = None
+    duration_s: float | None = None
+
+    def timing(self) -> tuple[float, float]:
+        """``(warmup_s, duration_s)`` of every rung of this case."""
+        warmup_s, duration_s = steady_state_timing(self.populations)
+        return (
+            warmup_s if self.warmup_s is None else self.warmup_s,
+            duration_s if self.duration_s is None else self.duration_s,
+        )
 
 
 def _pop(
@@ -154,14 +174,19 @@ def _pop(
 
 
 def default_cases() -> list[Case]:
-    """The default cases: anon hot/cold, anon plus file, an LRU-thrashing loop, and a forced OOM."""
+    """The default cases: anon hot/cold, anon plus file, an LRU-thrashing loop, and a forced OOM.
+
+    Each runs at its steady-state timing (warm-up twice its longest access interval, a window of
+    at least 10 s): 40 s + 10 s per rung for the two cases with the 20 s cold population, about
+    12-13 minutes for the whole ladder.
+    """
     ladder = tuple(Rung(f) for f in DEFAULT_LADDER)
     oom_rung = Rung(0.5, "anon", swap=False)
-    hot_cold = (_pop("hot", "anon", 64, 1.0), _pop("cold", "anon", 192, 60.0))
+    hot_cold = (_pop("hot", "anon", 64, 1.0), _pop("cold", "anon", 192, 20.0))
     return [
         Case(
             "anon-hot-cold",
-            "two anon populations, random: 64 MiB touched every 1 s, 192 MiB every 60 s",
+            "two anon populations, random: 64 MiB touched every 1 s, 192 MiB every 20 s",
             hot_cold,
             (*ladder, oom_rung),
         ),
@@ -187,19 +212,27 @@ def default_cases() -> list[Case]:
 
 
 def quick_cases() -> list[Case]:
-    """A small ladder for tests: anon hot/cold at 3 limits, and an OOM case with and without swap."""
+    """A small ladder for tests: anon hot/cold at 3 limits, and an OOM case with and without swap.
+
+    A smoke test of the harness (under 40 s), not a steady state: every rung warms up for
+    ``QUICK_WARMUP_S`` and measures ``QUICK_DURATION_S``.
+    """
     return [
         Case(
             "quick-hot-cold",
             "anon, random: 32 MiB touched every 1 s, 96 MiB every 30 s",
             (_pop("hot", "anon", 32, 1.0), _pop("cold", "anon", 96, 30.0)),
             (Rung(1.2), Rung(0.75), Rung(0.5)),
+            warmup_s=QUICK_WARMUP_S,
+            duration_s=QUICK_DURATION_S,
         ),
         Case(
             "quick-oom",
             "128 MiB of anon (random, every 5 s) under a 64 MiB limit: survives with swap, OOMs without",
             (_pop("anon", "anon", 128, 5.0),),
             (Rung(0.5, "anon", swap=True), Rung(0.5, "anon", swap=False)),
+            warmup_s=QUICK_WARMUP_S,
+            duration_s=QUICK_DURATION_S,
         ),
     ]
 
@@ -489,7 +522,7 @@ def _window(start: dict[str, float], end: dict[str, float], workload: dict[str, 
             out[f"group_psi_{kind}_fraction"] = out[f"group_psi_{kind}_us"] / (wall_s * 1e6)
     fractions = [(p["resident_fraction_mean"], p["pages"]) for p in workload["populations"]]
     out["populations_resident_bytes"] = (
-        int(sum(f * pages for f, pages in fractions) * PAGE_SIZE_BYTES)
+        int(sum(f * pages for f, pages in fractions) * HOST_PAGE_BYTES)
         if all(f is not None for f, _ in fractions)
         else None
     )
@@ -533,6 +566,8 @@ def run_rung(
         "anon_bytes": anon_bytes,
         "file_bytes": spec.bytes_of("file"),
         "basis_bytes": basis_bytes,
+        "warmup_s": spec.warmup_s,
+        "duration_s": spec.duration_s,
     }
     remove_groups = cleanup.push(f"remove {groups.v1}", groups.remove)
     groups.create()
@@ -588,7 +623,7 @@ def run_rung(
                 if expected == "ready":
                     baseline_bytes = groups.usage_bytes()
                     limit_bytes = baseline_bytes + int(rung.limit_fraction * basis_bytes)
-                    limit_bytes = -(-limit_bytes // PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES
+                    limit_bytes = -(-limit_bytes // HOST_PAGE_BYTES) * HOST_PAGE_BYTES
                     groups.set_limit(limit_bytes, rung.swap)
                     result.update(
                         baseline_bytes=baseline_bytes,
@@ -686,7 +721,7 @@ def machine_info(zram: ZramSwap, file_dir: Path) -> dict[str, Any]:
         "kernel_release": platform.release(),
         "kernel_version": platform.version(),
         "machine": platform.machine(),
-        "page_size_bytes": PAGE_SIZE_BYTES,
+        "page_size_bytes": HOST_PAGE_BYTES,
         "cpus": os.cpu_count(),
         "mem_total_bytes": meminfo.get("MemTotal"),
         "cgroup_v1_memory": str(CGROUP_V1_MEMORY_ROOT),
@@ -706,8 +741,8 @@ def machine_info(zram: ZramSwap, file_dir: Path) -> dict[str, Any]:
 def run_measurements(
     cases: Sequence[Case],
     *,
-    warmup_s: float,
-    duration_s: float,
+    warmup_s: float | None = None,
+    duration_s: float | None = None,
     file_dir: Path | None = None,
     zram_size_bytes: int = ZRAM_SIZE_BYTES,
     progress: Callable[[str], None] | None = None,
@@ -716,8 +751,9 @@ def run_measurements(
 
     Args:
         cases: what to run.
-        warmup_s: unmeasured pattern time per rung, after the fill.
-        duration_s: measured window per rung.
+        warmup_s: unmeasured pattern time per rung, after the fill, for every case; default each
+            case's own (:meth:`Case.timing`).
+        duration_s: measured window per rung, for every case; default each case's own.
         file_dir: an existing directory on a disk filesystem for the file populations' files (a
             fresh folder is made under it and removed at the end); default ``/var/tmp``.
         zram_size_bytes: size of the zram swap device.
@@ -772,7 +808,14 @@ def run_measurements(
         zram.start()
         machine = machine_info(zram, work_dir)
         for case in cases:
-            spec = WorkloadSpec(case.populations, warmup_s, duration_s, str(work_dir), seed=0)
+            case_warmup_s, case_duration_s = case.timing()
+            spec = WorkloadSpec(
+                case.populations,
+                case_warmup_s if warmup_s is None else warmup_s,
+                case_duration_s if duration_s is None else duration_s,
+                str(work_dir),
+                seed=0,
+            )
             for index, pop in enumerate(spec.populations):
                 if pop.type == "file":  # made here, outside the memcg; the workload re-reads it
                     ensure_file(file_path(spec, pop), pop.size_bytes, spec.seed * 1000 + index)
@@ -802,10 +845,20 @@ def run_measurements(
         "cgroup_v1_parent": str(v1_parent),
         "cgroup_v2_parent": str(v2_parent) if v2_parent is not None else None,
         "work_dir": str(work_dir),
-        "settings": {"warmup_s": warmup_s, "duration_s": duration_s, "zram_size_bytes": zram_size_bytes},
+        "settings": {
+            "warmup_s_override": warmup_s,
+            "duration_s_override": duration_s,
+            "zram_size_bytes": zram_size_bytes,
+        },
         "machine": machine,
         "cases": [
-            {"name": c.name, "description": c.description, "populations": [asdict(p) for p in c.populations]}
+            {
+                "name": c.name,
+                "description": c.description,
+                "populations": [asdict(p) for p in c.populations],
+                "warmup_s": c.timing()[0] if warmup_s is None else warmup_s,
+                "duration_s": c.timing()[1] if duration_s is None else duration_s,
+            }
             for c in cases
         ],
         "elapsed_s": time.monotonic() - started,
@@ -859,19 +912,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="2 small cases, a few rungs, short windows (< 40 s)"
     )
-    parser.add_argument("--warmup-s", type=float, default=None, help="unmeasured pattern time per rung")
-    parser.add_argument("--duration-s", type=float, default=None, help="measured window per rung")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=None,
+        help="unmeasured pattern time per rung, for every case (default: each case's steady-state "
+        "timing, twice its longest access interval)",
+    )
+    parser.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        help="measured window per rung, for every case (default: each case's, at least 10 s)",
+    )
     parser.add_argument("--file-dir", type=Path, default=None, help="disk directory for file populations")
     args = parser.parse_args(argv)
     cases = quick_cases() if args.quick else default_cases()
-    warmup_s = (
-        args.warmup_s if args.warmup_s is not None else (QUICK_WARMUP_S if args.quick else DEFAULT_WARMUP_S)
-    )
-    duration_s = (
-        args.duration_s
-        if args.duration_s is not None
-        else (QUICK_DURATION_S if args.quick else DEFAULT_DURATION_S)
-    )
     header_pending = [True]
 
     def progress(line: str) -> None:
@@ -883,8 +939,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         doc = run_measurements(
             cases,
-            warmup_s=warmup_s,
-            duration_s=duration_s,
+            warmup_s=args.warmup_s,
+            duration_s=args.duration_s,
             file_dir=args.file_dir,
             progress=progress,
         )

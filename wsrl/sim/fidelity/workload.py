@@ -23,6 +23,12 @@ Phases: *fill* (every page written, or read, once), *warm-up* (the pattern runs,
 the LRU lists order the pages by their use), *measured* (the pattern runs; the result reports it).
 Page contents are incompressible (a random page repeated), so zram swap stores full pages.
 
+Phase lengths default to :func:`steady_state_timing` of the populations (the one rule the harness
+uses too): a warm-up of :data:`WARMUP_INTERVALS` times the longest access interval, so that nearly
+every page has been touched by the pattern since the fill and the kernel's LRU has settled, and a
+window of at least :data:`MIN_WINDOW_S` seconds and :data:`MIN_WINDOW_TOUCHES` touches of every
+population, the slowest included.
+
 Run standalone: ``python -m wsrl.sim.fidelity.workload --spec JSON`` prints one JSON line, the
 result, on stdout (progress on stderr). With ``--control`` (used by
 :mod:`wsrl.sim.fidelity.measure`) every event goes to stdout as a JSON line, the process waits for
@@ -50,15 +56,23 @@ from typing import Any, Literal
 import numpy as np
 
 from wsrl.errors import WsrlError
+from wsrl.units import MIB
 
-PAGE_SIZE_BYTES = mmap.PAGESIZE
+HOST_PAGE_BYTES = mmap.PAGESIZE
+"""The running kernel's page size: what the workload maps, touches and counts in (the model's unit
+is :data:`wsrl.units.PAGE_BYTES`; the two agree on x86-64 and 4 KiB arm64 kernels)."""
 POPULATION_TYPES = ("anon", "file")
 PATTERNS = ("random", "loop")
-DEFAULT_WARMUP_S = 4.0
-DEFAULT_DURATION_S = 8.0
+WARMUP_INTERVALS = 2.0
+"""Default warm-up, in access intervals of the slowest population: after it, all but
+``exp(-2)`` (14 %) of that population's pages have been touched by the pattern since the fill."""
+MIN_WINDOW_S = 10.0
+"""Default measured window: at least this long ..."""
+MIN_WINDOW_TOUCHES = 100
+"""... and long enough for this many touches of every population's pages in aggregate."""
 DEFAULT_TICK_S = 0.005
 # Fill and file-creation chunk: small enough that reclaim keeps pace with a bulk fill.
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 4 * MIB
 # How often the measured phase samples each population's residency (mincore).
 RESIDENCY_SAMPLE_S = 0.5
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -83,7 +97,7 @@ class PopulationSpec:
     @property
     def pages(self) -> int:
         """Number of pages (the size rounded up to whole pages)."""
-        return -(-self.size_bytes // PAGE_SIZE_BYTES)
+        return -(-self.size_bytes // HOST_PAGE_BYTES)
 
     @property
     def rate_pages_per_s(self) -> float:
@@ -91,13 +105,31 @@ class PopulationSpec:
         return self.pages / self.access_interval_s
 
 
+def steady_state_timing(populations: Sequence[PopulationSpec]) -> tuple[float, float]:
+    """Default ``(warmup_s, duration_s)`` for these populations: long enough for a steady state.
+
+    The warm-up is :data:`WARMUP_INTERVALS` times the longest access interval (random or loop: a
+    loop then sweeps twice); the window is the longer of :data:`MIN_WINDOW_S` and the time every
+    population, the slowest included, takes for :data:`MIN_WINDOW_TOUCHES` touches in aggregate.
+    """
+    if not populations:
+        raise WorkloadSpecError("steady_state_timing: no populations")
+    warmup_s = WARMUP_INTERVALS * max(p.access_interval_s for p in populations)
+    duration_s = max(MIN_WINDOW_S, *(MIN_WINDOW_TOUCHES / p.rate_pages_per_s for p in populations))
+    return warmup_s, duration_s
+
+
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """The populations and the phase lengths of one workload run."""
+    """The populations and the phase lengths of one workload run.
+
+    :func:`steady_state_timing` gives the default phase lengths (:func:`parse_spec` uses it where
+    the spec names none, and so does the harness).
+    """
 
     populations: tuple[PopulationSpec, ...]
-    warmup_s: float = DEFAULT_WARMUP_S
-    duration_s: float = DEFAULT_DURATION_S
+    warmup_s: float
+    duration_s: float
     file_dir: str | None = None
     seed: int = 0
     tick_s: float = DEFAULT_TICK_S
@@ -111,11 +143,11 @@ class WorkloadSpec:
     @property
     def total_bytes(self) -> int:
         """Bytes of all populations, in whole pages."""
-        return sum(p.pages for p in self.populations) * PAGE_SIZE_BYTES
+        return sum(p.pages for p in self.populations) * HOST_PAGE_BYTES
 
     def bytes_of(self, kind: str) -> int:
         """Bytes of the populations of one type (``anon`` or ``file``), in whole pages."""
-        return sum(p.pages for p in self.populations if p.type == kind) * PAGE_SIZE_BYTES
+        return sum(p.pages for p in self.populations if p.type == kind) * HOST_PAGE_BYTES
 
 
 def _number(obj: dict[str, Any], key: str, where: str, default: float | None = None) -> float:
@@ -139,9 +171,9 @@ def parse_population(obj: Any, where: str) -> PopulationSpec:
     if kind not in POPULATION_TYPES:
         raise WorkloadSpecError(f"{where}: 'type' must be one of {POPULATION_TYPES}, got {kind!r}")
     size = obj.get("size_bytes")
-    if isinstance(size, bool) or not isinstance(size, int) or size < PAGE_SIZE_BYTES:
+    if isinstance(size, bool) or not isinstance(size, int) or size < HOST_PAGE_BYTES:
         raise WorkloadSpecError(
-            f"{where}: 'size_bytes' must be an integer of at least one page ({PAGE_SIZE_BYTES}), got {size!r}"
+            f"{where}: 'size_bytes' must be an integer of at least one page ({HOST_PAGE_BYTES}), got {size!r}"
         )
     interval_s = _number(obj, "access_interval_s", where)
     if interval_s <= 0:
@@ -171,8 +203,9 @@ def parse_spec(obj: Any) -> WorkloadSpec:
     names = [p.name for p in pops]
     if len(set(names)) != len(names):
         raise WorkloadSpecError(f"spec: population names must be unique, got {names}")
-    warmup_s = _number(obj, "warmup_s", "spec", DEFAULT_WARMUP_S)
-    duration_s = _number(obj, "duration_s", "spec", DEFAULT_DURATION_S)
+    default_warmup_s, default_duration_s = steady_state_timing(pops)
+    warmup_s = _number(obj, "warmup_s", "spec", default_warmup_s)
+    duration_s = _number(obj, "duration_s", "spec", default_duration_s)
     tick_s = _number(obj, "tick_s", "spec", DEFAULT_TICK_S)
     if warmup_s < 0 or duration_s <= 0 or not 0 < tick_s <= 1:
         raise WorkloadSpecError(
@@ -229,7 +262,7 @@ def file_path(spec: WorkloadSpec, pop: PopulationSpec) -> Path:
 
 def random_page(seed: int) -> np.ndarray:
     """One page of incompressible bytes, the content every page of a population repeats."""
-    return np.random.default_rng(seed).integers(0, 256, PAGE_SIZE_BYTES, dtype=np.uint8)
+    return np.random.default_rng(seed).integers(0, 256, HOST_PAGE_BYTES, dtype=np.uint8)
 
 
 def ensure_file(path: Path, size_bytes: int, seed: int = 0) -> None:
@@ -238,11 +271,11 @@ def ensure_file(path: Path, size_bytes: int, seed: int = 0) -> None:
     A file of the right size is kept as it is. The data is fsynced, so its page cache is clean and
     :func:`drop_file_cache` can evict it.
     """
-    pages = -(-size_bytes // PAGE_SIZE_BYTES)
-    want = pages * PAGE_SIZE_BYTES
+    pages = -(-size_bytes // HOST_PAGE_BYTES)
+    want = pages * HOST_PAGE_BYTES
     if path.exists() and path.stat().st_size == want:
         return
-    chunk = np.tile(random_page(seed), CHUNK_BYTES // PAGE_SIZE_BYTES).tobytes()
+    chunk = np.tile(random_page(seed), CHUNK_BYTES // HOST_PAGE_BYTES).tobytes()
     with open(path, "wb") as f:
         left = want
         while left > 0:
@@ -277,7 +310,7 @@ class _LivePopulation:
         self.rate_pages_per_s = pop.rate_pages_per_s
         self.rng = np.random.default_rng([spec.seed, index])
         self.content = random_page(spec.seed * 1000 + index)
-        size = self.pages * PAGE_SIZE_BYTES
+        size = self.pages * HOST_PAGE_BYTES
         self.path: Path | None = None
         if pop.type == "anon":
             self.mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
@@ -306,7 +339,7 @@ class _LivePopulation:
         """
         rc = _libc.mincore(
             ctypes.c_void_p(self.arr.ctypes.data),
-            ctypes.c_size_t(self.pages * PAGE_SIZE_BYTES),
+            ctypes.c_size_t(self.pages * HOST_PAGE_BYTES),
             self.residency_vec.ctypes.data_as(ctypes.c_void_p),
         )
         if rc != 0:
@@ -316,10 +349,10 @@ class _LivePopulation:
     def fill(self) -> None:
         """Write (anon) or read into the page cache (file) every page once."""
         if self.path is None:
-            per_chunk = CHUNK_BYTES // PAGE_SIZE_BYTES
+            per_chunk = CHUNK_BYTES // HOST_PAGE_BYTES
             for first in range(0, self.pages, per_chunk):
                 last = min(first + per_chunk, self.pages)
-                view = self.arr[first * PAGE_SIZE_BYTES : last * PAGE_SIZE_BYTES].reshape(-1, PAGE_SIZE_BYTES)
+                view = self.arr[first * HOST_PAGE_BYTES : last * HOST_PAGE_BYTES].reshape(-1, HOST_PAGE_BYTES)
                 view[:] = self.content
             return
         # Drop whatever is cached (maybe charged to another memcg) and read it back, charged here.
@@ -342,7 +375,7 @@ class _LivePopulation:
         else:
             idx = (self.cursor + np.arange(n, dtype=np.int64)) % self.pages
             self.cursor = int((self.cursor + n) % self.pages)
-        offsets = idx * PAGE_SIZE_BYTES
+        offsets = idx * HOST_PAGE_BYTES
         if self.path is None:
             self.arr[offsets] = self.stamp
             self.stamp = self.stamp % 255 + 1
@@ -434,7 +467,7 @@ def run(spec: WorkloadSpec, control: bool = False) -> dict[str, Any]:
 
     """
     emit = _Emitter(control)
-    emit("ready", pid=os.getpid(), page_size_bytes=PAGE_SIZE_BYTES)
+    emit("ready", pid=os.getpid(), page_size_bytes=HOST_PAGE_BYTES)
     if control:
         line = sys.stdin.readline()
         if line.strip() != "go":
