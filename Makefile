@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_trace.py
 
 # The simulator against the real kernel: a memory cgroup with zram swap under a ladder of limits
-# (root only, about 3 minutes). Writes docs/fidelity-measured.json and the table in docs/fidelity.md.
+# (root only, about 12 minutes). Writes docs/fidelity-measured.json and the table in docs/fidelity.md.
 fidelity: $(STAMP)
 	$(PY) -m wsrl.sim.fidelity.measure --out docs/fidelity-measured.json
 	$(PY) -m wsrl.sim.fidelity.compare docs/fidelity-measured.json --doc docs/fidelity.md

@@ -12,14 +12,30 @@ from pathlib import Path
 import pytest
 
 from wsrl.errors import WsrlError
-from wsrl.sim.fidelity.compare import BEGIN_MARKER, compare, main, markdown_table
+from wsrl.sim.fidelity.compare import BEGIN_MARKER, compare, main, markdown_table, predict_rung
 
-MEASURED = Path(__file__).resolve().parents[1] / "docs" / "fidelity-measured.json"
+REPO = Path(__file__).resolve().parents[1]
+MEASURED = REPO / "docs" / "fidelity-measured.json"
+# docs/fidelity.md states this number ("within 0.10"): keep the two in step.
+RESIDENCY_TOLERANCE = 0.10
+# Rungs whose random anon populations the model's residency claim covers (anon only, no loop).
+RANDOM_ANON_CASES = ("anon-hot-cold", "anon-oom")
+# Rungs where the predicted anon refault rate is within 15 % of the measured one.
+AGREEING_ANON_RUNGS = {
+    ("anon-hot-cold", "0.9xdemand"),
+    ("anon-hot-cold", "0.6xdemand"),
+    ("anon-oom", "0.5xanon"),
+}
 
 
 @pytest.fixture(scope="module")
-def rows():
-    return compare(json.loads(MEASURED.read_text()))
+def measured():
+    return json.loads(MEASURED.read_text())
+
+
+@pytest.fixture(scope="module")
+def rows(measured):
+    return compare(measured)
 
 
 def test_oom_is_predicted_exactly_where_the_kernel_killed(rows):
@@ -29,20 +45,29 @@ def test_oom_is_predicted_exactly_where_the_kernel_killed(rows):
 
 
 def test_no_refaults_above_demand(rows):
+    checked = 0
     for row in rows:
         if row.rung.startswith("1.2x"):
-            assert row.measured_anon_refaults_per_s == 0 and row.predicted_anon_refaults_per_s == 0
+            assert row.measured_anon_refaults_per_s == 0 and row.predicted_anon_refaults_per_s == 0, row.case
+            assert not row.measured_file_refaults_per_s and not row.predicted_file_refaults_per_s, row.case
+            checked += 1
+    assert checked == 3  # anon-hot-cold, anon-file, anon-loop
 
 
 def test_che_predicts_which_random_access_pages_stay_resident(rows):
     checked = 0
     for row in rows:
-        if row.case == "anon-hot-cold" and not row.measured_oom:
+        if row.case in RANDOM_ANON_CASES and not row.measured_oom:
             for name, predicted in row.predicted_resident_fraction.items():
                 measured = row.measured_resident_fraction[name]
-                assert predicted == pytest.approx(measured, abs=0.08), (row.rung, name)
+                assert predicted == pytest.approx(measured, abs=RESIDENCY_TOLERANCE), (row.rung, name)
                 checked += 1
-    assert checked >= 10
+    assert checked == 13  # anon-hot-cold: 6 rungs x 2 populations; anon-oom: 1 rung with swap
+
+
+def test_doc_states_the_residency_tolerance_the_test_enforces():
+    doc = (REPO / "docs" / "fidelity.md").read_text()
+    assert f"within {RESIDENCY_TOLERANCE:.2f}" in doc
 
 
 def test_predicted_refaults_grow_as_the_limit_shrinks(rows):
@@ -56,9 +81,46 @@ def test_predicted_refaults_grow_as_the_limit_shrinks(rows):
 
 
 def test_anon_stall_matches_measured_psi_where_refaults_agree(rows):
+    checked = 0
     for row in rows:
-        if row.case == "anon-hot-cold" and row.rung in ("0.6xdemand", "0.45xdemand"):
-            assert row.predicted_stall == pytest.approx(row.measured_psi_some, rel=0.3)
+        if (row.case, row.rung) in AGREEING_ANON_RUNGS:
+            assert row.measured_file_refaults_per_s is None, row.case  # anon only
+            assert row.predicted_anon_refaults_per_s == pytest.approx(
+                row.measured_anon_refaults_per_s, rel=0.15
+            ), (row.case, row.rung)
+            assert row.predicted_stall == pytest.approx(row.measured_psi_some, rel=0.2), (row.case, row.rung)
+            checked += 1
+    assert checked == len(AGREEING_ANON_RUNGS)
+
+
+def test_prediction_is_the_steady_state_whatever_the_warmup_and_step(measured, rows):
+    """The model reaches its equilibrium in the first step for constant demand (compare.py's claim)."""
+    zram_bytes = int(measured["settings"]["zram_size_bytes"])
+    checked = 0
+    for result, row in zip(measured["results"], rows, strict=True):
+        if row.measured_oom:
+            continue
+        short_window = {**result, "window": {**result["window"], "wall_s": 2.5}}
+        for variant in (
+            predict_rung(result, zram_bytes, warmup_steps=0),
+            predict_rung(result, zram_bytes, warmup_steps=5),
+            predict_rung(short_window, zram_bytes),
+        ):
+            for field in (
+                "predicted_anon_refaults_per_s",
+                "predicted_file_refaults_per_s",
+                "predicted_stall",
+            ):
+                expected = getattr(row, field)
+                got = getattr(variant, field)
+                where = (row.case, row.rung, field)
+                if expected is None:  # no file population
+                    assert got is None, where
+                else:
+                    assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), where
+            assert variant.predicted_resident_fraction == pytest.approx(row.predicted_resident_fraction)
+        checked += 1
+    assert checked == 19  # every rung that was not OOM-killed
 
 
 def test_table_and_doc_markers(tmp_path, rows):

@@ -178,7 +178,7 @@ def default_cases() -> list[Case]:
 
     Each runs at its steady-state timing (warm-up twice its longest access interval, a window of
     at least 10 s): 40 s + 10 s per rung for the two cases with the 20 s cold population, about
-    12-13 minutes for the whole ladder.
+    12 minutes for the whole ladder.
     """
     ladder = tuple(Rung(f) for f in DEFAULT_LADDER)
     oom_rung = Rung(0.5, "anon", swap=False)
