@@ -79,43 +79,55 @@ def single_guest_simulator(index: int) -> tuple[Simulator, np.ndarray]:
 
 
 def throughput(sim: Simulator, targets: np.ndarray, seconds: float, histogram: bool) -> float:
-    """Guest-steps per second over about ``seconds`` of stepping (after a warm-up)."""
+    """Guest-steps per second: the best of three windows of ``seconds / 3`` (after a warm-up).
+
+    Best-of-N, as ``timeit`` does: this shared machine's speed varies from second to second, and
+    the fastest window is the one least disturbed by others.
+    """
     guests = int(sim.mask.sum())
     for _ in range(3):
         sim.step(targets)
-    steps = 0
-    start = time.perf_counter()
-    while True:
-        for _ in range(10):
-            sim.step(targets)
-            if histogram:
-                sim.histograms()
-        steps += 10
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return guests * steps / elapsed
+    best = 0.0
+    for _ in range(3):
+        steps = 0
+        start = time.perf_counter()
+        while True:
+            for _ in range(10):
+                sim.step(targets)
+                if histogram:
+                    sim.histograms()
+            steps += 10
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / 3:
+                break
+        best = max(best, guests * steps / elapsed)
+    return best
 
 
 def loop_throughput(guests: int, seconds: float, *, histogram: bool) -> float:
-    """The same guests stepped one by one: one single-guest simulator per guest."""
+    """The same guests stepped one by one: one single-guest simulator per guest (best of three)."""
     sims = [single_guest_simulator(index) for index in range(guests)]
-    steps = 0
-    start = time.perf_counter()
-    while True:
-        for sim, targets in sims:
-            sim.step(targets)
-            if histogram:
-                sim.histograms()
-        steps += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return guests * steps / elapsed
+    best = 0.0
+    for _ in range(3):
+        steps = 0
+        start = time.perf_counter()
+        while True:
+            for sim, targets in sims:
+                sim.step(targets)
+                if histogram:
+                    sim.histograms()
+            steps += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / 3:
+                break
+        best = max(best, guests * steps / elapsed)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     args = parser.parse_args()
     steps: dict[str, float] = {}
     with_hist: dict[str, float] = {}

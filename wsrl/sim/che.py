@@ -34,13 +34,20 @@ MAX_ITERATIONS = 80
 NARROW_CHECK_AFTER = 8
 
 
+_ONES: dict[int, np.ndarray] = {}
+
+
 def population_sum(values: np.ndarray) -> np.ndarray:
     """Sum over the last (populations) axis.
 
     A matrix-vector product with ones: numpy's reductions over a short last axis cost several
     times more than BLAS here, and this is the simulator's hottest operation.
     """
-    return values @ np.ones(values.shape[-1])
+    width = values.shape[-1]
+    ones = _ONES.get(width)
+    if ones is None:
+        ones = _ONES.setdefault(width, np.ones(width))
+    return values @ ones
 
 
 def resident_bytes_at(size_bytes: np.ndarray, rate_per_s: np.ndarray, t_s: np.ndarray) -> np.ndarray:
@@ -104,30 +111,42 @@ def solve_lru(
     todo = np.flatnonzero(~unbounded)
     if todo.size == 0:
         return result, older
-    # Rows that cannot even hold what was touched within MIN_T_S keep nothing: T* = 0.
-    quickest = np.exp(-rate_per_s[todo] * MIN_T_S)
-    if kept_fraction is not None:
-        quickest = np.maximum(quickest, kept_fraction[todo])
-    hopeless = population_sum(size_bytes[todo] * (1.0 - quickest)) >= capacity_bytes[todo]
-    if hopeless.any():
-        result[todo[hopeless]] = 0.0
-        older[todo[hopeless]] = size_bytes[todo[hopeless]]
-        todo = todo[~hopeless]
-        if todo.size == 0:
-            return result, older
-    size = size_bytes[todo]
-    rate = rate_per_s[todo]
-    gone = None if kept_fraction is None else kept_fraction[todo]
+    # Most calls solve every row: then a slice (a view) replaces fancy indexing (a copy).
+    pick: slice | np.ndarray = slice(None) if todo.size == rows else todo
+    # Rows that cannot even hold what was touched within MIN_T_S keep nothing: T* = 0. What is
+    # touched within MIN_T_S is at most sum(size * rate) * MIN_T_S, so only rows with less room
+    # than that need the exact check.
+    candidates = capacity_bytes[pick] < population_sum(size_bytes[pick] * rate_per_s[pick]) * MIN_T_S
+    if candidates.any():
+        positions = np.flatnonzero(candidates)
+        picked = todo[positions]
+        quickest = np.exp(-rate_per_s[picked] * MIN_T_S)
+        if kept_fraction is not None:
+            quickest = np.maximum(quickest, kept_fraction[picked])
+        hopeless = population_sum(size_bytes[picked] * (1.0 - quickest)) >= capacity_bytes[picked]
+        if hopeless.any():
+            result[picked[hopeless]] = 0.0
+            older[picked[hopeless]] = size_bytes[picked[hopeless]]
+            keep = np.ones(todo.size, dtype=bool)
+            keep[positions[hopeless]] = False
+            todo = todo[keep]
+            if todo.size == 0:
+                return result, older
+            pick = todo
+    size = size_bytes[pick]
+    rate = rate_per_s[pick]
+    gone = None if kept_fraction is None else kept_fraction[pick]
+    capacity = capacity_bytes[pick]
     # The solve works on the bytes that must be older than T*: everything that is not resident.
-    target = population_sum(size) - capacity_bytes[todo]
-    tolerance = np.maximum(capacity_bytes[todo] * RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE_BYTES)
+    target = population_sum(size) - capacity
+    tolerance = np.maximum(capacity * RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE_BYTES)
     if guess_s is None:
         u = np.full(todo.size, 0.5 * (_LOG_MIN + _LOG_MAX))
     else:
         # An infinite guess (the row fitted last time) starts at the bracket's top, from where
         # one Newton step lands below the root; a zero, negative or NaN one at its bottom.
         with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.fmin(np.fmax(np.log(np.asarray(guess_s, dtype=float)[todo]), _LOG_MIN), _LOG_MAX)
+            u = np.fmin(np.fmax(np.log(np.asarray(guess_s, dtype=float)[pick]), _LOG_MIN), _LOG_MAX)
     lo = np.full(todo.size, _LOG_MIN)
     hi = np.full(todo.size, _LOG_MAX)
     u, older_todo = _newton_bisect(size, rate, gone, target, tolerance, u, lo, hi)
@@ -135,8 +154,8 @@ def solve_lru(
     # to what they lose at T*, so that exactly ``capacity`` stays resident.
     older_total = population_sum(older_todo)
     scale = np.divide(target, older_total, out=np.ones_like(target), where=older_total > 0)
-    older[todo] = np.minimum(older_todo * scale[:, None], size)
-    result[todo] = np.exp(u)
+    older[pick] = np.minimum(older_todo * scale[:, None], size)
+    result[pick] = np.exp(u)
     return result, older
 
 

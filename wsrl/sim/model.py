@@ -334,7 +334,9 @@ class GuestMemoryModel:
         for attempt in range(2):
             one, two = pending[~bound[pending]], pending[bound[pending]]
             n1, n2 = one.size, two.size
-            if n2 == 0:
+            if n2 == 0 and n1 == rows.size:  # everyone in one LRU: views, not copies
+                sizes, rates, caps, guesses = s, r, cap, times[:, 0]
+            elif n2 == 0:
                 sizes, rates, caps, guesses = s[one], r[one], cap[one], times[one, 0]
             else:
                 anon_two = anon[two]
