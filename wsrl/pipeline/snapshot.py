@@ -1,0 +1,132 @@
+"""What is known about a batch of hosts at one instant: the input of every policy.
+
+A :class:`HostSnapshot` holds arrays shaped ``[hosts, guests]`` (histograms
+``[hosts, guests, 2, bins]``, anon then file) with a guest mask, so the same policy, allocator and
+guard code serves one live host and thousands of simulated ones. Counters are cumulative, as the
+kernel reports them; policies difference them between snapshots themselves.
+
+Backends build snapshots: :func:`snapshot_from_simulator` here; trace replay and live hosts later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from wsrl.histogram import cold_weights
+
+if TYPE_CHECKING:
+    from wsrl.sim.simulator import Simulator
+
+WORKING_SET_WINDOW_MS = 120_000
+"""Memory touched within this window is the working set (Google far memory, ASPLOS'19)."""
+
+
+@dataclass
+class HostSnapshot:
+    """Per-guest state of a batch of hosts at one instant (arrays ``[hosts, guests]``).
+
+    Attributes:
+        time_ms: sample time, ms since the UNIX epoch.
+        interval_s: seconds since the previous snapshot (the control interval).
+        mask: True where a real guest sits.
+        names: guest names.
+        host_names: host names, ``[hosts]``.
+        capacity_bytes: host memory, ``[hosts]``.
+        reserve_bytes: memory the host keeps for itself, ``[hosts]``.
+        provisioned_bytes: what each guest was promised: the ceiling of every target.
+        floor_bytes: the operator's floor: no target goes below it.
+        shares: proportional-share weights.
+        tier: SLO tier index (0 = gold, see ``wsrl.sim.arrays.TIER_NAMES``).
+        visible_bytes: guest-visible size now (balloon-adjusted RAM, memcg limit).
+        target_bytes: the target currently set.
+        usage_bytes: memory in use (resident pages plus unevictable; ``memory.current``).
+        edges_ms: finite histogram bin edges.
+        hist_bytes: ``[hosts, guests, 2, bins]`` working-set histogram, anon then file.
+        refault_total: cumulative refaults (promotions), pages.
+        swap_bytes: bytes in the guest's swap.
+        psi_some_total_s: cumulative memory stall ("some"), seconds.
+        psi_some_avg10: memory PSI "some" avg10, percent.
+        oom_kills_total: cumulative OOM kills.
+        balloon_stalled: the balloon could not reach its target in the last interval.
+        extra: backend-specific data (for example the simulator itself, for the oracle).
+
+    """
+
+    time_ms: int
+    interval_s: float
+    mask: np.ndarray
+    names: np.ndarray
+    host_names: list[str]
+    capacity_bytes: np.ndarray
+    reserve_bytes: np.ndarray
+    provisioned_bytes: np.ndarray
+    floor_bytes: np.ndarray
+    shares: np.ndarray
+    tier: np.ndarray
+    visible_bytes: np.ndarray
+    target_bytes: np.ndarray
+    usage_bytes: np.ndarray
+    edges_ms: np.ndarray
+    hist_bytes: np.ndarray
+    refault_total: np.ndarray
+    swap_bytes: np.ndarray
+    psi_some_total_s: np.ndarray
+    psi_some_avg10: np.ndarray
+    oom_kills_total: np.ndarray
+    balloon_stalled: np.ndarray
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(hosts, guests)``."""
+        return self.mask.shape  # type: ignore[return-value]
+
+    def resident_page_bytes(self) -> np.ndarray:
+        """``[hosts, guests]`` bytes the histogram covers (resident pages)."""
+        return self.hist_bytes.sum(axis=(2, 3))
+
+    def cold_bytes(self, idle_ms: int) -> np.ndarray:
+        """``[hosts, guests]`` resident bytes idle for longer than ``idle_ms`` (histogram rule)."""
+        weights = cold_weights([int(e) for e in self.edges_ms], idle_ms)
+        return self.hist_bytes.sum(axis=2) @ weights
+
+    def working_set_bytes(self, window_ms: int = WORKING_SET_WINDOW_MS) -> np.ndarray:
+        """``[hosts, guests]`` resident bytes touched within ``window_ms`` (plus unevictable memory)."""
+        unevictable = np.maximum(self.usage_bytes - self.resident_page_bytes(), 0.0)
+        return self.resident_page_bytes() - self.cold_bytes(window_ms) + unevictable
+
+
+def snapshot_from_simulator(sim: Simulator) -> HostSnapshot:
+    """The simulator's state as a snapshot (the simulator itself in ``extra["simulator"]``)."""
+    model = sim.model
+    guests = sim.setup.guests
+    hosts = sim.setup.hosts
+    last = sim.last
+    return HostSnapshot(
+        time_ms=sim.time_ms,
+        interval_s=sim.step_s,
+        mask=guests.mask,
+        names=guests.names,
+        host_names=list(hosts.names),
+        capacity_bytes=hosts.capacity_bytes,
+        reserve_bytes=hosts.reserve_bytes,
+        provisioned_bytes=np.where(guests.mask, guests.provisioned_bytes, 0.0),
+        floor_bytes=np.where(guests.mask, guests.floor_bytes, 0.0),
+        shares=guests.shares,
+        tier=guests.tier,
+        visible_bytes=model.visible_bytes.copy(),
+        target_bytes=model.target_bytes.copy(),
+        usage_bytes=model.resident_bytes,
+        edges_ms=sim.edges_ms,
+        hist_bytes=sim.histograms(),
+        refault_total=model.refault_anon_total + model.refault_file_total,
+        swap_bytes=model.swap_bytes,
+        psi_some_total_s=model.psi_some_total_s.copy(),
+        psi_some_avg10=model.psi_some_avg10.copy(),
+        oom_kills_total=model.oom_kills_total.copy(),
+        balloon_stalled=np.zeros(guests.shape, dtype=bool) if last is None else last.balloon_stalled.copy(),
+        extra={"simulator": sim},
+    )
