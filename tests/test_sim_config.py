@@ -140,7 +140,7 @@ def test_datacenter_arrays_in_si_units() -> None:
     g = setup.guests
     assert g.shape == (5, 16)
     assert setup.hosts.names == [f"host-{h}" for h in range(5)]
-    np.testing.assert_allclose(setup.hosts.capacity_bytes, 256 * GIB)
+    np.testing.assert_allclose(setup.hosts.capacity_bytes, 288 * GIB)
     np.testing.assert_allclose(setup.hosts.reserve_bytes, 8 * GIB)
     np.testing.assert_allclose(setup.hosts.swap_fault_latency_s, 200e-6)
     names = g.names[0].tolist()

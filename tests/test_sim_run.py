@@ -181,7 +181,7 @@ def test_cli_scenario_list_and_show():
     assert names == {name for name, _ in list_scenarios()}
     shown = runner.invoke(app, ["scenario", "show", "datacenter"])
     assert shown.exit_code == 0, shown.output
-    assert "web-diurnal" in shown.stdout and "256" in shown.stdout
+    assert "web-diurnal" in shown.stdout and "288" in shown.stdout
     as_json = json.loads(runner.invoke(app, ["scenario", "show", "laptop", "--json"]).stdout)
     assert as_json["name"] == "laptop" and len(as_json["guest"]) >= 2
 

@@ -89,7 +89,10 @@ class Allocator:
         mask = snapshot.mask
         floor = np.where(mask, np.minimum(snapshot.floor_bytes, snapshot.provisioned_bytes), 0.0)
         ceiling = np.where(mask, snapshot.provisioned_bytes, 0.0)
-        proposal = np.where(mask, np.nan_to_num(proposal_bytes, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+        # A NaN proposal holds the guest's current target (garbage never shrinks anyone); +-inf
+        # clip to the ceiling and the floor like any other out-of-range proposal.
+        held = np.where(np.isnan(proposal_bytes), snapshot.target_bytes, proposal_bytes)
+        proposal = np.where(mask, held, 0.0)
         asked = np.clip(proposal, floor, ceiling)
         available = (snapshot.capacity_bytes - snapshot.reserve_bytes)[:, None]
         floors_total = floor.sum(axis=1, keepdims=True)
