@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from wsrl.cli import histogram_cmd, sim_cmd, trace_cmd
+from wsrl.cli import eval_cmd, histogram_cmd, sim_cmd, trace_cmd
 from wsrl.errors import WsrlError
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app.add_typer(histogram_cmd.app, name="histogram")
 app.add_typer(trace_cmd.app, name="trace")
 app.add_typer(sim_cmd.scenario_app, name="scenario")
 app.command("sim")(sim_cmd.sim_command)
+app.command("eval")(eval_cmd.eval_command)
+app.command("leaderboard")(eval_cmd.leaderboard_command)
 
 USER_ERROR_EXIT = 2
 

@@ -1,0 +1,89 @@
+"""The evaluator: runs, grids on every executor, trace inputs, the CLI and the HTML report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from wsrl.cli import app, main
+from wsrl.eval.metrics import METRIC_NAMES
+from wsrl.eval.runner import RunSpec, grid, run_grid, run_one, summarize
+
+runner = CliRunner()
+SAMPLE_TRACE = "envs/traces/bitbrains-sample"
+
+
+def test_static_policy_saves_nothing_and_breaks_nothing():
+    # The default datacenter holds every guest at its provisioned size: static is no overcommit.
+    result = run_one(RunSpec(policy="static", input="datacenter", seed=0, duration_s=1800))
+    assert result.metrics["memory_saved_frac"] == pytest.approx(0.0, abs=1e-9)
+    assert result.metrics["violation_frac"] == 0 and result.metrics["oom_events"] == 0
+    assert set(result.metrics) == set(METRIC_NAMES)
+    assert len(result.per_guest) == 16 and len(result.series["guests"]) == 8
+
+
+def test_executors_give_identical_metrics():
+    specs = grid(["static", "wmo"], ["laptop"], seeds=2, duration_s=900)
+    serial = run_grid(specs, executor="serial")
+    process = run_grid(specs, executor="process", workers=2)
+    ray = run_grid(specs, executor="ray")
+    for a, b, c in zip(serial, process, ray, strict=True):
+        assert (a.policy, a.input, a.seed) == (b.policy, b.input, b.seed) == (c.policy, c.input, c.seed)
+        assert a.metrics == b.metrics == c.metrics
+        assert a.per_guest == b.per_guest == c.per_guest
+    assert set(summarize(serial)) == {"static", "wmo"}
+
+
+def test_trace_input_replays_real_history():
+    result = run_one(RunSpec(policy="wmo", input=f"traces:{SAMPLE_TRACE}", seed=0, duration_s=3600))
+    assert len(result.per_guest) == 8
+    assert result.metrics["memory_saved_frac"] > 0.2  # Bitbrains VMs are mostly idle
+
+
+def test_cli_eval_json_and_report(tmp_path):
+    report = tmp_path / "report"
+    result = runner.invoke(
+        app,
+        ["eval", "--policy", "static", "--policy", "wmo", "--scenario", "laptop", "--duration", "20m",
+         "--seeds", "2", "--json", "--report", str(report)],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert len(document["runs"]) == 4
+    run = document["runs"][0]
+    assert {"policy", "input", "seed", "metrics"} <= set(run) and set(run["metrics"]) == set(METRIC_NAMES)
+    assert set(document["summary"]) == {"static", "wmo"}
+    page = (report / "index.html").read_text()
+    assert "savings-vs-violations.png" in page and "wmo" in page
+    pngs = sorted(report.glob("*.png"))
+    assert len(pngs) == 3
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_cli_eval_table():
+    result = runner.invoke(app, ["eval", "--policy", "static", "--scenario", "laptop", "--duration", "10m"])
+    assert result.exit_code == 0, result.output
+    assert "static" in result.stdout and "memory saved frac" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["eval", "--policy", "nope", "--scenario", "laptop"], "nope"),
+        (["eval", "--policy", "static"], "--scenario or --traces"),
+        (["eval", "--policy", "static", "--scenario", "no-such"], "unknown scenario"),
+        (["eval", "--policy", "static", "--scenario", "laptop", "--executor", "gpu"], "--executor"),
+        (["eval", "--policy", "static", "--scenario", "laptop", "--address", "x:1"], "--address"),
+        (["eval", "--policy", "static", "--traces", "/no/such/dir"], "--traces"),
+        (["eval", "--policy", "static", "--scenario", "laptop", "--duration", "soon"], "--duration"),
+    ],
+)
+def test_cli_eval_bad_arguments_are_one_line(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and err.count("\n") == 1, err

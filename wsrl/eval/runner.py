@@ -1,0 +1,269 @@
+"""Run policies on scenarios or recorded traces and measure them: one run, or a whole grid.
+
+A run is (policy x input x seed): the input is a scenario (name or TOML path) or a trace
+directory replayed by trace-driven guests (``traces:DIR``). Every run steps the simulator through
+the same control pipeline production uses (:class:`~wsrl.pipeline.loop.ControlLoop`) and records
+the fixed metrics of :mod:`wsrl.eval.metrics`. Grids run serially, in a process pool, or on Ray;
+each run is a pure function of its :class:`RunSpec`, so all three give identical results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from wsrl.errors import WsrlError
+from wsrl.eval.metrics import METRIC_NAMES, MetricsRecorder
+from wsrl.pipeline.loop import ControlLoop
+from wsrl.pipeline.snapshot import snapshot_from_simulator
+from wsrl.policies import make_policy
+from wsrl.sim.arrays import SimSetup
+from wsrl.sim.build import build_setup
+from wsrl.sim.config import load_scenario, scenario_from_dict
+from wsrl.sim.simulator import Simulator
+from wsrl.units import GIB
+
+TRACE_PREFIX = "traces:"
+TRACE_GUESTS_PER_HOST = 16
+"""Trace guests are packed onto hosts of at most this many guests, in the trace's order."""
+SERIES_GUESTS = 8
+"""Guests of the first host whose sizes over time a run keeps for the report's plots."""
+SERIES_POINTS = 400
+"""At most this many points per series (the run's steps, evenly thinned)."""
+
+Executor = Literal["serial", "process", "ray"]
+EXECUTORS: tuple[str, ...] = ("serial", "process", "ray")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One evaluation run: what to run, on what, for how long, with which seed."""
+
+    policy: str
+    input: str
+    seed: int
+    duration_s: float
+
+
+@dataclass
+class RunResult:
+    """The metrics of one run, its per-guest breakdown and a thinned size series for plots."""
+
+    policy: str
+    input: str
+    seed: int
+    metrics: dict[str, float]
+    per_guest: list[dict[str, Any]]
+    series: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_dict(self, *, with_series: bool = False) -> dict[str, Any]:
+        """Plain JSON-ready dict (without the size series unless asked)."""
+        data = asdict(self)
+        if not with_series:
+            data.pop("series")
+        return data
+
+
+def input_setup(input_ref: str) -> SimSetup:
+    """The simulation setup of a run's input: a scenario, or ``traces:DIR`` for trace replay.
+
+    Raises:
+        WsrlError: the scenario or trace directory is missing or invalid (a clear one-line message).
+
+    """
+    if input_ref.startswith(TRACE_PREFIX):
+        return trace_setup(Path(input_ref[len(TRACE_PREFIX) :]))
+    return build_setup(load_scenario(input_ref))
+
+
+def trace_setup(trace_dir: Path, guests_per_host: int = TRACE_GUESTS_PER_HOST) -> SimSetup:
+    """Replay every guest of a recorded trace, packed onto hosts of ``guests_per_host`` guests.
+
+    Each host's capacity is the sum of its guests' provisioned sizes (no overcommit at the
+    provisioned size), so a policy can only save what the guests leave idle. When the last host
+    has room left, it replays the trace's first guests again (the scenario rule for copies).
+    """
+    directory = trace_dir.resolve()
+    label = str(trace_dir)
+    # Two passes: the guests' provisioned sizes come from the trace, and they size the hosts.
+    probe = scenario_from_dict(_trace_scenario(directory, 1, 1, capacity_gib=1e6), label=label)
+    names = probe.trace_guests_of(0)
+    per_host = max(1, min(guests_per_host, len(names)))
+    hosts = math.ceil(len(names) / per_host)
+    roomy = _trace_scenario(directory, per_host, hosts, capacity_gib=1e6)
+    sized = build_setup(scenario_from_dict(roomy, label=label))
+    provisioned = np.where(sized.guests.mask, sized.guests.provisioned_bytes, 0.0)
+    capacity_gib = float(provisioned.sum(axis=1).max()) / GIB
+    data = _trace_scenario(directory, per_host, hosts, capacity_gib=capacity_gib)
+    return build_setup(scenario_from_dict(data, label=label))
+
+
+def _trace_scenario(directory: Path, per_host: int, hosts: int, *, capacity_gib: float) -> dict[str, Any]:
+    return {
+        "name": f"{TRACE_PREFIX}{directory.name}",
+        "description": f"replay of the trace in {directory}",
+        "host": {"capacity_gib": capacity_gib, "reserve_gib": 0.0, "count": hosts},
+        "guest": [
+            {"name": "vm", "trace": str(directory), "count": per_host, "trace_fallback_provisioned_gib": 4.0}
+        ],
+    }
+
+
+def run_one(spec: RunSpec) -> RunResult:
+    """Run one policy on one input with one seed and measure it (a pure function of ``spec``)."""
+    setup = input_setup(spec.input)
+    policy = make_policy(spec.policy)
+    sim = Simulator(setup)
+    sim.reset(spec.seed)
+    snapshot = snapshot_from_simulator(sim)
+    loop = ControlLoop(policy)
+    loop.reset(snapshot)
+    recorder = MetricsRecorder(snapshot)
+    steps = max(1, math.ceil(spec.duration_s / sim.step_s))
+    every = max(1, steps // SERIES_POINTS)
+    shown = np.flatnonzero(setup.guests.mask[0])[:SERIES_GUESTS]
+    series: dict[str, Any] = {
+        "guests": [str(setup.guests.names[0, g]) for g in shown],
+        "provisioned_bytes": [float(setup.guests.provisioned_bytes[0, g]) for g in shown],
+        "time_h": [],
+        "visible_bytes": [],
+        "demand_bytes": [],
+    }
+    for index in range(steps):
+        decision = loop.step(snapshot)
+        sim.step(decision.target_bytes)
+        snapshot = snapshot_from_simulator(sim)
+        recorder.observe(snapshot)
+        if index % every == 0 or index == steps - 1:
+            series["time_h"].append(sim.time_s / 3600.0)
+            series["visible_bytes"].append(sim.model.visible_bytes[0, shown].tolist())
+            series["demand_bytes"].append(sim.model.demand_bytes[0, shown].tolist())
+    metrics = recorder.result()
+    scalars = metrics.to_json_dict()
+    return RunResult(
+        policy=spec.policy,
+        input=spec.input,
+        seed=spec.seed,
+        metrics={name: float(scalars[name]) for name in METRIC_NAMES},
+        per_guest=list(scalars.get("per_guest", [])),
+        series=series,
+    )
+
+
+def grid(policies: Sequence[str], inputs: Sequence[str], seeds: int, duration_s: float) -> list[RunSpec]:
+    """Every (policy x input x seed) run, in a fixed order."""
+    if seeds < 1:
+        raise WsrlError(f"--seeds must be >= 1, got {seeds}")
+    return [
+        RunSpec(policy=p, input=i, seed=s, duration_s=duration_s)
+        for i in inputs
+        for p in policies
+        for s in range(seeds)
+    ]
+
+
+def check_specs(specs: Sequence[RunSpec]) -> None:
+    """Fail early, in this process, on inputs and policies that do not exist (clear errors)."""
+    for ref in dict.fromkeys(spec.input for spec in specs):
+        input_setup(ref)
+    for name in dict.fromkeys(spec.policy for spec in specs):
+        make_policy(name)
+
+
+def run_grid(
+    specs: Sequence[RunSpec],
+    *,
+    executor: Executor = "serial",
+    address: str | None = None,
+    workers: int | None = None,
+    on_done: Callable[[int, int], None] | None = None,
+) -> list[RunResult]:
+    """Run every spec and return results in the order of ``specs``.
+
+    Args:
+        specs: the runs.
+        executor: ``serial`` (this process), ``process`` (a local process pool) or ``ray`` (Ray,
+            local unless ``address`` names a cluster).
+        address: Ray cluster address (``ray`` only).
+        workers: pool size for ``process`` (default: the machine's CPUs).
+        on_done: called as ``on_done(finished, total)`` after each run finishes.
+
+    """
+    check_specs(specs)
+    total = len(specs)
+    if executor == "serial":
+        results = []
+        for spec in specs:
+            results.append(run_one(spec))
+            if on_done:
+                on_done(len(results), total)
+        return results
+    if executor == "process":
+        return _run_processes(specs, workers, on_done)
+    if executor == "ray":
+        return _run_ray(specs, address, on_done)
+    raise WsrlError(f"unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
+
+
+def _run_processes(
+    specs: Sequence[RunSpec], workers: int | None, on_done: Callable[[int, int], None] | None
+) -> list[RunResult]:
+    import concurrent.futures
+    import multiprocessing
+
+    # "spawn": a fresh interpreter per worker, so no state leaks from this process into runs.
+    context = multiprocessing.get_context("spawn")
+    results: list[RunResult | None] = [None] * len(specs)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(run_one, spec): index for index, spec in enumerate(specs)}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            results[futures[future]] = future.result()
+            if on_done:
+                on_done(done, len(specs))
+    return [r for r in results if r is not None]
+
+
+def _run_ray(
+    specs: Sequence[RunSpec], address: str | None, on_done: Callable[[int, int], None] | None
+) -> list[RunResult]:
+    try:
+        import ray
+    except ImportError:
+        raise WsrlError("the ray executor needs Ray: pip install 'wsrl[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        remote_run = ray.remote(run_one)
+        refs = [remote_run.remote(spec) for spec in specs]
+        index_of = {ref: index for index, ref in enumerate(refs)}
+        results: list[RunResult | None] = [None] * len(specs)
+        pending = list(refs)
+        done_count = 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                results[index_of[ref]] = ray.get(ref)
+                done_count += 1
+                if on_done:
+                    on_done(done_count, len(specs))
+        return [r for r in results if r is not None]
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def summarize(results: Sequence[RunResult]) -> dict[str, dict[str, float]]:
+    """Per policy, the mean of every metric over its runs (inputs and seeds)."""
+    by_policy: dict[str, list[RunResult]] = {}
+    for result in results:
+        by_policy.setdefault(result.policy, []).append(result)
+    return {
+        policy: {name: float(np.mean([r.metrics[name] for r in runs])) for name in METRIC_NAMES}
+        for policy, runs in by_policy.items()
+    }
