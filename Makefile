@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test lint demo bench fidelity testbed clean
+.PHONY: setup test lint demo bench fidelity leaderboard testbed clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/bench_trace.py
+
+# Every reference policy on the standard suite (bundled scenarios + the Bitbrains slice), written to
+# docs/leaderboard.md (a few minutes on 2 cores).
+leaderboard: $(STAMP)
+	$(PY) -m wsrl leaderboard --duration 6h --executor process
 
 # The simulator against the real kernel: a memory cgroup with zram swap under a ladder of limits
 # (root only, about 12 minutes). Writes docs/fidelity-measured.json and the table in docs/fidelity.md.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the most useful end-to-end run that exists today. It simulates the default
 # datacenter host and shows its guests' histograms and cold memory (table + PNG), replays real
-# Bitbrains demand in the simulator, parses real working-set histograms from every kind of
-# source, and summarises the bundled Bitbrains slice (importing all of it when the shared data
-# set is beside the checkout).
+# Bitbrains demand in the simulator, evaluates every reference policy on both (table + HTML
+# report), parses real working-set histograms from every kind of source, and summarises the
+# bundled Bitbrains slice (importing all of it when the shared data set is beside the checkout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WSRL=.venv/bin/wsrl
@@ -25,6 +25,11 @@ step "Real Bitbrains demand replayed in the simulator (8 VMs, first day), summar
 $WSRL sim --scenario bitbrains-replay --duration 24h --out "$OUT/sim-bitbrains" \
     --plot "$OUT/sim-bitbrains.png" --json | head -n 22
 
+step "Every reference policy on the default datacenter and on real Bitbrains demand (2 h each)"
+$WSRL eval --scenario datacenter --traces envs/traces/bitbrains-sample --duration 2h --executor process \
+    --policy static --policy senpai --policy senpai-reclaim --policy far-memory --policy wmo \
+    --policy vpa --policy esx-idle-tax --policy oracle --report "$OUT/eval"
+
 step "A real MGLRU histogram captured from a QEMU guest (lru_gen, one table per memcg and node)"
 capture=$(ls tests/data/lru_gen/real-lru_gen-*.txt 2>/dev/null | head -n 1 || true)
 capture=${capture:-tests/data/lru_gen/many_memcgs_two_nodes.txt}
@@ -44,4 +49,4 @@ if [[ -f "$SHARED" ]]; then
 else
     step "Skipping the full Bitbrains import: $SHARED not found (set WSRL_BITBRAINS)"
 fi
-printf '\nDone. Outputs are in %s (pictures: %s/sim-datacenter.png, %s/sim-bitbrains.png).\n' "$OUT" "$OUT" "$OUT"
+printf '\nDone. Outputs are in %s: pictures %s/sim-*.png, evaluation report %s/eval/index.html.\n' "$OUT" "$OUT" "$OUT"
