@@ -9,6 +9,7 @@ each run is a pure function of its :class:`RunSpec`, so all three give identical
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,6 @@ from wsrl.sim.arrays import SimSetup
 from wsrl.sim.build import build_setup
 from wsrl.sim.config import load_scenario, scenario_from_dict
 from wsrl.sim.simulator import Simulator
-from wsrl.units import GIB
 
 TRACE_PREFIX = "traces:"
 TRACE_GUESTS_PER_HOST = 16
@@ -69,8 +69,12 @@ class RunResult:
         return data
 
 
+@functools.lru_cache(maxsize=4)
 def input_setup(input_ref: str) -> SimSetup:
     """The simulation setup of a run's input: a scenario, or ``traces:DIR`` for trace replay.
+
+    Cached per process: building a setup from a long trace costs far more than a run's first
+    steps, and a setup is never changed by a run (``Simulator.reset`` restarts its demand).
 
     Raises:
         WsrlError: the scenario or trace directory is missing or invalid (a clear one-line message).
@@ -90,24 +94,23 @@ def trace_setup(trace_dir: Path, guests_per_host: int = TRACE_GUESTS_PER_HOST) -
     """
     directory = trace_dir.resolve()
     label = str(trace_dir)
-    # Two passes: the guests' provisioned sizes come from the trace, and they size the hosts.
-    probe = scenario_from_dict(_trace_scenario(directory, 1, 1, capacity_gib=1e6), label=label)
+    probe = scenario_from_dict(_trace_scenario(directory, 1, 1), label=label)
     names = probe.trace_guests_of(0)
     per_host = max(1, min(guests_per_host, len(names)))
     hosts = math.ceil(len(names) / per_host)
-    roomy = _trace_scenario(directory, per_host, hosts, capacity_gib=1e6)
-    sized = build_setup(scenario_from_dict(roomy, label=label))
-    provisioned = np.where(sized.guests.mask, sized.guests.provisioned_bytes, 0.0)
-    capacity_gib = float(provisioned.sum(axis=1).max()) / GIB
-    data = _trace_scenario(directory, per_host, hosts, capacity_gib=capacity_gib)
-    return build_setup(scenario_from_dict(data, label=label))
+    setup = build_setup(scenario_from_dict(_trace_scenario(directory, per_host, hosts), label=label))
+    # The guests' provisioned sizes come from the trace; they size the hosts.
+    provisioned = np.where(setup.guests.mask, setup.guests.provisioned_bytes, 0.0)
+    setup.hosts.capacity_bytes = provisioned.sum(axis=1)
+    return setup
 
 
-def _trace_scenario(directory: Path, per_host: int, hosts: int, *, capacity_gib: float) -> dict[str, Any]:
+def _trace_scenario(directory: Path, per_host: int, hosts: int) -> dict[str, Any]:
+    """A scenario replaying the trace; its host capacity is a placeholder that trace_setup replaces."""
     return {
         "name": f"{TRACE_PREFIX}{directory.name}",
         "description": f"replay of the trace in {directory}",
-        "host": {"capacity_gib": capacity_gib, "reserve_gib": 0.0, "count": hosts},
+        "host": {"capacity_gib": 1e6, "reserve_gib": 0.0, "count": hosts},
         "guest": [
             {"name": "vm", "trace": str(directory), "count": per_host, "trace_fallback_provisioned_gib": 4.0}
         ],
