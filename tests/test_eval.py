@@ -87,3 +87,24 @@ def test_cli_eval_bad_arguments_are_one_line(argv, expected, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_eval_on_the_shared_bitbrains_history(tmp_path):
+    """Import VMs of the shared real history never bundled here, then evaluate on them."""
+    from test_bitbrains_import import shared_bitbrains
+
+    from wsrl.trace.bitbrains import import_bitbrains
+    from wsrl.trace.reader import TraceReader
+
+    trace = tmp_path / "bitbrains"
+    vms = [3, 5, 7, 11, 13, 17]
+    import_bitbrains(shared_bitbrains(), trace, vms=vms, start_s=1_376_000_000, end_s=1_376_100_000)
+    specs = grid(["static", "vpa", "oracle"], [f"traces:{trace}"], seeds=1, duration_s=3 * 3600)
+    results = {r.policy: r for r in run_grid(specs)}
+    recorded = set(TraceReader(trace).read_table(["guest"]).column("guest").to_pylist())
+    assert 4 <= len(recorded) <= len(vms)  # a VM without samples in the window is not replayed
+    assert all(len(r.per_guest) == len(recorded) for r in results.values())
+    assert results["static"].metrics["memory_saved_frac"] == pytest.approx(0.0, abs=1e-9)
+    oracle = results["oracle"].metrics
+    assert oracle["violation_frac"] == 0 and oracle["oom_events"] == 0
+    assert oracle["memory_saved_frac"] > results["vpa"].metrics["memory_saved_frac"] > 0
