@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -78,50 +79,50 @@ def single_guest_simulator(index: int) -> tuple[Simulator, np.ndarray]:
     return sim, setup.guests.provisioned_bytes * target_fractions(index + 1)[index]
 
 
-def throughput(sim: Simulator, targets: np.ndarray, seconds: float, histogram: bool) -> float:
-    """Guest-steps per second: the best of three windows of ``seconds / 3`` (after a warm-up).
+def best_rate(advance: Callable[[], int], seconds: float) -> float:
+    """Guest-steps per second of ``advance`` (which returns the guest-steps it did): best of three.
 
     Best-of-N, as ``timeit`` does: this shared machine's speed varies from second to second, and
     the fastest window is the one least disturbed by others.
     """
+    best = 0.0
+    for _ in range(3):
+        done = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds / 3 or done == 0:
+            done += advance()
+        best = max(best, done / elapsed)
+    return best
+
+
+def throughput(sim: Simulator, targets: np.ndarray, seconds: float, histogram: bool) -> float:
+    """Guest-steps per second of one batched simulator (after a warm-up)."""
     guests = int(sim.mask.sum())
     for _ in range(3):
         sim.step(targets)
-    best = 0.0
-    for _ in range(3):
-        steps = 0
-        start = time.perf_counter()
-        while True:
-            for _ in range(10):
-                sim.step(targets)
-                if histogram:
-                    sim.histograms()
-            steps += 10
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / 3:
-                break
-        best = max(best, guests * steps / elapsed)
-    return best
+
+    def advance() -> int:
+        for _ in range(10):
+            sim.step(targets)
+            if histogram:
+                sim.histograms()
+        return 10 * guests
+
+    return best_rate(advance, seconds)
 
 
 def loop_throughput(guests: int, seconds: float, *, histogram: bool) -> float:
-    """The same guests stepped one by one: one single-guest simulator per guest (best of three)."""
+    """The same guests stepped one by one: one single-guest simulator per guest."""
     sims = [single_guest_simulator(index) for index in range(guests)]
-    best = 0.0
-    for _ in range(3):
-        steps = 0
-        start = time.perf_counter()
-        while True:
-            for sim, targets in sims:
-                sim.step(targets)
-                if histogram:
-                    sim.histograms()
-            steps += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / 3:
-                break
-        best = max(best, guests * steps / elapsed)
-    return best
+
+    def advance() -> int:
+        for sim, targets in sims:
+            sim.step(targets)
+            if histogram:
+                sim.histograms()
+        return guests
+
+    return best_rate(advance, seconds)
 
 
 def main() -> None:
