@@ -108,3 +108,17 @@ def test_eval_on_the_shared_bitbrains_history(tmp_path):
     oracle = results["oracle"].metrics
     assert oracle["violation_frac"] == 0 and oracle["oom_events"] == 0
     assert oracle["memory_saved_frac"] > results["vpa"].metrics["memory_saved_frac"] > 0
+
+
+def test_leaderboard_writes_a_table_per_input(tmp_path):
+    from wsrl.eval.leaderboard import STANDARD_SUITE
+    from wsrl.policies import REFERENCE_POLICIES
+
+    out = tmp_path / "leaderboard.md"
+    argv = ["leaderboard", "--duration", "5m", "--executor", "process", "--out", str(out)]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.count("| policy | memory_saved_frac") == len(STANDARD_SUITE) + 1
+    for policy in REFERENCE_POLICIES:
+        assert text.count(f"| {policy} |") == len(STANDARD_SUITE) + 1

@@ -14,6 +14,19 @@ from rich.table import Table
 from wsrl.errors import WsrlError
 
 
+def _checked_duration_s(duration: str, executor: str) -> float:
+    """The ``--duration`` in seconds, after checking it and ``--executor`` (one-line errors)."""
+    from wsrl.eval.runner import EXECUTORS
+    from wsrl.units import parse_duration_s
+
+    if executor not in EXECUTORS:
+        raise WsrlError(f"option --executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
+    try:
+        return parse_duration_s(duration)
+    except ValueError as exc:
+        raise WsrlError(f"option --duration: {exc}") from None
+
+
 def eval_command(
     policy: Annotated[
         list[str], typer.Option("--policy", help="Policy name; repeat to compare policies side by side.")
@@ -39,15 +52,9 @@ def eval_command(
 ) -> None:
     """Evaluate policies on identical inputs: memory saved, SLO violations, OOMs, stall, fairness, churn."""
     from wsrl.eval.metrics import METRIC_NAMES
-    from wsrl.eval.runner import EXECUTORS, TRACE_PREFIX, check_specs, grid, run_grid, summarize
-    from wsrl.units import parse_duration_s
+    from wsrl.eval.runner import TRACE_PREFIX, check_specs, grid, run_grid, summarize
 
-    try:
-        duration_s = parse_duration_s(duration)
-    except ValueError as exc:
-        raise WsrlError(f"option --duration: {exc}") from None
-    if executor not in EXECUTORS:
-        raise WsrlError(f"option --executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
+    duration_s = _checked_duration_s(duration, executor)
     if address is not None and executor != "ray":
         raise WsrlError("option --address needs --executor ray")
     inputs = list(scenario or []) + [f"{TRACE_PREFIX}{path}" for path in traces or []]
@@ -113,16 +120,10 @@ def leaderboard_command(
 ) -> None:
     """Run every reference policy on the standard suite and write the table to docs/leaderboard.md."""
     from wsrl.eval.leaderboard import STANDARD_SUITE, leaderboard_markdown
-    from wsrl.eval.runner import EXECUTORS, check_specs, grid, run_grid
+    from wsrl.eval.runner import check_specs, grid, run_grid
     from wsrl.policies import REFERENCE_POLICIES
-    from wsrl.units import parse_duration_s
 
-    try:
-        duration_s = parse_duration_s(duration)
-    except ValueError as exc:
-        raise WsrlError(f"option --duration: {exc}") from None
-    if executor not in EXECUTORS:
-        raise WsrlError(f"option --executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
+    duration_s = _checked_duration_s(duration, executor)
     specs = grid(list(REFERENCE_POLICIES), list(STANDARD_SUITE), seeds, duration_s)
     check_specs(specs)
     with Progress(
