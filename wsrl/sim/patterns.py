@@ -27,6 +27,7 @@ stay in step (its heap and its access rate peak together).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,19 +46,19 @@ from wsrl.sim.config_patterns import (
 HOUR_S = 3600.0
 
 
-class _Kind:
+class _Kind(ABC):
     """One pattern kind: index arrays plus parameter arrays, evaluated in one batch."""
 
     def __init__(self, targets: np.ndarray, guests: np.ndarray) -> None:
         self.targets = targets
         self.guests = guests
 
-    def reset(self, rng: np.random.Generator, draws: _GuestDraws) -> None:
-        """Draw jitter offsets and initial stochastic state."""
+    def reset(self, rng: np.random.Generator, draws: _GuestDraws) -> None:  # noqa: B027 (optional hook)
+        """Draw jitter offsets and initial stochastic state (deterministic kinds have none)."""
 
+    @abstractmethod
     def values(self, t_s: float, dt_s: float) -> np.ndarray:
         """Factor of every entry at ``t_s``."""
-        raise NotImplementedError
 
 
 class _GuestDraws:
