@@ -341,7 +341,7 @@ def test_end_to_end_on_the_laptop_scenario():
     assert 0.6 - 1e-9 <= result.mean_allotted_frac < 1.0
     assert 0.0 <= result.violation_frac <= 1.0
     assert 0.0 <= result.stall_frac_p50 <= result.stall_frac_p99 <= 1.0
-    assert 1 / 3 <= result.jain_fairness <= 1.0
+    assert result.jain_fairness >= 1 / 3 and result.jain_fairness <= 1.0  # Jain over 3 guests
     assert result.oom_events == int(sim.model.oom_kills_total.sum())
     # Targets move from 100 % to 60 % once (0.4 per guest), then stay: churn 0.4 per guest-hour.
     assert result.churn == pytest.approx(0.4)
