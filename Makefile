@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test lint demo bench fidelity leaderboard testbed clean
+.PHONY: setup test lint demo bench fidelity leaderboard testbed clean bitbrains-split
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,train]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -43,6 +43,11 @@ leaderboard: $(STAMP)
 fidelity: $(STAMP)
 	$(PY) -m wsrl.sim.fidelity.measure --out docs/fidelity-measured.json
 	$(PY) -m wsrl.sim.fidelity.compare docs/fidelity-measured.json --doc docs/fidelity.md
+
+# The VM-disjoint, time-forward split of the shared Bitbrains history that learned policies train on
+# (out/bitbrains/train) and are judged on (out/bitbrains/holdout). Idempotent; about 30 s the first time.
+bitbrains-split: $(STAMP)
+	bash scripts/bitbrains_split.sh
 
 clean:
 	rm -rf $(VENV) .cache out

@@ -18,6 +18,7 @@ from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
 from wsrl.policies import POLICIES, FarMemoryPolicy, VpaPolicy, WmoPolicy, make_policy
 from wsrl.policies.esx import idle_tax_allocation
+from wsrl.policies.oracle import OraclePolicy, slo_page_bytes
 from wsrl.policies.senpai import SenpaiPolicy, SenpaiReclaimPolicy
 from wsrl.policies.vpa import bucket_end_bytes
 from wsrl.sim.build import build_setup
@@ -181,6 +182,7 @@ def test_registry_makes_every_policy_by_name() -> None:
         "vpa",
         "esx-idle-tax",
         "oracle",
+        "oracle-zero",
     }
     for name in POLICIES:
         policy = make_policy(name)
@@ -199,7 +201,7 @@ def test_unknown_policy_and_bad_parameters_are_wsrl_errors() -> None:
         make_policy("esx-idle-tax", idle_tax=1.5)
 
 
-@pytest.mark.parametrize("name", [n for n in POLICIES if n != "oracle"])
+@pytest.mark.parametrize("name", [n for n in POLICIES if not n.startswith("oracle")])
 def test_policies_are_batched_and_ignore_padding(name: str) -> None:
     # Two hosts, three slots each, one padding slot: one call decides for all, padding gets 0.
     first = snap(0.0, guests=3)
@@ -344,6 +346,22 @@ def test_senpai_in_simulation_probes_down_slowly_and_backs_off(datacenter_runs: 
     np.testing.assert_allclose(proposals[0], result.usage[0][mask], atol=PAGE_BYTES)
     assert 0.15 < result.metrics.memory_saved_frac < 0.40
     assert result.ooms == 0
+
+
+def test_senpai_lands_in_tmo_published_savings_and_breaks_the_far_memory_slo() -> None:
+    # Six hours on datacenter (docs/policies.md, "Senpai and the far-memory SLO"): TMO's published
+    # 20-32 % saved, no OOM, and a median stall near its 10 ms per 6 s target (0.17 %). That
+    # target is ~280 zram refaults/s, above the 0.2 %/min budget of the anon-heavy guests on zram,
+    # which break it in almost every minute; the web guests refault file pages from disk and never.
+    result = run("senpai", "datacenter", hours=6.0)
+    metrics = result.metrics
+    assert 0.20 <= metrics.memory_saved_frac <= 0.32
+    assert result.ooms == 0
+    assert 0.0005 < metrics.stall_frac_p50 < 0.0017 * 1.5
+    assert 0.2 < metrics.violation_frac < 0.35
+    per_guest = {g["name"]: g for g in metrics.per_guest}
+    assert per_guest["cache"]["violation_frac"] > 0.9 and per_guest["vdi"]["violation_frac"] > 0.9
+    assert all(per_guest[f"web-{i}"]["violation_frac"] == 0.0 for i in range(4))
 
 
 def test_senpai_reclaim_probes_one_percent_every_seven_ticks_while_quiet() -> None:
@@ -541,33 +559,142 @@ def test_esx_shrinks_the_idle_guest_before_the_active_one() -> None:
 # -- oracle -----------------------------------------------------------------------------------------
 
 
-def test_oracle_needs_the_simulator() -> None:
-    with pytest.raises(WsrlError, match=r"oracle.*extra\['simulator'\].*simulation"):
-        make_policy("oracle").reset(snap(0.0))
+@pytest.mark.parametrize("name", ["oracle", "oracle-zero"])
+def test_oracle_needs_the_simulator(name: str) -> None:
+    with pytest.raises(WsrlError, match=rf"'{name}'.*extra\['simulator'\].*simulation"):
+        make_policy(name).reset(snap(0.0))
 
 
-def test_oracle_saves_the_most_with_no_violation(datacenter_runs: dict[str, Run]) -> None:
+def test_slo_page_bytes_matches_the_closed_form() -> None:
+    # One file population of rate r: at T >= 120 s the working set is s (1 - e^{-120 r}) and the
+    # refaults r s e^{-r T}; the budget b per second binds at e^{-r T} = b (1 - e^{-120 r}) / r.
+    size, rate, budget = 4 * GIB, 1 / 1800, 0.002 / 60
+    resident = slo_page_bytes(
+        np.array([[size]]),
+        np.array([[rate]]),
+        np.array([[rate]]),
+        np.array([[False]]),
+        np.zeros(1),
+        np.zeros(1),
+        budget,
+        120.0,
+    )[0]
+    evicted_frac = budget * -math.expm1(-120 * rate) / rate
+    assert resident == pytest.approx(size * (1 - evicted_frac), rel=1e-6)
+    # Refaults that come back faster than the LRU's rate cost more: fewer pages are evicted.
+    dearer = slo_page_bytes(
+        np.array([[size]]),
+        np.array([[rate]]),
+        np.array([[10 * rate]]),
+        np.array([[False]]),
+        np.zeros(1),
+        np.zeros(1),
+        budget,
+        120.0,
+    )[0]
+    assert size > dearer > resident
+    # Anon that is never touched costs nothing to evict, but swap holds only 1 GiB of it: the
+    # other 2 GiB stay (no OOM).
+    kept = slo_page_bytes(
+        np.array([[3 * GIB, 0.0]]),
+        np.array([[0.0, 0.0]]),
+        np.array([[0.0, 0.0]]),
+        np.array([[True, False]]),
+        np.array([1 * GIB]),
+        np.array([64 * MIB]),
+        budget,
+        120.0,
+    )[0]
+    assert kept == pytest.approx(2 * GIB, rel=1e-12)
+
+
+def test_oracle_saves_the_most_within_the_slo(datacenter_runs: dict[str, Run]) -> None:
     oracle = datacenter_runs["oracle"]
-    assert oracle.refaults == 0 and oracle.ooms == 0 and oracle.metrics.violation_frac == 0.0
+    assert oracle.metrics.violation_frac == 0.0 and oracle.ooms == 0
+    assert oracle.refaults > 0  # it spends the SLO's budget rather than keep every page
     saved = oracle.metrics.memory_saved_frac
-    assert saved > 0.2
+    assert saved > 0.3
     for name, other in datacenter_runs.items():
-        if other.refaults == 0 and other.ooms == 0:  # every other policy with no violation saves less
-            assert other.metrics.memory_saved_frac <= saved, name
-    for name in ("static", "vpa", "esx-idle-tax", "far-memory"):
+        if name != "oracle" and other.metrics.violation_frac == 0.0:  # oracle-zero, static, esx, ...
+            assert other.metrics.memory_saved_frac < saved, name
+    # Senpai and oomd's Senpai break the SLO (see the senpai tests) and still save less; WMO saves
+    # more only by OOM-killing guests.
+    for name in ("senpai", "senpai-reclaim", "vpa", "far-memory", "oracle-zero"):
         assert datacenter_runs[name].metrics.memory_saved_frac < saved, name
+    assert datacenter_runs["wmo"].ooms > 0
 
 
-def test_oracle_peeks_without_changing_the_run() -> None:
+def test_oracle_zero_keeps_every_page(datacenter_runs: dict[str, Run]) -> None:
+    zero = datacenter_runs["oracle-zero"]
+    assert zero.refaults == 0 and zero.ooms == 0 and zero.metrics.violation_frac == 0.0
+    assert zero.metrics.memory_saved_frac > 0.25
+    for name in ("static", "vpa", "esx-idle-tax", "far-memory"):
+        assert datacenter_runs[name].metrics.memory_saved_frac < zero.metrics.memory_saved_frac, name
+
+
+@pytest.mark.parametrize("name", ["oracle", "oracle-zero"])
+def test_oracle_peeks_without_changing_the_run(name: str) -> None:
     # Bursts and app switches draw random numbers as the demand is stepped: replaying the oracle's
     # targets on a fresh simulator with the same seed must give the very same run.
     spiky = {"name": "spiky", "workload": "bursty-spikes", "provisioned_gib": 8, "floor_gib": 1}
     scenario = {**FITS, "guest": [*FITS["guest"], spiky], "host": {"capacity_gib": 32, "reserve_gib": 1}}
-    result = run("oracle", scenario, hours=0.5, seed=5)
+    result = run(name, scenario, hours=0.5, seed=5)
     replay = Simulator(build_setup(scenario_from_dict(scenario)))
     replay.reset(5)
     for target in result.targets:
         replay.step(target)
     np.testing.assert_array_equal(replay.model.size_bytes, result.sim.model.size_bytes)
     np.testing.assert_array_equal(replay.model.refault_anon_total, result.sim.model.refault_anon_total)
-    assert result.refaults == 0 and result.ooms == 0
+    assert result.ooms == 0 and result.metrics.violation_frac == 0.0
+    assert (result.refaults == 0) == (name == "oracle-zero")
+
+
+APPS = {
+    "name": "apps",
+    "description": "An Android guest whose cached apps come back to the foreground, and a build guest.",
+    "host": {"capacity_gib": 32, "reserve_gib": 1},
+    "guest": [
+        {"name": "android", "workload": "android-app-switching", "provisioned_gib": 4, "floor_gib": 0.5},
+        {"name": "dev", "workload": "batch-compile", "provisioned_gib": 8, "floor_gib": 1},
+    ],
+}
+
+
+def test_oracle_counts_the_refaults_still_to_come() -> None:
+    # Background apps and a build's idle sources are cheap to evict until they are touched again:
+    # an oracle that looks only one step ahead evicts them and breaks the SLO when they come back.
+    myopic = run(OraclePolicy(horizon_s=10.0), APPS, hours=2.0)
+    assert myopic.metrics.violation_frac > 0.1
+    for guest in myopic.metrics.per_guest:
+        assert guest["violation_frac"] > 0.1, guest
+    oracle = run("oracle", APPS, hours=2.0)
+    assert oracle.metrics.violation_frac == 0.0 and oracle.ooms == 0 and oracle.refaults > 0
+
+
+def test_oracle_follows_the_oom_restart_ramp() -> None:
+    # A host too small for the JVM's heap: the allocator squeezes it and it is OOM-killed again and
+    # again. After each kill its anon demand restarts from 0 over oom_restart_s (60 s, 6 steps);
+    # both oracles propose the ramped demand, not the demand before the kill.
+    small = {
+        "name": "small",
+        "description": "A JVM and a desktop on a host that holds neither at its demand.",
+        "host": {"capacity_gib": 7, "reserve_gib": 0.5},
+        "guest": [
+            {"name": "jvm", "workload": "jvm-heap-gc", "provisioned_gib": 8, "floor_gib": 1},
+            {"name": "desk", "workload": "idle-desktop", "provisioned_gib": 6, "floor_gib": 1},
+        ],
+    }
+    for name in ("oracle", "oracle-zero"):
+        kills: list[int] = []
+
+        def count_kills(snapshot: HostSnapshot, kills: list[int] = kills) -> None:
+            kills.append(int(snapshot.oom_kills_total[0, 0]))
+
+        result = run(name, small, hours=0.5, before_decide=count_kills)
+        assert result.ooms > 0, name
+        jvm = result.proposals[:, 0, 0]
+        after_kill = np.flatnonzero(np.diff(kills) > 0) + 1  # the first decision after each kill
+        assert after_kill.size > 2, name
+        for step in after_kill[after_kill + 5 < len(jvm)]:
+            assert jvm[step] < 0.5 * jvm[step - 1], (name, step)
+            assert jvm[step + 5] > 1.5 * jvm[step], (name, step)

@@ -2,6 +2,26 @@
 
 from wsrl.histogram import ALL_NODES, DEFAULT_EDGES_MS, Histogram, merge_nodes
 
-__all__ = ["ALL_NODES", "DEFAULT_EDGES_MS", "Histogram", "__version__", "merge_nodes"]
+__all__ = ["ALL_NODES", "DEFAULT_EDGES_MS", "ENV_IDS", "Histogram", "__version__", "merge_nodes"]
 
 __version__ = "0.1.0"
+
+ENV_IDS: dict[str, str] = {
+    "wsrl/Overcommit-v0": "wsrl.rl.envs:OvercommitEnv",
+    "wsrl/TraceReplay-v0": "wsrl.rl.envs:TraceReplayEnv",
+}
+"""Gymnasium ids registered on ``import wsrl`` (when gymnasium is installed), with their entry points."""
+
+
+def _register_envs() -> None:
+    """Register :data:`ENV_IDS` with gymnasium; without gymnasium (a runner-only install) do nothing."""
+    try:
+        import gymnasium
+    except ImportError:
+        return
+    for env_id, entry_point in ENV_IDS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point=entry_point)
+
+
+_register_envs()

@@ -10,7 +10,8 @@ import sys
 
 import typer
 
-from wsrl.cli import eval_cmd, histogram_cmd, sim_cmd, trace_cmd
+from wsrl.cli import eval_cmd, histogram_cmd, sim_cmd, trace_cmd, train_cmd
+from wsrl.cli.export_cmd import export_command
 from wsrl.errors import WsrlError
 
 app = typer.Typer(
@@ -26,6 +27,9 @@ app.add_typer(sim_cmd.scenario_app, name="scenario")
 app.command("sim")(sim_cmd.sim_command)
 app.command("eval")(eval_cmd.eval_command)
 app.command("leaderboard")(eval_cmd.leaderboard_command)
+app.command("train")(train_cmd.train_command)
+app.command("tune")(train_cmd.tune_command)
+app.command("export")(export_command)
 
 USER_ERROR_EXIT = 2
 

@@ -157,3 +157,46 @@ def plot_command(
     chosen = [g.strip() for g in guests.split(",") if g.strip()] if guests else None
     path = plot_trace(trace, out, host=host, guests=chosen, threshold_s=threshold_s)
     typer.echo(f"wrote {path}")
+
+
+@app.command("split")
+def split_command(
+    source: Annotated[Path, typer.Argument(help="The trace directory to split (left untouched).")],
+    train: Annotated[Path, typer.Option("--train", help="New or empty directory for the train trace.")],
+    holdout: Annotated[Path, typer.Option("--holdout", help="New or empty directory for the holdout trace.")],
+    holdout_frac: Annotated[
+        float, typer.Option("--holdout-frac", help="Share of the guest hash range held out, in (0, 1).")
+    ] = 0.2,
+    cutoff_frac: Annotated[
+        float, typer.Option("--cutoff-frac", help="Cutoff position in the trace's time range, in (0, 1).")
+    ] = 0.7,
+    salt: Annotated[str, typer.Option("--salt", help="Salt of the guest hash.")] = "wsrl-split-v1",
+    as_json: Annotated[bool, typer.Option("--json", help="Print split.json instead of a summary.")] = False,
+) -> None:
+    """Split a trace into VM-disjoint, time-forward train and holdout traces (docs/trace-format.md)."""
+    from wsrl.trace.split import split_trace
+
+    summary = split_trace(
+        source, train, holdout, holdout_frac=holdout_frac, cutoff_frac=cutoff_frac, salt=salt
+    )
+    if as_json:
+        typer.echo(json.dumps(summary.to_json_dict(), indent=2))
+        return
+    guests = len(summary.train.guests) + len(summary.holdout.guests)
+    typer.echo(
+        f"split {source} ({guests} guests, {summary.source_samples:,} samples) at {summary.cutoff_utc} "
+        f"(holdout_frac {summary.holdout_frac}, cutoff_frac {summary.cutoff_frac})"
+    )
+    for side in (summary.train, summary.holdout):
+        period = "before" if side.name == "train" else "at or after"
+        unused = len(side.guests_without_samples)
+        typer.echo(
+            f"  {side.name:<7} {side.guests_with_samples} guests, {side.samples:,} samples "
+            f"{period} the cutoff -> {side.directory}"
+            + (f" ({unused} more assigned guest(s) have no samples there)" if unused else "")
+        )
+    typer.echo(
+        f"  dropped {summary.dropped_train_guest_samples:,} train-guest samples after the cutoff and "
+        f"{summary.dropped_holdout_guest_samples:,} holdout-guest samples before it "
+        f"({summary.elapsed_s:.1f} s)"
+    )

@@ -21,8 +21,10 @@ import numpy as np
 from wsrl.errors import WsrlError
 from wsrl.eval.metrics import METRIC_NAMES, MetricsRecorder
 from wsrl.pipeline.loop import ControlLoop
+from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import snapshot_from_simulator
-from wsrl.policies import make_policy
+from wsrl.policies import POLICIES, make_policy
+from wsrl.policies.learned import is_exported_policy, load_learned_policy
 from wsrl.sim.arrays import SimSetup
 from wsrl.sim.build import build_setup
 from wsrl.sim.config import load_scenario, scenario_from_dict
@@ -117,17 +119,55 @@ def _trace_scenario(directory: Path, per_host: int, hosts: int) -> dict[str, Any
     }
 
 
+def policy_of(ref: str) -> Policy:
+    """A run's policy: a registered name, or the path of an exported learned policy directory.
+
+    Raises:
+        WsrlError: an unknown name, or a path that is not a valid exported policy (one line).
+
+    """
+    if is_exported_policy(ref):
+        return load_learned_policy(ref)
+    path = Path(ref)
+    if ref not in POLICIES and (path.exists() or "/" in ref or "\\" in ref):
+        if path.is_dir():
+            return load_learned_policy(path)  # raises: no manifest.json (names the file)
+        what = "a file" if path.exists() else "no such directory"
+        raise WsrlError(
+            f"policy {ref!r}: {what}; a policy is a registered name or an exported policy directory "
+            "(manifest.json + model.onnx, written by `wsrl export`)"
+        )
+    return make_policy(ref)
+
+
 def run_one(spec: RunSpec) -> RunResult:
-    """Run one policy on one input with one seed and measure it (a pure function of ``spec``)."""
-    setup = input_setup(spec.input)
-    policy = make_policy(spec.policy)
+    """Run one policy on one input with one seed and measure it (a pure function of ``spec``).
+
+    ``spec.policy`` is a registered policy name or an exported learned policy's directory.
+    """
+    result = evaluate_policy(policy_of(spec.policy), spec.input, spec.seed, spec.duration_s)
+    result.policy = spec.policy
+    return result
+
+
+def evaluate_policy(policy: Policy, input_ref: str, seed: int, duration_s: float) -> RunResult:
+    """Run a policy object on one input with one seed and measure it (what every run does).
+
+    Args:
+        policy: any pipeline policy (it is reset first).
+        input_ref: a scenario name or path, or ``traces:DIR``.
+        seed: the demand seed.
+        duration_s: simulated time, seconds.
+
+    """
+    setup = input_setup(input_ref)
     sim = Simulator(setup)
-    sim.reset(spec.seed)
+    sim.reset(seed)
     snapshot = snapshot_from_simulator(sim)
     loop = ControlLoop(policy)
     loop.reset(snapshot)
     recorder = MetricsRecorder(snapshot)
-    steps = max(1, math.ceil(spec.duration_s / sim.step_s))
+    steps = max(1, math.ceil(duration_s / sim.step_s))
     every = max(1, steps // SERIES_POINTS)
     shown = np.flatnonzero(setup.guests.mask[0])[:SERIES_GUESTS]
     series: dict[str, Any] = {
@@ -149,9 +189,9 @@ def run_one(spec: RunSpec) -> RunResult:
     metrics = recorder.result()
     scalars = metrics.to_json_dict()
     return RunResult(
-        policy=spec.policy,
-        input=spec.input,
-        seed=spec.seed,
+        policy=policy.name,
+        input=input_ref,
+        seed=seed,
         metrics={name: float(scalars[name]) for name in METRIC_NAMES},
         per_guest=list(scalars.get("per_guest", [])),
         series=series,
@@ -175,7 +215,7 @@ def check_specs(specs: Sequence[RunSpec]) -> None:
     for ref in dict.fromkeys(spec.input for spec in specs):
         input_setup(ref)
     for name in dict.fromkeys(spec.policy for spec in specs):
-        make_policy(name)
+        policy_of(name)
 
 
 def run_grid(

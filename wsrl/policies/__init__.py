@@ -13,7 +13,8 @@ how it maps onto wsrl's snapshots.
 ``wmo``                   WSR benchmark policy: every 40 s reclaim memory idle for over 10 s
 ``vpa``                   Kubernetes VPA recommender: p90 of window peaks + 15 %
 ``esx-idle-tax``          VMware ESX (OSDI'02): share-based allocation with an idle memory tax
-``oracle``                simulation only: next-step demand, the zero-violation upper bound
+``oracle``                simulation only: future demand spending half the SLO budget, the upper bound
+``oracle-zero``           simulation only: next-step demand, the upper bound with zero refaults
 ========================  ================================================================
 """
 
@@ -25,7 +26,7 @@ from wsrl.errors import WsrlError
 from wsrl.pipeline.policy import Policy
 from wsrl.policies.esx import EsxIdleTaxPolicy
 from wsrl.policies.far_memory import FarMemoryPolicy
-from wsrl.policies.oracle import OraclePolicy
+from wsrl.policies.oracle import OraclePolicy, ZeroRefaultOraclePolicy
 from wsrl.policies.senpai import SenpaiPolicy, SenpaiReclaimPolicy
 from wsrl.policies.static import StaticPolicy
 from wsrl.policies.vpa import VpaPolicy
@@ -40,6 +41,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "vpa": VpaPolicy,
     "esx-idle-tax": EsxIdleTaxPolicy,
     "oracle": OraclePolicy,
+    "oracle-zero": ZeroRefaultOraclePolicy,
 }
 """Registry: policy name -> factory taking the policy's keyword parameters."""
 REFERENCE_POLICIES: tuple[str, ...] = tuple(POLICIES)
@@ -75,5 +77,6 @@ __all__ = [
     "StaticPolicy",
     "VpaPolicy",
     "WmoPolicy",
+    "ZeroRefaultOraclePolicy",
     "make_policy",
 ]

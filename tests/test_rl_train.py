@@ -1,0 +1,147 @@
+"""Training from agent configs: the CLI, artefacts, reproducibility under a seed, every algorithm's
+config, bad configs, and seeds on Ray Tune."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsrl.errors import WsrlError
+from wsrl.rl.config import load_agent_config
+from wsrl.rl.train import algorithm_class, train
+from wsrl.rl.tune import parse_grid, trial_configs, tune
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_INPUTS = ["laptop", "../envs/training/pair.toml"]
+
+
+def small_config(tmp_path: Path, agent: str = "ppo", **top: object) -> Path:
+    """A copy of agents/AGENT.toml on small inputs, written next to the repo's agents/ folder layout."""
+    data = tomllib.loads((REPO / "agents" / f"{agent}.toml").read_text())
+    data["env"]["inputs"] = [
+        str((REPO / "agents" / ref).resolve()) if "/" in ref else ref for ref in SMALL_INPUTS
+    ]
+    data["env"]["episode_steps"] = 20
+    data["eval"] = {"inputs": ["laptop"], "every_timesteps": 100, "duration": "10m"}
+    data["timesteps"] = 200
+    hp = data["hyperparameters"]
+    if agent == "sac":
+        hp.update(learning_starts=20, batch_size=32, buffer_size=2000, gradient_steps=1)
+    else:
+        hp.update(n_steps=20, batch_size=50)
+    data.update(top)
+    path = tmp_path / f"{agent}.toml"
+    path.write_text(_to_toml(data))
+    return path
+
+
+def _to_toml(data: dict) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, body in data.items():
+        if isinstance(body, dict):
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in body.items()]
+    return "\n".join(lines) + "\n"
+
+
+def wsrl_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "wsrl", *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+
+
+def test_train_cli_writes_model_logs_checkpoints_and_provenance(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    done = wsrl_cli("train", "--config", str(small_config(tmp_path)), "--out", str(out), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "held-out laptop: saved" in done.stdout
+    assert (out / "model.zip").is_file()
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list((out / "checkpoints").glob("model_*_steps.zip"))
+    evaluations = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert len(evaluations) >= 2 and "laptop" in evaluations[0]["metrics"]
+    record = json.loads((out / "train.json").read_text())
+    assert record["algorithm"] == "PPO" and record["seed"] == 0 and record["timesteps"] >= 200
+    assert record["config"]["env"]["episode_steps"] == 20 and record["wall_s"] > 0
+    assert record["versions"]["torch"] == torch.__version__
+    assert set(record["final_eval"]["laptop"]) >= {"memory_saved_frac", "violation_frac", "oom_events"}
+
+
+def test_training_is_reproducible_under_a_seed(tmp_path: Path) -> None:
+    def weights(seed: int, name: str) -> list[torch.Tensor]:
+        config = load_agent_config(small_config(tmp_path, seed=seed))
+        config.eval.inputs = []
+        train(config, tmp_path / name, progress_bar=False)
+        model = algorithm_class("PPO").load(tmp_path / name / "model.zip", device="cpu")
+        return [p.detach().clone() for p in model.policy.parameters()]
+
+    first, again, other = weights(3, "a"), weights(3, "b"), weights(4, "c")
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize("agent", ["sac", "recurrent_ppo"])
+def test_every_agent_config_trains(tmp_path: Path, agent: str) -> None:
+    config = load_agent_config(small_config(tmp_path, agent))
+    record = train(config, tmp_path / agent, progress_bar=False)
+    assert record["algorithm"] == {"sac": "SAC", "recurrent_ppo": "RecurrentPPO"}[agent]
+    assert record["timesteps"] >= 200
+    assert record["final_eval"]["laptop"]["oom_events"] >= 0
+
+
+@pytest.mark.parametrize("agent", ["ppo", "sac", "recurrent_ppo"])
+def test_shipped_agent_configs_validate(agent: str) -> None:
+    config = load_agent_config(REPO / "agents" / f"{agent}.toml")
+    assert config.timesteps >= 1_000_000
+    assert any(ref.startswith("traces:") and ref.endswith("out/bitbrains/train") for ref in config.env.inputs)
+    # Held out: no training input is a standard-suite scenario.
+    assert not {"datacenter", "laptop", "dense"} & set(config.env.inputs)
+
+
+def test_bad_configs_name_the_key_and_exit_2(tmp_path: Path) -> None:
+    bad = small_config(tmp_path)
+    bad.write_text(bad.read_text().replace("[hyperparameters]", "bogus = 1\n[hyperparameters]", 1))
+    done = wsrl_cli("train", "--config", str(bad), "--out", str(tmp_path / "x"))
+    assert done.returncode == 2 and "bogus" in done.stderr and "Traceback" not in done.stderr
+    missing = small_config(tmp_path)
+    text = missing.read_text().replace('"laptop", ', '"traces:/nonexistent/bitbrains/train", ', 1)
+    missing.write_text(text)
+    done = wsrl_cli("train", "--config", str(missing), "--out", str(tmp_path / "y"))
+    assert done.returncode == 2 and "make bitbrains-split" in done.stderr
+    done = wsrl_cli("train", "--config", str(tmp_path / "none.toml"), "--out", str(tmp_path / "z"))
+    assert done.returncode == 2 and "none.toml" in done.stderr
+
+
+def test_tune_grid_parsing_and_trials() -> None:
+    grid = parse_grid(["hyperparameters.learning_rate=1e-4,3e-4", "reward.oom=10,40"])
+    assert grid == {"hyperparameters.learning_rate": [1e-4, 3e-4], "reward.oom": [10, 40]}
+    base = load_agent_config(REPO / "agents" / "ppo.toml")
+    configs = trial_configs(base, 2, grid)
+    assert len(configs) == 8 and {c.seed for c in configs} == {0, 1}
+    assert {c.reward.oom for c in configs} == {10.0, 40.0}
+    with pytest.raises(WsrlError, match=r"SECTION\.KEY"):
+        parse_grid(["learning_rate=1"])
+
+
+def test_tune_runs_seeds_on_ray(tmp_path: Path) -> None:
+    config = load_agent_config(small_config(tmp_path, timesteps=100))
+    config.eval.every_timesteps = 10_000
+    rows = tune(config, tmp_path / "tune", seeds=2)
+    assert sorted(row["seed"] for row in rows) == [0, 1]
+    assert all("laptop/memory_saved_frac" in row["metrics"] for row in rows)
+    assert (tmp_path / "tune" / "tune.json").is_file()

@@ -1,0 +1,110 @@
+"""``wsrl train`` and ``wsrl tune``: learn a policy from an agent config (needs ``.[train]``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from wsrl.errors import WsrlError
+
+
+def _training_stack() -> None:
+    """Fail with one line when the training extra is not installed."""
+    try:
+        import stable_baselines3  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        missing = exc.name
+        raise WsrlError(f"training needs the training stack ({missing}): pip install 'wsrl[train]'") from None
+
+
+def _check_inputs(refs: list[str], key: str, config_path: Path) -> None:
+    """Every input of a config exists before minutes of set-up are spent."""
+    from wsrl.eval.runner import TRACE_PREFIX
+    from wsrl.sim.config import load_scenario
+
+    for ref in refs:
+        if ref.startswith(TRACE_PREFIX):
+            directory = Path(ref[len(TRACE_PREFIX) :])
+            if not directory.is_dir():
+                hint = " (run `make bitbrains-split` first)" if "bitbrains" in str(directory) else ""
+                raise WsrlError(f"{config_path}: {key}: trace directory {directory} not found{hint}")
+        else:
+            load_scenario(ref)
+
+
+def train_command(
+    config: Annotated[Path, typer.Option("--config", help="Agent config TOML (agents/NAME.toml).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (trained/NAME).")],
+    timesteps: Annotated[
+        int | None, typer.Option("--timesteps", min=1, help="Override the config's timesteps.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="torch device: cpu, cuda, auto (config's by default).")
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Start from this model.zip (a behaviour-cloned warm start)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
+) -> None:
+    """Train an agent (PPO, SAC, RecurrentPPO) with TensorBoard logs, checkpoints and held-out evaluation."""
+    _training_stack()
+    from wsrl.rl.config import load_agent_config
+    from wsrl.rl.train import algorithm_class, train
+
+    agent = load_agent_config(config, {"timesteps": timesteps, "seed": seed, "device": device})
+    _check_inputs(agent.env.inputs, "env.inputs", config)
+    _check_inputs(agent.eval.inputs, "eval.inputs", config)
+    init_model = None
+    if init is not None:
+        if not init.is_file():
+            raise WsrlError(f"option --init: {init} is not a file")
+        init_model = algorithm_class(agent.algorithm).load(init, device="cpu")
+    record = train(agent, out, progress_bar=progress, init_model=init_model)
+    console = Console()
+    console.print(
+        f"trained {record['algorithm']} for {record['timesteps']:,} guest-steps in {record['wall_s']:.0f} s "
+        f"({record['env_steps_per_s']:,.0f}/s); model: {out / 'model.zip'}"
+    )
+    for ref, metrics in record["final_eval"].items():
+        console.print(
+            f"  held-out {ref}: saved {metrics['memory_saved_frac']:.3f}, "
+            f"violations {metrics['violation_frac']:.3f}, OOMs {metrics['oom_events']:.0f}"
+        )
+
+
+def tune_command(
+    config: Annotated[Path, typer.Option("--config", help="Base agent config TOML.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the trials and tune.json.")],
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per grid point.")] = 1,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option("--grid", help="SECTION.KEY=V1,V2 (e.g. hyperparameters.learning_rate=1e-4,3e-4)."),
+    ] = None,
+    timesteps: Annotated[int | None, typer.Option("--timesteps", min=1, help="Timesteps per trial.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trials as JSON.")] = False,
+) -> None:
+    """Run seeds or a small hyperparameter sweep on Ray Tune (local by default) and rank the trials."""
+    _training_stack()
+    from wsrl.rl.config import load_agent_config
+    from wsrl.rl.tune import parse_grid, tune
+
+    parsed = parse_grid(list(grid or []))
+    agent = load_agent_config(config, {"timesteps": timesteps})
+    _check_inputs(agent.env.inputs, "env.inputs", config)
+    _check_inputs(agent.eval.inputs, "eval.inputs", config)
+    rows: list[dict[str, Any]] = tune(agent, out, seeds=seeds, grid=parsed, address=address)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    console = Console()
+    for rank, row in enumerate(rows, 1):
+        saved = {k: round(v, 3) for k, v in row["metrics"].items() if k.endswith("memory_saved_frac")}
+        console.print(f"{rank}. seed {row['seed']} {row['overrides']} -> {saved} ({row['out_dir']})")

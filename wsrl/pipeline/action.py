@@ -1,0 +1,74 @@
+"""Actions: how a learned policy's per-guest outputs become target sizes, one way for every backend.
+
+A learned policy outputs :data:`ACTION_DIM` numbers in ``[-1, 1]`` per guest:
+
+``cold_age``
+    the cold-age threshold ``T``, log-uniform from :data:`MIN_COLD_AGE_MS` (10 s) at -1 to
+    :data:`MAX_COLD_AGE_MS` (2 h) at +1 (about 270 s at 0). Past the histogram's last finite edge
+    (1 h for wsrl's canonical edges) nothing counts as cold, so the top of the range means "keep
+    everything resident": the only safe choice for memory touched hourly;
+``headroom``
+    spare room on top of what was touched within ``T``, ``MAX_HEADROOM_FRAC * ((a + 1) / 2)^2`` of
+    the provisioned size (0 at -1, an eighth of the maximum at 0).
+
+The proposal is ``usage - cold(T) + headroom``: the guest keeps everything it touched within ``T``
+(and its unevictable memory) plus room to grow, exactly the far-memory policy's shape
+(Lagar-Cavilla et al., ASPLOS 2019) but with both knobs chosen per guest and per interval by the
+policy instead of by a fixed rule. Anchoring on the histogram makes the action scale-free and
+self-correcting: pages that come back are young again, so a squeezed guest's proposal grows by
+itself. Cold memory at ``T`` is interpolated linearly in ``log T`` between the observation's idle
+ages (:data:`wsrl.pipeline.observation.OBS_IDLE_MS`), whose first and last equal the range ends.
+The allocator and guard then fit the proposals to the host and the floors, as for every policy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wsrl.pipeline.observation import OBS_IDLE_MS, cold_bytes_by_type
+from wsrl.pipeline.snapshot import HostSnapshot
+
+ACTION_NAMES: tuple[str, ...] = ("cold_age", "headroom")
+"""Per-guest action components, in order."""
+ACTION_DIM = len(ACTION_NAMES)
+MIN_COLD_AGE_MS = OBS_IDLE_MS[0]
+MAX_COLD_AGE_MS = OBS_IDLE_MS[-1]
+MAX_HEADROOM_FRAC = 0.5
+"""Largest headroom, as a share of the provisioned size."""
+
+_LOG_AGES = np.log(np.asarray(OBS_IDLE_MS, dtype=float))
+
+
+def cold_age_ms(action: np.ndarray) -> np.ndarray:
+    """The cold-age threshold, ms, for ``cold_age`` actions in ``[-1, 1]`` (clipped)."""
+    a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)
+    return np.exp(_LOG_AGES[0] + (a + 1.0) / 2.0 * (_LOG_AGES[-1] - _LOG_AGES[0]))
+
+
+def headroom_frac(action: np.ndarray) -> np.ndarray:
+    """Headroom as a share of the provisioned size for ``headroom`` actions in ``[-1, 1]`` (clipped)."""
+    a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)
+    return MAX_HEADROOM_FRAC * ((a + 1.0) / 2.0) ** 2
+
+
+def action_to_target_bytes(action: np.ndarray, snapshot: HostSnapshot) -> np.ndarray:
+    """``[hosts, guests]`` proposed target bytes for ``[hosts, guests, ACTION_DIM]`` actions.
+
+    Padding slots get 0. Non-finite actions are read as 0 (the middle of each range).
+    """
+    action = np.asarray(action, dtype=float)
+    if action.shape != (*snapshot.shape, ACTION_DIM):
+        raise ValueError(f"action shape {action.shape}, expected {(*snapshot.shape, ACTION_DIM)}")
+    log_age = np.log(cold_age_ms(action[..., 0]))
+    cold = cold_bytes_by_type(snapshot).sum(axis=2)
+    # Linear interpolation in log age between the two neighbouring observation ages.
+    upper = np.clip(np.searchsorted(_LOG_AGES, log_age, side="right"), 1, len(_LOG_AGES) - 1)
+    lo_age, hi_age = _LOG_AGES[upper - 1], _LOG_AGES[upper]
+    share = np.clip((log_age - lo_age) / (hi_age - lo_age), 0.0, 1.0)
+    lo_cold = np.take_along_axis(cold, (upper - 1)[..., None], axis=-1)[..., 0]
+    hi_cold = np.take_along_axis(cold, upper[..., None], axis=-1)[..., 0]
+    cold_at_t = lo_cold + share * (hi_cold - lo_cold)
+    usage = np.maximum(np.nan_to_num(snapshot.usage_bytes), 0.0)
+    provisioned = np.where(snapshot.mask, snapshot.provisioned_bytes, 0.0)
+    proposal = usage - cold_at_t + headroom_frac(action[..., 1]) * provisioned
+    return np.where(snapshot.mask, np.clip(proposal, 0.0, provisioned), 0.0)

@@ -1,0 +1,120 @@
+"""Training configurations (``agents/*.toml``), validated with errors that name the key.
+
+An agent config says which algorithm learns on which inputs, with which hyperparameters and
+reward weights, and what it is evaluated on while it trains::
+
+    algorithm = "PPO"            # PPO, SAC or RecurrentPPO
+    timesteps = 3_000_000        # guest-steps (every slot of the vector env counts)
+    seed = 0
+
+    [env]
+    inputs = ["../envs/training/mixed-vms.toml", "traces:../out/bitbrains/train"]
+    hosts_per_input = 1
+    episode_steps = 360
+
+    [eval]                       # periodic evaluation on held-out inputs
+    inputs = ["datacenter"]
+    every_timesteps = 500_000
+    duration = "1h"
+
+    [reward]                     # wsrl.rl.reward.RewardWeights
+    oom = 20.0
+
+    [hyperparameters]            # passed to the SB3 algorithm as keyword arguments
+    learning_rate = 3e-4
+
+    [policy]                     # SB3 policy_kwargs
+    net_arch = [64, 64]
+
+Relative paths (scenario files, ``traces:`` directories) are resolved against the config file's
+folder, so a config runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wsrl.eval.runner import TRACE_PREFIX
+from wsrl.rl.reward import RewardWeights
+from wsrl.sim.config_files import read_toml, validate_file
+from wsrl.units import parse_duration_s
+
+ALGORITHMS: tuple[str, ...] = ("PPO", "SAC", "RecurrentPPO")
+
+
+class EnvSection(BaseModel):
+    """``[env]``: what the agent trains on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str] = Field(min_length=1)
+    hosts_per_input: int = Field(1, ge=1, le=64)
+    episode_steps: int = Field(360, ge=2)
+
+
+class EvalSection(BaseModel):
+    """``[eval]``: held-out inputs evaluated while training (through ``wsrl.eval``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str] = Field(default_factory=list)
+    every_timesteps: int = Field(500_000, ge=1)
+    duration: str = "1h"
+    seed: int = 1000
+
+
+class AgentConfig(BaseModel):
+    """A whole agent config (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: Literal["PPO", "SAC", "RecurrentPPO"]
+    timesteps: int = Field(ge=1)
+    seed: int = 0
+    device: str = "auto"
+    env: EnvSection
+    eval: EvalSection = Field(default_factory=EvalSection)
+    reward: RewardWeights = Field(default_factory=RewardWeights)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    policy: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def eval_duration_s(self) -> float:
+        """``eval.duration`` in seconds."""
+        return parse_duration_s(self.eval.duration)
+
+
+def resolve_input(ref: str, base_dir: Path) -> str:
+    """An input reference with a relative file or trace path made absolute against ``base_dir``.
+
+    Bare scenario names (no ``/`` and no ``.toml``) are left for the scenario library to find.
+    """
+    if ref.startswith(TRACE_PREFIX):
+        directory = Path(ref[len(TRACE_PREFIX) :])
+        return TRACE_PREFIX + str(directory if directory.is_absolute() else (base_dir / directory).resolve())
+    if "/" in ref or ref.endswith(".toml"):
+        path = Path(ref)
+        return str(path if path.is_absolute() else (base_dir / path).resolve())
+    return ref
+
+
+def load_agent_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Read and validate an agent config; ``overrides`` replace top-level keys (``timesteps``, ``seed``).
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or a key is unknown or invalid (named).
+
+    """
+    file = Path(path)
+    data = read_toml(file)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    config: AgentConfig = validate_file(AgentConfig, data, str(file))
+    base = file.resolve().parent
+    config.env.inputs = [resolve_input(ref, base) for ref in config.env.inputs]
+    config.eval.inputs = [resolve_input(ref, base) for ref in config.eval.inputs]
+    config.path = str(file)
+    return config

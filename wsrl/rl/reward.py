@@ -1,0 +1,73 @@
+"""The training reward: the evaluation metrics, per guest and per step, with weights from config.
+
+Each term mirrors a metric of ``docs/metrics.md`` so that what the agent is paid for is what
+``wsrl eval`` reports:
+
+=============  ===============================================================================
+``saved``      ``+ w * (1 - visible / provisioned)``: memory handed back (``memory_saved_frac``)
+``violation``  ``- w`` when the step's refaults exceed the SLO budget (``violation_frac``)
+``refault``    ``- w * min(refaults / budget, 10)``: a smooth signal below and above the budget
+``oom``        ``- w`` per OOM kill (``oom_events``); weighted far above everything else
+``churn``      ``- w * |target change| / provisioned`` (``churn``)
+``unfairness`` ``- w * |slowdown - host mean slowdown|`` (what ``jain_fairness`` measures)
+=============  ===============================================================================
+
+The budget is the default SLO's: refaults under 0.2 % of the working set per minute (the working
+set read off the histogram at 120 s). A step is judged on its own refaults, which is stricter than
+the metric's 60 s intervals (a minute breaks the SLO only if its steps do on average).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from wsrl.pipeline.observation import PROMOTION_BUDGET_FRAC_PER_MIN
+from wsrl.pipeline.snapshot import HostSnapshot
+from wsrl.units import PAGE_BYTES
+
+REWARD_TERMS: tuple[str, ...] = ("saved", "violation", "refault", "oom", "churn", "unfairness")
+"""Reward components, each reported per guest in ``info["reward_terms"]``."""
+
+
+class RewardWeights(BaseModel):
+    """Weights of the reward terms (``[reward]`` in an agent config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    saved: float = Field(1.0, ge=0)
+    violation: float = Field(2.0, ge=0)
+    refault: float = Field(0.05, ge=0)
+    oom: float = Field(20.0, ge=0)
+    churn: float = Field(0.5, ge=0)
+    unfairness: float = Field(1.0, ge=0)
+
+
+def reward_terms(before: HostSnapshot, after: HostSnapshot, weights: RewardWeights) -> dict[str, np.ndarray]:
+    """Weighted reward terms of the step from ``before`` to ``after``, each ``[hosts, guests]``.
+
+    Padding slots are 0 in every term. The reward is the sum of the terms.
+    """
+    mask = after.mask
+    provisioned = np.where(mask, after.provisioned_bytes, 0.0)
+    inv_prov = np.divide(1.0, provisioned, out=np.zeros(mask.shape), where=provisioned > 0)
+    dt_s = max((int(after.time_ms) - int(before.time_ms)) / 1000.0, 1e-3)
+
+    refaults = np.maximum(after.refault_total - before.refault_total, 0.0)
+    working_set = np.maximum(after.working_set_bytes(), PAGE_BYTES)
+    ratio = refaults * PAGE_BYTES * (60.0 / dt_s) / (PROMOTION_BUDGET_FRAC_PER_MIN * working_set)
+    ooms = np.maximum(after.oom_kills_total - before.oom_kills_total, 0).astype(float)
+    stall = np.clip((after.psi_some_total_s - before.psi_some_total_s) / dt_s, 0.0, 1.0 - 1e-6)
+    slowdown = np.where(mask, 1.0 / (1.0 - stall), 0.0)
+    guests = np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    mean_slowdown = slowdown.sum(axis=1, keepdims=True) / guests
+
+    terms = {
+        "saved": weights.saved * (1.0 - after.visible_bytes * inv_prov),
+        "violation": -weights.violation * (ratio > 1.0),
+        "refault": -weights.refault * np.minimum(ratio, 10.0),
+        "oom": -weights.oom * ooms,
+        "churn": -weights.churn * np.abs(after.target_bytes - before.target_bytes) * inv_prov,
+        "unfairness": -weights.unfairness * np.abs(slowdown - mean_slowdown),
+    }
+    return {name: np.where(mask, value, 0.0) for name, value in terms.items()}

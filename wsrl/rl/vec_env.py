@@ -1,0 +1,197 @@
+"""A natively batched SB3 ``VecEnv`` whose every slot is one guest: the env agents train on.
+
+:class:`GuestVecEnv` steps any number of inputs (scenarios and traces, each a
+:class:`~wsrl.rl.batch.HostBatch` of one or more hosts) in one numpy pass per input. Its slots are
+the real guests of all batches, in order; each slot sees that guest's feature row (its host's
+context included) and acts for that guest alone, so the trained network is one per-guest policy
+with shared weights that runs on hosts of any size. A mix of inputs (2 to 64 guests per host)
+trains one policy for all of them.
+
+When a batch's episode ends, every slot of that batch is done at once: its ``info`` carries
+``terminal_observation`` and ``TimeLimit.truncated`` (episodes end by the time limit only), plus
+``episode`` (``r``, ``l``, ``t``) for SB3's logger and the episode's mean reward terms; the batch
+restarts with the next seed of its own sequence and the returned observation is the new
+episode's first. Every step's ``info`` also carries that guest's ``reward_terms``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
+
+from wsrl.eval.runner import TRACE_PREFIX, trace_setup
+from wsrl.rl.batch import HostBatch
+from wsrl.rl.reward import REWARD_TERMS, RewardWeights
+from wsrl.rl.spaces import guest_action_space, guest_observation_space
+from wsrl.sim.arrays import SimSetup
+from wsrl.sim.build import build_setup
+from wsrl.sim.config import load_scenario
+
+
+def input_setup_with_hosts(input_ref: str, hosts: int = 1) -> SimSetup:
+    """The setup of a scenario (name or path) with ``hosts`` hosts, or of ``traces:DIR`` (all its guests)."""
+    if input_ref.startswith(TRACE_PREFIX):
+        return trace_setup(Path(input_ref[len(TRACE_PREFIX) :]))
+    return build_setup(load_scenario(input_ref), hosts=hosts)
+
+
+def episode_seed(base_seed: int, batch: int, episode: int) -> int:
+    """The demand seed of one batch's episode: a pure function of the three numbers."""
+    return int(np.random.default_rng([int(base_seed), int(batch), int(episode)]).integers(2**31 - 1))
+
+
+class GuestVecEnv(VecEnv):
+    """One slot per real guest over several host batches (see the module docstring).
+
+    Args:
+        inputs: scenario names/paths and ``traces:DIR`` references.
+        hosts_per_input: hosts simulated per scenario input (trace inputs pack 16 guests per host).
+        episode_steps: control steps per episode.
+        seed: base seed; episode seeds derive from it, the batch index and the episode count.
+        reward: reward weights.
+        random_start: start episodes at a random offset into each input.
+
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        *,
+        hosts_per_input: int = 1,
+        episode_steps: int = 360,
+        seed: int = 0,
+        reward: RewardWeights | None = None,
+        random_start: bool = True,
+    ) -> None:
+        if not inputs:
+            raise ValueError("GuestVecEnv needs at least one input")
+        self.inputs = list(inputs)
+        self.batches = [
+            HostBatch(
+                input_setup_with_hosts(ref, hosts_per_input),
+                episode_steps=episode_steps,
+                reward=reward,
+                random_start=random_start,
+            )
+            for ref in self.inputs
+        ]
+        self._slots = [np.argwhere(b.mask) for b in self.batches]  # per batch: [n, 2] (host, guest)
+        counts = [len(s) for s in self._slots]
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        self.base_seed = int(seed)
+        self._episodes = [0] * len(self.batches)
+        self._returns = np.zeros(int(self._offsets[-1]))
+        self._term_sums = {name: np.zeros(int(self._offsets[-1])) for name in REWARD_TERMS}
+        self._started = time.monotonic()
+        self._actions: np.ndarray | None = None
+        self.render_mode = None  # nothing to render; SB3 asks for the attribute
+        super().__init__(int(self._offsets[-1]), guest_observation_space(), guest_action_space())
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _rows(self, index: int, array: np.ndarray) -> np.ndarray:
+        """The real guests' rows of batch ``index``'s ``[hosts, guests, ...]`` array."""
+        slots = self._slots[index]
+        return array[slots[:, 0], slots[:, 1]]
+
+    def _reset_batch(self, index: int) -> np.ndarray:
+        seed = episode_seed(self.base_seed, index, self._episodes[index])
+        self._episodes[index] += 1
+        start, stop = self._offsets[index], self._offsets[index + 1]
+        self._returns[start:stop] = 0.0
+        for sums in self._term_sums.values():
+            sums[start:stop] = 0.0
+        return self._rows(index, self.batches[index].reset(seed))
+
+    # -- VecEnv API -------------------------------------------------------------------------------
+
+    def reset(self) -> np.ndarray:
+        """Start a new episode in every batch; returns ``[num_envs, features]``."""
+        if self._seeds and self._seeds[0] is not None:
+            self.base_seed = int(self._seeds[0])
+            self._episodes = [0] * len(self.batches)
+        self._reset_seeds()
+        self._reset_options()
+        return np.concatenate([self._reset_batch(i) for i in range(len(self.batches))]).astype(np.float32)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Remember the ``[num_envs, ACTION_DIM]`` actions for :meth:`step_wait`."""
+        self._actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """Step every batch once; auto-resets batches whose episode ended."""
+        if self._actions is None:
+            raise RuntimeError("step_async must come before step_wait")
+        obs_parts, rewards, dones, infos = [], [], [], []
+        for index, batch in enumerate(self.batches):
+            start, stop = self._offsets[index], self._offsets[index + 1]
+            slots = self._slots[index]
+            action = np.zeros((*batch.mask.shape, self._actions.shape[1]))
+            action[slots[:, 0], slots[:, 1]] = self._actions[start:stop]
+            result = batch.step(action)
+            reward = self._rows(index, result.reward)
+            obs = self._rows(index, result.obs)
+            terms = {name: self._rows(index, value) for name, value in result.terms.items()}
+            self._returns[start:stop] += reward
+            for name in REWARD_TERMS:
+                self._term_sums[name][start:stop] += terms[name]
+            batch_infos: list[dict[str, Any]] = [
+                {"reward_terms": {name: float(terms[name][k]) for name in REWARD_TERMS}}
+                for k in range(stop - start)
+            ]
+            if result.done:
+                length = batch.sim.steps
+                elapsed = round(time.monotonic() - self._started, 6)
+                for k, info in enumerate(batch_infos):
+                    info["terminal_observation"] = obs[k]
+                    info["TimeLimit.truncated"] = True
+                    info["episode"] = {"r": float(self._returns[start + k]), "l": length, "t": elapsed}
+                    info["episode_terms"] = {
+                        name: float(self._term_sums[name][start + k] / length) for name in REWARD_TERMS
+                    }
+                obs = self._reset_batch(index)
+            obs_parts.append(obs)
+            rewards.append(reward)
+            dones.append(np.full(stop - start, result.done))
+            infos.extend(batch_infos)
+        self._actions = None
+        return (
+            np.concatenate(obs_parts).astype(np.float32),
+            np.concatenate(rewards).astype(np.float32),
+            np.concatenate(dones),
+            infos,
+        )
+
+    def close(self) -> None:
+        """Nothing to release: everything lives in this process."""
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """Attribute of the env behind each slot: the vec env itself (slots are not separate objects)."""
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute on the vec env (shared by all slots)."""
+        setattr(self, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
+        """Call a method of the vec env once per selected slot."""
+        method = getattr(self, method_name)
+        return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        """No slot is wrapped by a gymnasium wrapper."""
+        return [False for _ in self._get_indices(indices)]
+
+    def _get_indices(self, indices: VecEnvIndices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
