@@ -145,3 +145,49 @@ def test_tune_runs_seeds_on_ray(tmp_path: Path) -> None:
     assert sorted(row["seed"] for row in rows) == [0, 1]
     assert all("laptop/memory_saved_frac" in row["metrics"] for row in rows)
     assert (tmp_path / "tune" / "tune.json").is_file()
+
+
+def test_bc_warm_start_then_fine_tune_from_the_cli(tmp_path: Path) -> None:
+    config = small_config(tmp_path)
+    bc_out = tmp_path / "bc"
+    done = wsrl_cli(
+        "bc",
+        "--config",
+        str(config),
+        "--out",
+        str(bc_out),
+        "--policy",
+        "vpa",
+        "--duration",
+        "20m",
+        "--epochs",
+        "40",
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads((bc_out / "bc.json").read_text())
+    assert record["policy"] == "vpa" and record["samples"] > 100 and record["final_mse"] < 0.05
+    cloned = algorithm_class("PPO").load(bc_out / "model.zip", device="cpu")
+    tuned_out = tmp_path / "tuned"
+    done = wsrl_cli(
+        "train",
+        "--config",
+        str(config),
+        "--init",
+        str(bc_out / "model.zip"),
+        "--out",
+        str(tuned_out),
+        "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+    tuned = algorithm_class("PPO").load(tuned_out / "model.zip", device="cpu")
+    # Fine-tuning started from the clone: the weights moved, but only a little in 200 steps.
+    start = torch.cat([p.flatten() for p in cloned.policy.parameters()])
+    end = torch.cat([p.flatten() for p in tuned.policy.parameters()])
+    fresh = algorithm_class("PPO").load(tmp_path / "bc" / "model.zip", device="cpu")
+    assert not torch.equal(start, end)
+    assert float((end - start).norm()) < 0.5 * float(start.norm())
+    assert torch.equal(start, torch.cat([p.flatten() for p in fresh.policy.parameters()]))
+    done = wsrl_cli(
+        "bc", "--config", str(REPO / "agents" / "recurrent_ppo.toml"), "--out", str(tmp_path / "r")
+    )
+    assert done.returncode == 2 and "RecurrentPPO" in done.stderr

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from wsrl.cli import eval_cmd, histogram_cmd, sim_cmd, trace_cmd, train_cmd
+from wsrl.cli import eval_cmd, histogram_cmd, learn_cmd, sim_cmd, trace_cmd, train_cmd
 from wsrl.cli.export_cmd import export_command
 from wsrl.errors import WsrlError
 
@@ -29,6 +29,8 @@ app.command("eval")(eval_cmd.eval_command)
 app.command("leaderboard")(eval_cmd.leaderboard_command)
 app.command("train")(train_cmd.train_command)
 app.command("tune")(train_cmd.tune_command)
+app.command("bc")(train_cmd.bc_command)
+trace_cmd.app.command("export-minari")(learn_cmd.export_minari_command)
 app.command("export")(export_command)
 
 USER_ERROR_EXIT = 2

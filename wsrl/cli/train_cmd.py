@@ -1,4 +1,4 @@
-"""``wsrl train`` and ``wsrl tune``: learn a policy from an agent config (needs ``.[train]``)."""
+"""``wsrl train``, ``wsrl tune`` and ``wsrl bc``: learn a policy from an agent config (train extra)."""
 
 from __future__ import annotations
 
@@ -108,3 +108,64 @@ def tune_command(
     for rank, row in enumerate(rows, 1):
         saved = {k: round(v, 3) for k, v in row["metrics"].items() if k.endswith("memory_saved_frac")}
         console.print(f"{rank}. seed {row['seed']} {row['overrides']} -> {saved} ({row['out_dir']})")
+
+
+def bc_command(
+    config: Annotated[
+        Path, typer.Option("--config", help="Agent config (PPO or SAC) whose network to clone into.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder: model.zip (the warm start) and bc.json.")
+    ],
+    policy: Annotated[
+        str, typer.Option("--policy", help="Reference policy whose decisions to record (without --traces).")
+    ] = "vpa",
+    traces: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--traces", help="Traces already recorded with decisions (a live runner's); repeatable."
+        ),
+    ] = None,
+    duration: Annotated[str, typer.Option("--duration", help="Simulated time recorded per input.")] = "6h",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the decisions.")] = 30,
+) -> None:
+    """Behaviour cloning: fit an agent's network to recorded decisions (a warm start for `train --init`).
+
+    Without ``--traces``, records ``--policy`` on the config's training inputs first (out/decisions).
+    """
+    _training_stack()
+    from wsrl.rl.bc import bc_dataset, behaviour_clone, record_decisions
+    from wsrl.rl.config import load_agent_config
+    from wsrl.rl.train import make_model
+    from wsrl.rl.vec_env import GuestVecEnv
+    from wsrl.units import parse_duration_s
+
+    agent = load_agent_config(config)
+    if agent.algorithm == "RecurrentPPO":
+        raise WsrlError(f"{config}: behaviour cloning supports PPO and SAC configs, not RecurrentPPO")
+    _check_inputs(agent.env.inputs, "env.inputs", config)
+    try:
+        duration_s = parse_duration_s(duration)
+    except ValueError as exc:
+        raise WsrlError(f"option --duration: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    trace_dirs = list(traces or []) or record_decisions(
+        policy, agent.env.inputs, duration_s, agent.seed, out / "decisions"
+    )
+    obs, actions = bc_dataset(trace_dirs)
+    model = make_model(agent, GuestVecEnv(agent.env.inputs[:1], episode_steps=agent.env.episode_steps), None)
+    result = behaviour_clone(model, obs, actions, epochs=epochs, seed=agent.seed)
+    model.save(out / "model.zip")
+    record = {
+        "config": str(config),
+        "traces": [str(t) for t in trace_dirs],
+        "policy": None if traces else policy,
+        "samples": result.samples,
+        "final_mse": result.final_mse,
+        "epoch_mse": result.epoch_mse,
+    }
+    (out / "bc.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    Console().print(
+        f"cloned {result.samples:,} decisions (MSE {result.final_mse:.2e}) into {out / 'model.zip'}; "
+        f"fine-tune with: wsrl train --config {config} --init {out / 'model.zip'} --out DIR"
+    )
