@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test lint demo bench fidelity leaderboard testbed clean bitbrains-split
+.PHONY: setup test lint demo bench fidelity leaderboard testbed clean train bitbrains-split
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/bench_trace.py
+	$(PY) benchmarks/bench_train.py
+
+# The shipped policy from scratch (see trained/ppo-overcommit/README.md): split the Bitbrains history,
+# train, export to ONNX, and evaluate against every reference policy on the held-out inputs.
+train: $(STAMP) bitbrains-split
+	$(PY) -m wsrl train --config agents/ppo.toml --out trained/ppo-overcommit
+	$(PY) -m wsrl export trained/ppo-overcommit
+	$(PY) -m wsrl.rl.card trained/ppo-overcommit
 
 # Every reference policy on the standard suite (bundled scenarios + the Bitbrains slice), written to
 # docs/leaderboard.md (a few minutes on 2 cores).

@@ -43,6 +43,11 @@ default SLO of ``docs/metrics.md``, Google far memory, ASPLOS'19). A ratio of 1 
 SLOW_EMA_S = 300.0
 """Time constant of the slow refault and OOM averages, seconds."""
 
+PEAK_DECAY_S: tuple[float, ...] = (1_800.0, 7_200.0)
+"""Time constants of the decaying working-set peaks, seconds: a peak's excess over the current
+working set shrinks by ``exp(-dt / tau)`` per interval, so the feature remembers recent bursts (what
+VPA's peak windows remember) without keeping a window of samples."""
+
 MAX_GUESTS_SCALE = 64
 """Guest counts are scaled by this (the largest host a policy is trained for)."""
 
@@ -54,6 +59,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "resident_frac",
     "usage_frac",
     "working_set_frac",
+    *(f"working_set_peak_{int(tau // 60)}m_frac" for tau in PEAK_DECAY_S),
     "visible_frac",
     "target_frac",
     "floor_frac",
@@ -105,12 +111,14 @@ class ObservationBuilder:
         self._prev: HostSnapshot | None = None
         self._refault_slow: np.ndarray | None = None
         self._oom_slow: np.ndarray | None = None
+        self._ws_peaks: list[np.ndarray] | None = None
 
     def reset(self, snapshot: HostSnapshot) -> np.ndarray:
         """Forget history and return the first observation (rates read as zero)."""
         self._prev = None
         self._refault_slow = np.zeros(snapshot.shape)
         self._oom_slow = np.zeros(snapshot.shape)
+        self._ws_peaks = None
         return self.build(snapshot)
 
     def build(self, snapshot: HostSnapshot) -> np.ndarray:
@@ -118,6 +126,7 @@ class ObservationBuilder:
         if self._refault_slow is None or self._refault_slow.shape != snapshot.shape:
             self._refault_slow = np.zeros(snapshot.shape)
             self._oom_slow = np.zeros(snapshot.shape)
+            self._ws_peaks = None
             self._prev = None
         assert self._oom_slow is not None
         mask = snapshot.mask
@@ -150,6 +159,12 @@ class ObservationBuilder:
         decay = math.exp(-dt_s / SLOW_EMA_S)
         self._refault_slow = decay * self._refault_slow + (1.0 - decay) * refault_ratio
         self._oom_slow = decay * self._oom_slow + (1.0 - decay) * (ooms > 0)
+        if self._ws_peaks is None:
+            self._ws_peaks = [working_set.copy() for _ in PEAK_DECAY_S]
+        else:
+            for k, tau in enumerate(PEAK_DECAY_S):
+                excess = np.maximum(self._ws_peaks[k] - working_set, 0.0) * math.exp(-dt_s / tau)
+                self._ws_peaks[k] = working_set + excess
 
         guests = mask.sum(axis=1, keepdims=True).astype(float)
         usable = np.maximum(snapshot.capacity_bytes - snapshot.reserve_bytes, 1.0)[:, None]
@@ -169,6 +184,7 @@ class ObservationBuilder:
             resident * inv_prov,
             usage * inv_prov,
             working_set * inv_prov,
+            *(peak * inv_prov for peak in self._ws_peaks),
             visible * inv_prov,
             np.nan_to_num(snapshot.target_bytes) * inv_prov,
             np.nan_to_num(snapshot.floor_bytes) * inv_prov,

@@ -8,10 +8,13 @@ per input, and writes ``trained/NAME/README.md`` (the model card) and ``trained/
 The acceptance rule (issue 5's "beats the heuristics"), per held-out input:
 
 * the **best reference policy** is the real (non-oracle) reference policy that saves the most memory
-  among those that run within the SLO there: zero OOMs and violations in at most
-  :data:`SLO_TOLERANCE` of guest-minutes. Policies that save more by breaking the SLO in many
-  minutes (``wmo``, often ``senpai``) are shown in the table but are not "best": an operator could
-  not run them under that SLO;
+  among those that keep the SLO about as well as the references can there: zero OOMs, and
+  violations within :data:`SLO_TOLERANCE` (5 points) of the fewest any zero-OOM reference reaches on
+  that input. On a host with room (``datacenter``) that fewest is 0, so "best" means the biggest
+  saver that keeps the SLO in at least 95 % of guest-minutes; on an overcommitted host where every
+  policy must squeeze a guest (``laptop``, ``dense``) it is measured from what is achievable there.
+  Policies that save more by breaking the SLO far more often (``wmo``, often ``senpai``) are in the
+  table but are not "best": an operator could not run them under that SLO;
 * the learned policy must save at least 10 % more than it (``saved >= 1.1 x best``), break the SLO
   no more often, cause zero OOMs, and have a Jain fairness index no lower (compared at the
   three decimals the table shows).
@@ -29,7 +32,8 @@ from wsrl.eval.runner import TRACE_PREFIX, grid, run_grid
 from wsrl.policies import REFERENCE_POLICIES
 
 SLO_TOLERANCE = 0.05
-"""A reference policy "runs within the SLO" when at most this share of guest-minutes violate it."""
+"""Candidates for best reference violate the SLO in at most this share of guest-minutes more than
+the zero-OOM reference that violates it least on the same input."""
 SAVING_FACTOR = 1.1
 HELD_OUT_INPUTS: tuple[str, ...] = ("datacenter", "laptop", "dense", f"{TRACE_PREFIX}out/bitbrains/holdout")
 """Inputs no shipped policy trains on (agents/*.toml train on envs/training and out/bitbrains/train)."""
@@ -51,15 +55,17 @@ def per_input_means(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str,
 
 def best_reference(policies: dict[str, dict[str, float]]) -> str | None:
     """The best reference policy of one input under the rule of the module docstring."""
-    candidates = [
-        name
+    safe = {
+        name: m
         for name, m in policies.items()
-        if name in REFERENCE_POLICIES
-        and not name.startswith("oracle")
-        and m["oom_events"] == 0
-        and m["violation_frac"] <= SLO_TOLERANCE
-    ]
-    return max(candidates, key=lambda n: policies[n]["memory_saved_frac"], default=None)
+        if name in REFERENCE_POLICIES and not name.startswith("oracle") and m["oom_events"] == 0
+    }
+    if not safe:
+        return None
+    achievable = min(m["violation_frac"] for m in safe.values())
+    candidates = [n for n, m in safe.items() if m["violation_frac"] <= achievable + SLO_TOLERANCE]
+    # Most saved first; among equal savings, fewer violations, then the name (deterministic).
+    return min(candidates, key=lambda n: (-safe[n]["memory_saved_frac"], safe[n]["violation_frac"], n))
 
 
 def verdict(learned: dict[str, float], best: dict[str, float]) -> dict[str, bool]:

@@ -51,7 +51,7 @@ class EnvSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[str] = Field(min_length=1)
-    hosts_per_input: int = Field(1, ge=1, le=64)
+    hosts_per_input: int = Field(1, ge=1, le=4096)
     episode_steps: int = Field(360, ge=2)
 
 

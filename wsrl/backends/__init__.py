@@ -1,0 +1,1 @@
+"""Live backends: sources of guest state and actuators of targets (cgroups, QEMU, crosvm, simulator)."""
