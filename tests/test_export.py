@@ -159,7 +159,7 @@ def test_ppo_export_clips_like_predict(runs: dict, tmp_path: Path) -> None:
     trained = runs["PPO"][0]
     model = PPO.load(trained / "model.zip", device="cpu")
     with torch.no_grad():
-        model.policy.action_net.bias += torch.tensor([1.0, -1.0])
+        model.policy.action_net.bias += torch.tensor([1.0, -1.0, 1.0])
     run = tmp_path / "shifted"
     run.mkdir()
     model.save(run / "model.zip")

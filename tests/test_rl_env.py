@@ -160,7 +160,7 @@ def test_training_and_evaluation_see_and_do_the_same() -> None:
     for index in range(30):
         action = np.zeros((*batch2.mask.shape, ACTION_DIM))
         action[batch2.mask] = forward(obs[batch2.mask])
-        proposal = action_to_target_bytes(action, batch2.snapshot)
+        proposal = action_to_target_bytes(action, batch2.snapshot, batch2.builder.working_set_peak_bytes)
         np.testing.assert_allclose(proposal, seen[index], rtol=1e-9)
         step = batch2.step(action)
         np.testing.assert_allclose(step.decision.target_bytes, env_targets[index], rtol=1e-9)
@@ -194,11 +194,18 @@ def test_action_mapping_ranges_and_extremes() -> None:
         sim.step()
     snapshot = snapshot_from_simulator(sim)
     shape = (*snapshot.shape, ACTION_DIM)
-    keep_all = action_to_target_bytes(np.tile([1.0, -1.0], (*snapshot.shape, 1)), snapshot)
+    keep_all = action_to_target_bytes(np.tile([1.0, -1.0, -1.0], (*snapshot.shape, 1)), snapshot)
     # Past the last finite edge nothing is cold: the proposal is what the guest uses now.
     np.testing.assert_allclose(keep_all[snapshot.mask], snapshot.usage_bytes[snapshot.mask], rtol=1e-9)
-    tightest = action_to_target_bytes(np.tile([-1.0, -1.0], (*snapshot.shape, 1)), snapshot)
+    tightest = action_to_target_bytes(np.tile([-1.0, -1.0, -1.0], (*snapshot.shape, 1)), snapshot)
     assert (tightest[snapshot.mask] < keep_all[snapshot.mask]).all()
+    # The peak floor: a guest that was bigger recently is held at a share of that peak.
+    peak = snapshot.usage_bytes * 1.5
+    held = action_to_target_bytes(np.tile([-1.0, -1.0, 1.0], (*snapshot.shape, 1)), snapshot, peak)
+    expected = np.minimum(1.25 * peak, snapshot.provisioned_bytes)
+    np.testing.assert_allclose(held[snapshot.mask], expected[snapshot.mask], rtol=1e-9)
+    off = action_to_target_bytes(np.tile([-1.0, -1.0, -1.0], (*snapshot.shape, 1)), snapshot, peak)
+    np.testing.assert_allclose(off, tightest)
     # Garbage actions read as the middle of the range, never NaN targets.
     garbage = action_to_target_bytes(np.full(shape, np.nan), snapshot)
     middle = action_to_target_bytes(np.zeros(shape), snapshot)

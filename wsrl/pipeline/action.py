@@ -9,16 +9,22 @@ A learned policy outputs :data:`ACTION_DIM` numbers in ``[-1, 1]`` per guest:
     everything resident": the only safe choice for memory touched hourly;
 ``headroom``
     spare room on top of what was touched within ``T``, ``MAX_HEADROOM_FRAC * ((a + 1) / 2)^2`` of
-    the provisioned size (0 at -1, an eighth of the maximum at 0).
+    the provisioned size (0 at -1, an eighth of the maximum at 0);
+``peak_keep``
+    a floor at a share ``k = MAX_PEAK_KEEP * (a + 1) / 2`` (0 to 1.25) of the guest's recent
+    working-set peak (the observation builder's slowest decaying peak, 2 h): the knob that lets a
+    policy hold room for a guest that was bigger a while ago and will be again (a build between
+    compiles, a bursty service), as VPA's peak windows do.
 
-The proposal is ``usage - cold(T) + headroom``: the guest keeps everything it touched within ``T``
-(and its unevictable memory) plus room to grow, exactly the far-memory policy's shape
-(Lagar-Cavilla et al., ASPLOS 2019) but with both knobs chosen per guest and per interval by the
-policy instead of by a fixed rule. Anchoring on the histogram makes the action scale-free and
-self-correcting: pages that come back are young again, so a squeezed guest's proposal grows by
-itself. Cold memory at ``T`` is interpolated linearly in ``log T`` between the observation's idle
-ages (:data:`wsrl.pipeline.observation.OBS_IDLE_MS`), whose first and last equal the range ends.
-The allocator and guard then fit the proposals to the host and the floors, as for every policy.
+The proposal is ``max(usage - cold(T), k * peak) + headroom``: the guest keeps everything it touched
+within ``T`` (and its unevictable memory), or a share of its recent peak if that is more, plus room
+to grow: the far-memory policy's shape (Lagar-Cavilla et al., ASPLOS 2019) with a VPA-style peak
+floor, every knob chosen per guest and per interval by the policy instead of by a fixed rule.
+Anchoring on the histogram makes the action scale-free and self-correcting: pages that come back
+are young again, so a squeezed guest's proposal grows by itself. Cold memory at ``T`` is
+interpolated linearly in ``log T`` between the observation's idle ages
+(:data:`wsrl.pipeline.observation.OBS_IDLE_MS`), whose first and last equal the range ends. The
+allocator and guard then fit the proposals to the host and the floors, as for every policy.
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ import numpy as np
 from wsrl.pipeline.observation import OBS_IDLE_MS, cold_bytes_by_type
 from wsrl.pipeline.snapshot import HostSnapshot
 
-ACTION_NAMES: tuple[str, ...] = ("cold_age", "headroom")
+ACTION_NAMES: tuple[str, ...] = ("cold_age", "headroom", "peak_keep")
 """Per-guest action components, in order."""
 ACTION_DIM = len(ACTION_NAMES)
 MIN_COLD_AGE_MS = OBS_IDLE_MS[0]
 MAX_COLD_AGE_MS = OBS_IDLE_MS[-1]
 MAX_HEADROOM_FRAC = 0.5
 """Largest headroom, as a share of the provisioned size."""
+MAX_PEAK_KEEP = 1.25
+"""Largest ``peak_keep`` share of the recent working-set peak."""
 
 _LOG_AGES = np.log(np.asarray(OBS_IDLE_MS, dtype=float))
 
@@ -51,10 +59,21 @@ def headroom_frac(action: np.ndarray) -> np.ndarray:
     return MAX_HEADROOM_FRAC * ((a + 1.0) / 2.0) ** 2
 
 
-def action_to_target_bytes(action: np.ndarray, snapshot: HostSnapshot) -> np.ndarray:
+def peak_keep_share(action: np.ndarray) -> np.ndarray:
+    """Share of the recent working-set peak kept for ``peak_keep`` actions in ``[-1, 1]`` (clipped)."""
+    a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)
+    return MAX_PEAK_KEEP * (a + 1.0) / 2.0
+
+
+def action_to_target_bytes(
+    action: np.ndarray, snapshot: HostSnapshot, working_set_peak_bytes: np.ndarray | None = None
+) -> np.ndarray:
     """``[hosts, guests]`` proposed target bytes for ``[hosts, guests, ACTION_DIM]`` actions.
 
-    Padding slots get 0. Non-finite actions are read as 0 (the middle of each range).
+    ``working_set_peak_bytes`` is the observation builder's
+    :attr:`~wsrl.pipeline.observation.ObservationBuilder.working_set_peak_bytes` after it built the
+    observation of ``snapshot``; without it (``None``) the ``peak_keep`` floor is off. Padding slots
+    get 0. Non-finite actions are read as 0 (the middle of each range).
     """
     action = np.asarray(action, dtype=float)
     if action.shape != (*snapshot.shape, ACTION_DIM):
@@ -70,5 +89,9 @@ def action_to_target_bytes(action: np.ndarray, snapshot: HostSnapshot) -> np.nda
     cold_at_t = lo_cold + share * (hi_cold - lo_cold)
     usage = np.maximum(np.nan_to_num(snapshot.usage_bytes), 0.0)
     provisioned = np.where(snapshot.mask, snapshot.provisioned_bytes, 0.0)
-    proposal = usage - cold_at_t + headroom_frac(action[..., 1]) * provisioned
+    kept = usage - cold_at_t
+    if working_set_peak_bytes is not None:
+        peak = np.maximum(np.nan_to_num(np.asarray(working_set_peak_bytes, dtype=float)), 0.0)
+        kept = np.maximum(kept, peak_keep_share(action[..., 2]) * peak)
+    proposal = kept + headroom_frac(action[..., 1]) * provisioned
     return np.where(snapshot.mask, np.clip(proposal, 0.0, provisioned), 0.0)

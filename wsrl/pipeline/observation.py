@@ -32,7 +32,15 @@ OBS_SPEC_VERSION = 1
 """Bumped whenever a feature is added, removed or computed differently (checked by manifests)."""
 
 OBS_IDLE_MS: tuple[int, ...] = (
-    10_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000, 7_200_000
+    10_000,
+    30_000,
+    60_000,
+    120_000,
+    300_000,
+    600_000,
+    1_800_000,
+    3_600_000,
+    7_200_000,
 )
 """Idle ages at which cold anon and cold file memory are read off the histogram."""
 
@@ -120,6 +128,14 @@ class ObservationBuilder:
         self._oom_slow = np.zeros(snapshot.shape)
         self._ws_peaks = None
         return self.build(snapshot)
+
+    @property
+    def working_set_peak_bytes(self) -> np.ndarray | None:
+        """``[hosts, guests]`` the slowest-decaying working-set peak as of the last built snapshot.
+
+        The ``peak_keep`` action of :mod:`wsrl.pipeline.action` is read against it.
+        """
+        return None if self._ws_peaks is None else self._ws_peaks[-1]
 
     def build(self, snapshot: HostSnapshot) -> np.ndarray:
         """``[hosts, guests, features]`` float32 observation of ``snapshot``; updates the history."""

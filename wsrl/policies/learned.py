@@ -116,7 +116,7 @@ class LearnedPolicy:
                 actions[mask] = self._checked_actions(self.forward(rows), len(rows))  # type: ignore[arg-type]
         else:
             self._step_recurrent(rows, mask, actions)
-        return action_to_target_bytes(actions, snapshot)
+        return action_to_target_bytes(actions, snapshot, self._builder.working_set_peak_bytes)
 
     def _clear_state(self, shape: tuple[int, int]) -> None:
         spec = self.recurrent_state

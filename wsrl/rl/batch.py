@@ -144,7 +144,9 @@ class HostBatch:
         before = self.snapshot
         if before is None:
             raise RuntimeError("reset() the batch before stepping it")
-        self._policy.proposal_bytes = action_to_target_bytes(action, before)
+        self._policy.proposal_bytes = action_to_target_bytes(
+            action, before, self.builder.working_set_peak_bytes
+        )
         decision = self.loop.step(before)
         self.sim.step(decision.target_bytes)
         after = snapshot_from_simulator(self.sim)

@@ -75,8 +75,9 @@ def target_to_action(target_bytes: np.ndarray, snapshot: HostSnapshot) -> np.nda
     * target below ``usage - cold(T_min)`` (:data:`MIN_COLD_AGE_MS`; unreachable): ``T = T_min``
       and no headroom, the smallest proposal.
 
-    Both branches meet at ``(+1, -1)``, so the action is a continuous function of the target.
-    Padding slots and non-finite targets get ``(0, 0)``.
+    Both branches meet at ``(+1, -1)``, so the action is a continuous function of the target. The
+    ``peak_keep`` floor is always off (-1): the two knobs above reach every target already.
+    Padding slots and non-finite targets get zeros.
 
     Raises:
         ValueError: ``target_bytes`` is not shaped like the snapshot.
@@ -117,6 +118,7 @@ def target_to_action(target_bytes: np.ndarray, snapshot: HostSnapshot) -> np.nda
         [
             np.where(above_top, 1.0, np.clip(age_action, -1.0, 1.0)),
             np.where(above_top, headroom_action, -1.0),
+            np.full(target.shape, -1.0),
         ],
         axis=-1,
     )

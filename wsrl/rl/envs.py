@@ -147,4 +147,3 @@ class TraceReplayEnv(HostEnv):
         self.traces = str(directory)
         self.guest_names = chosen
         super().__init__(setup, **kwargs)
-

@@ -224,9 +224,7 @@ def _export_onnx(module: nn.Module, recurrent: RecurrentStateSpec | None, path: 
     else:
         state = torch.zeros(recurrent.num_layers, batch, recurrent.hidden_size)
         args = (obs, state, state.clone(), torch.zeros(batch))
-    dynamic_axes = {
-        spec["name"]: {spec["shape"].index(BATCH_DIM): BATCH_DIM} for spec in (*inputs, *outputs)
-    }
+    dynamic_axes = {spec["name"]: {spec["shape"].index(BATCH_DIM): BATCH_DIM} for spec in (*inputs, *outputs)}
     with warnings.catch_warnings():
         # The legacy exporter is deprecated, and nn.LSTM's shape checks warn while traced.
         warnings.simplefilter("ignore")
@@ -323,4 +321,3 @@ def export_policy(trained_dir: str | Path, out_dir: str | Path | None = None) ->
     text = json.dumps(manifest, indent=2) + "\n"
     _write_atomic(manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out
-
