@@ -51,6 +51,11 @@ default SLO of ``docs/metrics.md``, Google far memory, ASPLOS'19). A ratio of 1 
 SLOW_EMA_S = 300.0
 """Time constant of the slow refault and OOM averages, seconds."""
 
+VIOLATION_EMA_S = 3_600.0
+"""Time constant of the share of recent intervals over the refault budget, seconds: an hour of
+memory, so a policy can tell a guest that keeps breaking the SLO when squeezed from one that does
+not, across the phases of its workload."""
+
 PEAK_DECAY_S: tuple[float, ...] = (1_800.0, 7_200.0)
 """Time constants of the decaying working-set peaks, seconds: a peak's excess over the current
 working set shrinks by ``exp(-dt / tau)`` per interval, so the feature remembers recent bursts (what
@@ -74,6 +79,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "swap_frac",
     "refault_budget_log",
     "refault_budget_slow_log",
+    "over_budget_share_1h",
     "stall_log",
     "psi_avg10_frac",
     "oom_now",
@@ -120,6 +126,7 @@ class ObservationBuilder:
         self._refault_slow: np.ndarray | None = None
         self._oom_slow: np.ndarray | None = None
         self._ws_peaks: list[np.ndarray] | None = None
+        self._over_budget: np.ndarray | None = None
 
     def reset(self, snapshot: HostSnapshot) -> np.ndarray:
         """Forget history and return the first observation (rates read as zero)."""
@@ -127,6 +134,7 @@ class ObservationBuilder:
         self._refault_slow = np.zeros(snapshot.shape)
         self._oom_slow = np.zeros(snapshot.shape)
         self._ws_peaks = None
+        self._over_budget = None
         return self.build(snapshot)
 
     @property
@@ -143,6 +151,7 @@ class ObservationBuilder:
             self._refault_slow = np.zeros(snapshot.shape)
             self._oom_slow = np.zeros(snapshot.shape)
             self._ws_peaks = None
+            self._over_budget = None
             self._prev = None
         assert self._oom_slow is not None
         mask = snapshot.mask
@@ -175,6 +184,12 @@ class ObservationBuilder:
         decay = math.exp(-dt_s / SLOW_EMA_S)
         self._refault_slow = decay * self._refault_slow + (1.0 - decay) * refault_ratio
         self._oom_slow = decay * self._oom_slow + (1.0 - decay) * (ooms > 0)
+        hour_decay = math.exp(-dt_s / VIOLATION_EMA_S)
+        over = (refault_ratio > 1.0).astype(float)
+        if self._over_budget is None:
+            self._over_budget = np.zeros(mask.shape)
+        elif prev is not None:
+            self._over_budget = hour_decay * self._over_budget + (1.0 - hour_decay) * over
         if self._ws_peaks is None:
             self._ws_peaks = [working_set.copy() for _ in PEAK_DECAY_S]
         else:
@@ -207,6 +222,7 @@ class ObservationBuilder:
             np.nan_to_num(snapshot.swap_bytes) * inv_prov,
             _log_ratio(refault_ratio),
             _log_ratio(self._refault_slow),
+            self._over_budget,
             np.log10(np.maximum(stall_frac, 1e-6)) / 6.0 + 1.0,
             np.clip(np.nan_to_num(snapshot.psi_some_avg10), 0.0, 100.0) / 100.0,
             (ooms > 0).astype(float),

@@ -1,0 +1,670 @@
+"""A memory cgroup (a container) as a :class:`~wsrl.backends.base.GuestBackend`.
+
+:class:`CgroupBackend` reads one memcg's state from its cgroup files and sets its target through its
+limit files. It speaks both cgroup versions:
+
+=========================  =====================================  ================================
+what                       cgroup v1                              cgroup v2
+=========================  =====================================  ================================
+usage                      ``memory.usage_in_bytes``              ``memory.current``
+target (what wsrl set)     ``memory.limit_in_bytes``              ``memory.high``, else ``memory.max``
+visible (limit in force)   min(target, ``hierarchical_memory_     min over the group and its
+                           limit`` of ``memory.stat``)            ancestors below ``root`` of
+                                                                  ``memory.high`` / ``memory.max``
+refaults (pages)           ``memory.stat`` ``total_workingset_    ``memory.stat`` ``workingset_
+                           refault_anon`` + ``_file`` (or         refault_anon`` + ``_file`` (or
+                           ``total_workingset_refault``)          ``workingset_refault``)
+swap                       ``memory.memsw.usage_in_bytes`` -      ``memory.swap.current``
+                           usage, else ``memory.stat`` swap
+OOM kills                  ``memory.oom_control`` ``oom_kill``    ``memory.events`` ``oom_kill``
+PSI                        none: NaN (see below)                  ``memory.pressure`` ``some``
+=========================  =====================================  ================================
+
+v1 ``memory.stat`` is read through its hierarchical ``total_*`` fields, so a container that holds
+child groups is counted whole (v2 ``memory.stat`` is hierarchical already).
+
+**Unlimited groups.** ``max`` (v2) or a limit at the kernel's ceiling (``PAGE_COUNTER_MAX`` pages,
+9223372036854771712 bytes with 4 KiB pages, which v1 prints for "no limit") is unlimited: the
+reading then has ``target_bytes = NaN`` and ``visible_bytes`` = the usage (or an ancestor's limit,
+when one is in force). The backend reports what the kernel says; the runner knows the provisioned
+size and :func:`~wsrl.backends.base.snapshot_from_readings` falls back to ``visible_bytes``.
+
+**PSI.** cgroup v2 has a per-group ``memory.pressure``; a kernel booted with ``psi=0`` makes it
+unreadable (``EOPNOTSUPP``), and the reading then has NaN. cgroup v1 has no per-group PSI at all, so a
+v1 reading always has NaN: the system-wide ``/proc/pressure/memory`` measures the whole host, not
+this guest, and is deliberately not used in its place.
+
+**Histograms** (``histogram_source``):
+
+* ``"memory_stat"``: a coarse two-bin histogram from the kernel's LRU lists. The kernel keeps no
+  time on them: "active" means referenced repeatedly at some point, "inactive" means not known to
+  be hot (new anon pages start there, so it can hold pages touched a moment ago). The bins are
+  therefore chosen so the histogram never says memory is colder than the LRU says: ``active_*``
+  and ``unevictable`` (counted as anon, it can never be reclaimed) go to ``(0, 1 s]``, ``inactive_*``
+  go to the open-ended bin ``(1 s, +inf)``, i.e. "idle for more than 1 s, age otherwise unknown".
+  With :class:`~wsrl.histogram.Histogram`'s rules that makes ``cold_bytes(T)`` the inactive bytes
+  for ``T <= 1 s`` (:data:`LRU_EDGE_MS`, wsrl's smallest canonical edge) and 0 for any longer ``T``:
+  a policy with a 10 s or 120 s cold threshold sees nothing cold from this source and must rely on
+  refaults and PSI instead. The LRU lists hold only page-cache and anon pages, so the bins add up
+  to at most the usage (kernel memory is charged to the usage but not on an LRU).
+* ``"lru_gen"``: MGLRU's debugfs file (``lru_gen_path``), parsed with :mod:`wsrl.formats.lru_gen`,
+  keeping this memcg's entries (all its NUMA nodes, merged). An entry matches when its path equals
+  the group's path relative to ``root`` with a leading ``/`` (the kernel prints paths relative to
+  the hierarchy's mount, so ``root`` should be the mount point), or, failing that, when its memcg
+  id equals the group directory's inode number (what kernels since 2025 print as the id). The file
+  covers every memcg on the host and is parsed whole: a malformed entry anywhere fails the read.
+* ``"wsr"``: the working-set reporting patches' ``memory.workingset.page_age`` in the group's
+  directory, parsed with :mod:`wsrl.formats.wsr`, nodes merged.
+
+Every file is read with a size cap (:data:`MAX_FILE_BYTES`, :data:`MAX_LRU_GEN_BYTES`) and without
+following a symlink at the last component; every unreadable, missing or malformed file is a
+:class:`~wsrl.backends.base.BackendError` naming the guest, the file and what is wrong with it.
+
+**Applying a target.** Targets are aligned down to a page; a target below one page is refused, one
+at or above the kernel's ceiling means "unlimited".
+
+* v1: ``memory.limit_in_bytes`` = target, then ``memory.soft_limit_in_bytes`` = target (the soft
+  limit only matters under host-wide pressure, where the kernel then reclaims this group towards
+  its target first; a kernel that does not support it, ``EOPNOTSUPP``, is tolerated). Lowering the
+  limit below the usage makes the kernel reclaim synchronously; as soon as one reclaim pass frees
+  nothing it answers ``EBUSY`` and keeps the old limit. That happens to anon that cannot be
+  swapped, and also to swappable memory touched faster than reclaim can age it: measured here, a
+  300 MiB anon region swept in a tight loop got ``EBUSY`` for a 200 MiB limit on 10 writes in a
+  row (so immediate retries are pointless), while the same region swept once a second was
+  accepted at the first write. The backend does not work around the refusal (no stepping, no
+  ``memory.force_empty``): it raises ``BackendError("kernel refused limit X below usage Y ...")``,
+  the old limit stays, and the runner holds its last good target (a refusal is itself a sign that
+  the target is below the hot working set).
+  A limit above a set ``memory.memsw.limit_in_bytes`` is refused by the kernel (``EINVAL``) and
+  reported the same way; the backend never touches the memsw limit. v1 has no ``memory.reclaim``;
+  ``proactive_reclaim`` has no effect there (lowering the limit reclaims by itself).
+* v2: wsrl owns ``memory.high`` only: ``memory.high`` = target. ``memory.max`` is left alone: it is
+  the operator's hard cap (typically the provisioned size); a wsrl target is a soft proposal, and
+  breaching ``memory.high`` throttles and reclaims, which is recoverable, where breaching
+  ``memory.max`` OOM-kills, which would make every misjudged target wsrl's kill. When
+  ``proactive_reclaim`` is on and ``memory.current`` still exceeds the target after the write, the
+  excess is written to ``memory.reclaim``; ``EAGAIN`` (reclaimed less than asked) is fine, a
+  kernel without the file (before 5.19) is skipped (``memory.high`` reclaims on its own).
+* :meth:`CgroupBackend.relax`: v1 writes the given size (``-1`` when ``None``) to
+  ``memory.limit_in_bytes`` and resets the soft limit to unlimited (wsrl leaves no reclaim hint
+  behind); v2 writes the size (``max`` when ``None``) to ``memory.high``. No proactive reclaim.
+
+v2 support has been verified on crafted directory trees only: the kernel wsrl is developed on has
+the cgroup v2 hierarchy mounted without the memory controller. v1 is tested on the real kernel.
+
+**Path safety.** ``path`` is taken relative to ``root`` (default ``/sys/fs/cgroup/memory`` for v1,
+``/sys/fs/cgroup`` or ``/sys/fs/cgroup/unified`` for v2, whichever is a cgroup2 mount holding the
+group). It is resolved (``..`` and symlinks followed) and refused unless it names a directory
+strictly below the resolved root: ``..`` escapes, symlinks out, and absolute paths elsewhere are all
+refused with a BackendError naming the ``path`` setting.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import numbers
+import os
+import re
+import stat
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from wsrl.backends.base import BackendError, GuestReading, Notify
+from wsrl.errors import HistogramError, ParseError
+from wsrl.formats import FormatOptions, parse_bytes
+from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
+
+CgroupVersion = Literal["auto", "v1", "v2"]
+HistogramSource = Literal["memory_stat", "lru_gen", "wsr"]
+
+V1_ROOT = Path("/sys/fs/cgroup/memory")
+V2_ROOTS: tuple[Path, ...] = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+DEFAULT_LRU_GEN_PATH = Path("/sys/kernel/debug/lru_gen")
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""Largest cgroup file read (``memory.stat`` is a few KiB): a bigger one is refused, not read."""
+MAX_LRU_GEN_BYTES = 16 * 1024 * 1024
+"""Largest ``lru_gen`` dump read: it lists every memcg on the host (~200 bytes per memcg and node)."""
+
+PAGE_SIZE_BYTES = os.sysconf("SC_PAGE_SIZE")
+KERNEL_MAX_BYTES = (2**63 - 1) // PAGE_SIZE_BYTES * PAGE_SIZE_BYTES
+"""The kernel's limit ceiling, ``PAGE_COUNTER_MAX`` pages: v1 prints it for "no limit"."""
+
+LRU_EDGE_MS = 1_000
+"""The one edge of the ``memory_stat`` histogram: active pages are put at ages up to it, inactive
+pages above it (see the module docstring for why this is the conservative choice)."""
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UINT = re.compile(r"[0-9]{1,20}")
+_PSI_FLOAT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+# memory.stat field names; v1 reads the same names with "total_" in front (hierarchical).
+_LRU_FIELDS: dict[str, tuple[str, int]] = {
+    "active_anon": ("anon", 0),
+    "unevictable": ("anon", 0),
+    "active_file": ("file", 0),
+    "inactive_anon": ("anon", 1),
+    "inactive_file": ("file", 1),
+}
+_REFAULT_SPLIT = ("workingset_refault_anon", "workingset_refault_file")
+_REFAULT_OLD = "workingset_refault"
+
+
+class CgroupBackend:
+    """One memory cgroup as a guest: reads its state, sets its limit (see the module docstring).
+
+    Args:
+        name: the guest's configured name (used in readings and error messages).
+        path: the group's directory relative to ``root`` (an absolute path must lie below it).
+        root: the hierarchy to stay inside; default detected from ``version`` (module docstring).
+        version: ``"v1"``, ``"v2"`` or ``"auto"`` (by the files in the group's directory).
+        histogram_source: where the working-set histogram comes from: ``"memory_stat"`` (LRU
+            lists), ``"lru_gen"`` (MGLRU debugfs) or ``"wsr"`` (``memory.workingset.page_age``).
+        lru_gen_path: the MGLRU dump to read when ``histogram_source="lru_gen"``.
+        proactive_reclaim: v2 only: write the excess over a new target to ``memory.reclaim``.
+
+    Raises:
+        BackendError: the path escapes the root, the group does not exist, or its files do not
+            match the requested cgroup version.
+
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        root: str | Path | None = None,
+        version: CgroupVersion = "auto",
+        histogram_source: HistogramSource = "memory_stat",
+        lru_gen_path: str | Path = DEFAULT_LRU_GEN_PATH,
+        proactive_reclaim: bool = True,
+    ) -> None:
+        self.name = name
+        if version not in ("auto", "v1", "v2"):
+            raise BackendError(f"cgroup {name!r}: version={version!r}: choose 'auto', 'v1' or 'v2'")
+        if histogram_source not in ("memory_stat", "lru_gen", "wsr"):
+            raise BackendError(
+                f"cgroup {name!r}: histogram_source={histogram_source!r}: "
+                "choose 'memory_stat', 'lru_gen' or 'wsr'"
+            )
+        self.histogram_source: HistogramSource = histogram_source
+        self.lru_gen_path = Path(lru_gen_path)
+        self.proactive_reclaim = proactive_reclaim
+        self.root, self.dir, self.version = self._locate(path, root, version)
+        self._notify: Notify | None = None
+
+    # -- locating the group --------------------------------------------------------------------
+
+    def _locate(
+        self, path: str | Path, root: str | Path | None, version: CgroupVersion
+    ) -> tuple[Path, Path, Literal["v1", "v2"]]:
+        """Resolve ``path`` under the given or default root(s); detect the version."""
+        if root is not None:
+            roots = [Path(root)]
+        elif version == "v1":
+            roots = [V1_ROOT]
+        elif version == "v2":
+            roots = [r for r in V2_ROOTS if (r / "cgroup.controllers").is_file()] or list(V2_ROOTS)
+        else:
+            roots = [V1_ROOT] + [r for r in V2_ROOTS if (r / "cgroup.controllers").is_file()]
+        problems: list[str] = []
+        for candidate_root in roots:
+            if root is None and not candidate_root.is_dir():
+                problems.append(f"default root {candidate_root} does not exist")
+                continue
+            resolved_root, group = self._resolve(path, candidate_root, root is not None)
+            if not group.is_dir():
+                problems.append(f"{group} does not exist")
+                continue
+            found = _detect_version(group)
+            if found is None:
+                problems.append(
+                    f"{group} has no memory controller files (memory.limit_in_bytes, memory.current)"
+                )
+                continue
+            if version != "auto" and found != version:
+                problems.append(f"{group} is a cgroup {found} group, not {version}")
+                continue
+            return resolved_root, group, found
+        raise BackendError(f"cgroup {self.name!r}: path={str(path)!r}: " + "; ".join(problems))
+
+    def _resolve(self, path: str | Path, root: Path, explicit_root: bool) -> tuple[Path, Path]:
+        """``(resolved root, resolved group)``, or BackendError when the group escapes the root."""
+        setting = "root" if explicit_root else "default root"
+        try:
+            resolved_root = root.resolve(strict=True)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise BackendError(
+                f"cgroup {self.name!r}: {setting}={str(root)!r}: cannot resolve: {exc}"
+            ) from None
+        if not resolved_root.is_dir():
+            raise BackendError(f"cgroup {self.name!r}: {setting}={str(root)!r} is not a directory")
+        try:
+            group = (resolved_root / Path(path)).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise BackendError(f"cgroup {self.name!r}: path={str(path)!r}: cannot resolve: {exc}") from None
+        if group == resolved_root or not group.is_relative_to(resolved_root):
+            hint = " (give it relative to root, without the leading '/')" if Path(path).is_absolute() else ""
+            raise BackendError(
+                f"cgroup {self.name!r}: path={str(path)!r} resolves to {group}, which is not a group "
+                f"below {setting} {resolved_root}: refused{hint}"
+            )
+        return resolved_root, group
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    def start(self, notify: Notify) -> None:
+        """Keep ``notify``. A cgroup pushes nothing: the runner polls :meth:`read` every tick."""
+        self._notify = notify
+
+    def close(self) -> None:
+        """Nothing to release (files are opened per call)."""
+        self._notify = None
+
+    def read(self) -> GuestReading:
+        """The group's state now (see the module docstring for every field's source).
+
+        Raises:
+            BackendError: a file is missing (the group was removed), unreadable, too large or
+                malformed; the message names the file and the field.
+
+        """
+        time_ms = int(time.time() * 1000)
+        stat_fields = self._flat_keyed("memory.stat")
+        if self.version == "v1":
+            usage = self._uint("memory.usage_in_bytes")
+            limit = self._limit("memory.limit_in_bytes")
+            target = math.nan if limit is None else float(limit)
+            hierarchical = self._stat_value(stat_fields, "hierarchical_memory_limit", required=False)
+            in_force = min(
+                (v for v in (limit, hierarchical) if v is not None and v < KERNEL_MAX_BYTES),
+                default=None,
+            )
+            swap = self._v1_swap_bytes(usage, stat_fields)
+            oom_kills = self._flat_keyed("memory.oom_control", required=("oom_kill",))["oom_kill"]
+            psi_total_s, psi_avg10 = math.nan, math.nan
+        else:
+            usage = self._uint("memory.current")
+            high = self._limit("memory.high")
+            maximum = self._limit("memory.max")
+            own = high if high is not None else maximum
+            target = math.nan if own is None else float(own)
+            in_force = self._v2_limit_in_force()
+            swap = self._uint("memory.swap.current") if (self.dir / "memory.swap.current").exists() else 0
+            oom_kills = self._flat_keyed("memory.events", required=("oom_kill",))["oom_kill"]
+            psi_total_s, psi_avg10 = self._psi()
+        refaults = self._refaults(stat_fields)
+        histogram = self._histogram(stat_fields)
+        return GuestReading(
+            name=self.name,
+            time_ms=time_ms,
+            visible_bytes=float(in_force if in_force is not None else usage),
+            target_bytes=target,
+            usage_bytes=float(usage),
+            histogram=histogram,
+            refault_total=float(refaults),
+            swap_bytes=float(swap),
+            psi_some_total_s=psi_total_s,
+            psi_some_avg10=psi_avg10,
+            oom_kills_total=int(oom_kills),
+            source={
+                "backend": f"cgroup-{self.version}",
+                "cgroup": str(self.dir),
+                "histogram": self.histogram_source,
+            },
+        )
+
+    def apply(self, target_bytes: int) -> None:
+        """Set the group's target (page-aligned down); see the module docstring per version.
+
+        Raises:
+            BackendError: the target is below one page, the kernel refused the limit (v1 ``EBUSY``
+                below an unreclaimable usage: the old limit is kept), or a file write failed.
+
+        """
+        aligned = self._aligned(target_bytes)
+        if self.version == "v1":
+            self._v1_set_limit(aligned)
+            self._v1_set_soft_limit(aligned)
+            return
+        self._write("memory.high", "max" if aligned is None else str(aligned))
+        if aligned is None or not self.proactive_reclaim:
+            return
+        excess = self._uint("memory.current") - aligned
+        if excess > 0:
+            self._reclaim(excess)
+
+    def relax(self, target_bytes: int | None) -> None:
+        """Leave the group at ``target_bytes`` (page-aligned down), or unlimited when ``None``.
+
+        v1: hard limit = the size (``-1`` for none), soft limit unlimited; v2: ``memory.high`` =
+        the size (``max`` for none). ``memory.max`` and the memsw limit are never touched.
+        """
+        aligned = None if target_bytes is None else self._aligned(target_bytes)
+        if self.version == "v1":
+            self._v1_set_limit(aligned)
+            self._v1_set_soft_limit(None)
+        else:
+            self._write("memory.high", "max" if aligned is None else str(aligned))
+
+    # -- applying ------------------------------------------------------------------------------
+
+    def _aligned(self, target_bytes: int) -> int | None:
+        """The target aligned down to a page; ``None`` (unlimited) at or above the kernel's ceiling."""
+        if isinstance(target_bytes, bool) or not isinstance(target_bytes, numbers.Real):
+            raise BackendError(f"cgroup {self.name!r}: target {target_bytes!r} is not a byte count")
+        if not math.isfinite(target_bytes):
+            raise BackendError(f"cgroup {self.name!r}: target {target_bytes!r} is not a finite byte count")
+        value = int(target_bytes)
+        if value >= KERNEL_MAX_BYTES:
+            return None
+        aligned = value // PAGE_SIZE_BYTES * PAGE_SIZE_BYTES
+        if aligned < PAGE_SIZE_BYTES:
+            raise BackendError(
+                f"cgroup {self.name!r}: target {value} bytes is below one page "
+                f"({PAGE_SIZE_BYTES} bytes): refused"
+            )
+        return aligned
+
+    def _v1_set_limit(self, aligned: int | None) -> None:
+        value = "-1" if aligned is None else str(aligned)
+        try:
+            self._write("memory.limit_in_bytes", value, raw_errors=True)
+            return
+        except OSError as exc:
+            error = exc
+        old = self._describe_limit("memory.limit_in_bytes")
+        if error.errno == errno.EBUSY:
+            usage = self._uint("memory.usage_in_bytes")
+            raise BackendError(
+                f"cgroup {self.name!r}: kernel refused limit {value} below usage {usage} "
+                f"(EBUSY: it could not reclaim enough); limit {old} kept"
+            )
+        if error.errno == errno.EINVAL and (self.dir / "memory.memsw.limit_in_bytes").exists():
+            memsw = self._describe_limit("memory.memsw.limit_in_bytes")
+            raise BackendError(
+                f"cgroup {self.name!r}: kernel refused limit {value} (EINVAL): "
+                f"memory.memsw.limit_in_bytes is {memsw} and must stay >= the limit; limit {old} kept"
+            )
+        raise self._os_error("memory.limit_in_bytes", "write", error)
+
+    def _v1_set_soft_limit(self, aligned: int | None) -> None:
+        try:
+            self._write(
+                "memory.soft_limit_in_bytes", "-1" if aligned is None else str(aligned), raw_errors=True
+            )
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:
+                return  # soft limits are advisory; PREEMPT_RT kernels do not offer them
+            raise self._os_error("memory.soft_limit_in_bytes", "write", exc) from None
+
+    def _reclaim(self, excess_bytes: int) -> None:
+        if not (self.dir / "memory.reclaim").exists():
+            return  # before Linux 5.19: memory.high's own reclaim has to do
+        try:
+            self._write("memory.reclaim", str(excess_bytes), raw_errors=True)
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                return  # reclaimed less than asked: memory.high keeps pushing
+            raise self._os_error("memory.reclaim", "write", exc) from None
+
+    def _describe_limit(self, file_name: str) -> str:
+        try:
+            limit = self._limit(file_name)
+        except BackendError:
+            return "unknown"
+        return "unlimited" if limit is None else str(limit)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _stat_value(self, fields: dict[str, int], key: str, *, required: bool = True) -> int | None:
+        """A ``memory.stat`` field (``total_<key>`` on v1, hierarchical), or None when absent."""
+        if self.version == "v1" and f"total_{key}" in fields:
+            return fields[f"total_{key}"]
+        if key in fields or not required:
+            return fields.get(key)
+        shown = f"total_{key}" if self.version == "v1" else key
+        raise BackendError(f"cgroup {self.name!r}: {self.dir / 'memory.stat'}: field {shown!r} is missing")
+
+    def _refaults(self, fields: dict[str, int]) -> int:
+        split = [self._stat_value(fields, key, required=False) for key in _REFAULT_SPLIT]
+        if all(v is not None for v in split):
+            return sum(v for v in split if v is not None)
+        old = self._stat_value(fields, _REFAULT_OLD, required=False)
+        if old is not None:
+            return old
+        prefix = "total_" if self.version == "v1" else ""
+        raise BackendError(
+            f"cgroup {self.name!r}: {self.dir / 'memory.stat'}: field '{prefix}{_REFAULT_SPLIT[0]}' is "
+            f"missing (nor '{prefix}{_REFAULT_OLD}'): no refault counter, refusing to report 0 refaults"
+        )
+
+    def _v1_swap_bytes(self, usage_bytes: int, fields: dict[str, int]) -> int:
+        if (self.dir / "memory.memsw.usage_in_bytes").exists():
+            return max(0, self._uint("memory.memsw.usage_in_bytes") - usage_bytes)
+        return self._stat_value(fields, "swap", required=False) or 0
+
+    def _v2_limit_in_force(self) -> int | None:
+        """The smallest ``memory.high`` / ``memory.max`` of the group and its ancestors below root."""
+        limits: list[int] = []
+        directory = self.dir
+        while directory.is_relative_to(self.root):
+            for file_name in ("memory.high", "memory.max"):
+                if (directory / file_name).exists():
+                    value = self._limit(file_name, directory)
+                    if value is not None:
+                        limits.append(value)
+            if directory == self.root:
+                break
+            directory = directory.parent
+        return min(limits, default=None)
+
+    def _psi(self) -> tuple[float, float]:
+        """``(some total s, some avg10 %)`` of ``memory.pressure``; NaN when PSI is off."""
+        path = self.dir / "memory.pressure"
+        try:
+            text = self._read_text(path, MAX_FILE_BYTES, raw_errors=True)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOENT):
+                return math.nan, math.nan  # psi=0 on the command line, or no PSI in the kernel
+            raise self._os_error(path, "read", exc) from None
+        for number, line in enumerate(text.splitlines(), start=1):
+            kind, *pairs = line.split()
+            if kind != "some":
+                continue
+            values: dict[str, str] = {}
+            for pair in pairs:
+                key, separator, value = pair.partition("=")
+                if not separator:
+                    raise self._parse_error(path, number, kind, f"{pair!r} is not key=value")
+                values[key] = value
+            for key in ("avg10", "total"):
+                if key not in values:
+                    raise self._parse_error(path, number, f"some {key}", "missing")
+            if not _PSI_FLOAT.fullmatch(values["avg10"]):
+                raise self._parse_error(
+                    path, number, "some avg10", f"{values['avg10']!r} is not a percentage"
+                )
+            if not _UINT.fullmatch(values["total"]):
+                raise self._parse_error(
+                    path, number, "some total", f"{values['total']!r} is not a count of us"
+                )
+            return int(values["total"]) / 1e6, float(values["avg10"])
+        raise self._parse_error(path, 1, "some", "no 'some' line")
+
+    def _histogram(self, stat_fields: dict[str, int]) -> Histogram:
+        if self.histogram_source == "memory_stat":
+            rows = {"anon": [0, 0], "file": [0, 0]}
+            for key, (type_name, column) in _LRU_FIELDS.items():
+                value = self._stat_value(stat_fields, key)
+                rows[type_name][column] += value or 0
+            return Histogram(self.name, ALL_NODES, (LRU_EDGE_MS,), rows, {"source": "memory_stat"})
+        if self.histogram_source == "wsr":
+            path = self.dir / "memory.workingset.page_age"
+            histograms = self._parse("wsr", path, MAX_FILE_BYTES)
+            return self._merged(histograms, path, {"source": "wsr"})
+        path = self.lru_gen_path
+        histograms = self._parse("lru_gen", path, MAX_LRU_GEN_BYTES)
+        memcg_path = "/" + self.dir.relative_to(self.root).as_posix()
+        mine = [h for h in histograms if h.guest == memcg_path]
+        if not mine:
+            inode = str(self.dir.stat().st_ino)
+            mine = [h for h in histograms if h.meta.get("memcg_id") == inode]
+        if not mine:
+            raise BackendError(
+                f"cgroup {self.name!r}: {path}: no entry for memcg {memcg_path} "
+                f"(nor memcg id {self.dir.stat().st_ino}); is root the hierarchy's mount point?"
+            )
+        return self._merged(mine, path, {"source": "lru_gen", "memcg_id": mine[0].meta.get("memcg_id", "")})
+
+    def _merged(self, histograms: Sequence[Histogram], path: Path, meta: dict[str, str]) -> Histogram:
+        try:
+            merged = merge_nodes(histograms)
+            rows = {t: list(merged.type_bytes(t)) for t in merged.types}
+            return Histogram(self.name, ALL_NODES, merged.edges_ms, rows, meta)
+        except HistogramError as exc:
+            raise BackendError(f"cgroup {self.name!r}: {path}: {exc}") from None
+
+    def _parse(self, format_name: str, path: Path, cap_bytes: int) -> list[Histogram]:
+        data = self._read_bytes(path, cap_bytes)
+        try:
+            return parse_bytes(
+                format_name, data, FormatOptions(guest=self.name, page_size_bytes=PAGE_SIZE_BYTES)
+            )
+        except ParseError as exc:
+            raise BackendError(f"cgroup {self.name!r}: {path}: {exc}") from None
+
+    # -- file primitives -----------------------------------------------------------------------
+
+    def _limit(self, file_name: str, directory: Path | None = None) -> int | None:
+        """A limit file's bytes, or None for unlimited (``max``, or the kernel's ceiling)."""
+        path = (directory or self.dir) / file_name
+        text = self._read_text(path, MAX_FILE_BYTES).strip()
+        if text == "max":
+            return None
+        value = self._parse_uint(path, text)
+        return None if value >= KERNEL_MAX_BYTES else value
+
+    def _uint(self, file_name: str) -> int:
+        path = self.dir / file_name
+        return self._parse_uint(path, self._read_text(path, MAX_FILE_BYTES).strip())
+
+    def _parse_uint(self, path: Path, text: str) -> int:
+        if not _UINT.fullmatch(text):
+            raise BackendError(
+                f"cgroup {self.name!r}: {path}: {text[:40]!r} is not a non-negative decimal byte count"
+            )
+        return int(text)
+
+    def _flat_keyed(self, file_name: str, required: Sequence[str] = ()) -> dict[str, int]:
+        """A ``key value`` per line file (``memory.stat``, ``memory.events``, ``oom_control``)."""
+        path = self.dir / file_name
+        fields: dict[str, int] = {}
+        for number, line in enumerate(self._read_text(path, MAX_FILE_BYTES).splitlines(), start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) != 2 or not _KEY.fullmatch(tokens[0]):
+                raise self._parse_error(path, number, tokens[0], f"{line.strip()[:60]!r} is not 'key value'")
+            key, value = tokens
+            if key in fields:
+                raise self._parse_error(path, number, key, "appears twice")
+            if not _UINT.fullmatch(value):
+                raise self._parse_error(path, number, key, f"{value[:40]!r} is not a non-negative integer")
+            fields[key] = int(value)
+        for key in required:
+            if key not in fields:
+                raise BackendError(f"cgroup {self.name!r}: {path}: field {key!r} is missing")
+        return fields
+
+    def _parse_error(self, path: Path, line: int, field: str, reason: str) -> BackendError:
+        return BackendError(f"cgroup {self.name!r}: {path}: line {line}: field {field!r}: {reason}")
+
+    def _os_error(self, path: Path | str, action: str, exc: OSError) -> BackendError:
+        path = self.dir / path if isinstance(path, str) else path
+        if exc.errno == errno.ENOENT:
+            return BackendError(
+                f"cgroup {self.name!r}: cannot {action} {path}: missing (was the group removed?)"
+            )
+        return BackendError(f"cgroup {self.name!r}: cannot {action} {path}: {exc.strerror or exc}")
+
+    def _read_text(self, path: Path, cap_bytes: int, *, raw_errors: bool = False) -> str:
+        data = self._read_bytes(path, cap_bytes, raw_errors=raw_errors)
+        try:
+            return data.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise BackendError(f"cgroup {self.name!r}: {path}: not ASCII text (byte {exc.start})") from None
+
+    def _read_bytes(self, path: Path, cap_bytes: int, *, raw_errors: bool = False) -> bytes:
+        """At most ``cap_bytes`` of a regular file, not following a symlink at its last component."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            if raw_errors:
+                raise
+            raise self._os_error(path, "read", _nofollow(exc)) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BackendError(f"cgroup {self.name!r}: {path}: not a regular file: refused")
+            chunks: list[bytes] = []
+            total = 0
+            while total <= cap_bytes:
+                chunk = os.read(fd, min(1024 * 1024, cap_bytes + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+        except OSError as exc:
+            if raw_errors:
+                raise
+            raise self._os_error(path, "read", exc) from None
+        finally:
+            os.close(fd)
+        if total > cap_bytes:
+            raise BackendError(
+                f"cgroup {self.name!r}: {path}: larger than the {cap_bytes}-byte limit: refused"
+            )
+        return b"".join(chunks)
+
+    def _write(self, file_name: str, value: str, *, raw_errors: bool = False) -> None:
+        """One ``write()`` of ``value`` to an existing regular file of the group."""
+        path = self.dir / file_name
+        data = value.encode("ascii")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self._os_error(path, "write", _nofollow(exc)) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BackendError(f"cgroup {self.name!r}: {path}: not a regular file: refused")
+            written = os.write(fd, data)
+            if written != len(data):
+                raise BackendError(
+                    f"cgroup {self.name!r}: {path}: short write ({written} of {len(data)} bytes)"
+                )
+        except OSError as exc:
+            if raw_errors:
+                raise
+            raise self._os_error(path, "write", exc) from None
+        finally:
+            os.close(fd)
+
+
+def _detect_version(group: Path) -> Literal["v1", "v2"] | None:
+    """Which cgroup version a group directory belongs to, by its memory files."""
+    if (group / "memory.limit_in_bytes").exists() and (group / "memory.usage_in_bytes").exists():
+        return "v1"
+    if (group / "memory.current").exists() and (group / "memory.max").exists():
+        return "v2"
+    return None
+
+
+def _nofollow(exc: OSError) -> OSError:
+    """Name O_NOFOLLOW's ``ELOOP`` for what it is: the file is a symlink."""
+    if exc.errno == errno.ELOOP:
+        return OSError(errno.ELOOP, "is a symlink: refused")
+    return exc
