@@ -35,9 +35,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 
 # The shipped policy from scratch (see trained/ppo-overcommit/README.md): split the Bitbrains history,
-# train, export to ONNX, and evaluate against every reference policy on the held-out inputs.
+# clone vpa's decisions on the training inputs as a warm start, fine-tune with PPO, export to ONNX,
+# and evaluate against every reference policy on the held-out inputs.
 train: $(STAMP) bitbrains-split
-	$(PY) -m wsrl train --config agents/ppo.toml --out trained/ppo-overcommit
+	rm -rf out/bc-ppo-overcommit
+	$(PY) -m wsrl bc --config agents/ppo.toml --policy vpa --duration 3h --out out/bc-ppo-overcommit
+	$(PY) -m wsrl train --config agents/ppo.toml --init out/bc-ppo-overcommit/model.zip --out trained/ppo-overcommit
 	$(PY) -m wsrl export trained/ppo-overcommit
 	$(PY) -m wsrl.rl.card trained/ppo-overcommit
 

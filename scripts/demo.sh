@@ -25,10 +25,11 @@ step "Real Bitbrains demand replayed in the simulator (8 VMs, first day), summar
 $WSRL sim --scenario bitbrains-replay --duration 24h --out "$OUT/sim-bitbrains" \
     --plot "$OUT/sim-bitbrains.png" --json | head -n 22
 
-step "Every reference policy on the default datacenter and on real Bitbrains demand (2 h each)"
+SHIPPED=trained/ppo-overcommit
+step "The shipped learned policy ($SHIPPED, ONNX) beside every reference policy on the default datacenter and on real Bitbrains demand (2 h each)"
 $WSRL eval --scenario datacenter --traces envs/traces/bitbrains-sample --duration 2h --executor process \
-    --policy static --policy senpai --policy senpai-reclaim --policy far-memory --policy wmo \
-    --policy vpa --policy esx-idle-tax --policy oracle --report "$OUT/eval"
+    --policy "$SHIPPED" --policy static --policy senpai --policy senpai-reclaim --policy far-memory \
+    --policy wmo --policy vpa --policy esx-idle-tax --policy oracle --report "$OUT/eval"
 
 step "A real MGLRU histogram captured from a QEMU guest (lru_gen, one table per memcg and node)"
 capture=$(ls tests/data/lru_gen/real-lru_gen-*.txt 2>/dev/null | head -n 1 || true)

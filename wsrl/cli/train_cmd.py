@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,7 +67,7 @@ def train_command(
         if not init.is_file():
             raise WsrlError(f"option --init: {init} is not a file")
         init_model = algorithm_class(agent.algorithm).load(init, device="cpu")
-    record = train(agent, out, progress_bar=progress, init_model=init_model)
+    record = train(agent, out, progress_bar=progress, init_model=init_model, init_path=init)
     console = Console()
     console.print(
         f"trained {record['algorithm']} for {record['timesteps']:,} guest-steps in {record['wall_s']:.0f} s "
@@ -149,6 +150,7 @@ def bc_command(
     except ValueError as exc:
         raise WsrlError(f"option --duration: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     trace_dirs = list(traces or []) or record_decisions(
         policy, agent.env.inputs, duration_s, agent.seed, out / "decisions"
     )
@@ -163,6 +165,8 @@ def bc_command(
         "samples": result.samples,
         "final_mse": result.final_mse,
         "epoch_mse": result.epoch_mse,
+        "duration_s": duration_s,
+        "wall_s": round(time.monotonic() - started, 1),
     }
     (out / "bc.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     Console().print(

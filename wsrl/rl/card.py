@@ -135,6 +135,65 @@ def card_tables(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def model_card(directory: Path, card: dict[str, Any]) -> str:
+    """The model card (markdown) of a trained policy directory: how it was made and how it scored."""
+    train = json.loads((directory / "train.json").read_text(encoding="utf-8"))
+    config = train["config"]
+    init = train.get("init")
+    bc_path = Path(init).parent / "bc.json" if init else None
+    bc = json.loads(bc_path.read_text(encoding="utf-8")) if bc_path and bc_path.is_file() else None
+    bc_wall = bc["wall_s"] if bc and "wall_s" in bc else 0.0
+    total_min = (bc_wall + train["wall_s"]) / 60.0
+    verdicts = "\n".join(
+        f"- `{ref}`: best reference `{c['best_reference']}`; "
+        + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in c["verdict"].items())
+        for ref, c in card["checks"].items()
+    )
+    inputs = "\n".join(f"  - `{ref}`" for ref in config["env"]["inputs"])
+    hp = ", ".join(f"{k}={v}" for k, v in config["hyperparameters"].items())
+    lines = [
+        f"# {directory.name}: model card",
+        "",
+        f"A per-guest {train['algorithm']} policy (one network with shared weights for every guest, "
+        "see [docs/learning.md](../../docs/learning.md)), exported to `model.onnx` + `manifest.json` for "
+        "the runner and `wsrl eval --policy " + str(directory) + "`.",
+        "",
+        f"**Acceptance on held-out data: {'PASSED' if card['passed'] else 'NOT PASSED'}** "
+        "(rule: [wsrl/rl/card.py](../../wsrl/rl/card.py); at least 10 % more memory handed back than the "
+        "best reference policy, no more SLO violations, zero OOMs, fairness no worse).",
+        "",
+        verdicts,
+        "",
+        "## How it was trained",
+        "",
+        "- Command (from scratch, on this 2-core machine): `make train` "
+        "(Bitbrains split, behaviour cloning of vpa, PPO fine-tuning, export, this card).",
+        f"- Wall time: {total_min:.1f} min of learning ({bc_wall:.0f} s recording and cloning vpa's "
+        f"decisions, {train['wall_s']:.0f} s PPO for {train['timesteps']:,} guest-steps at "
+        f"{train['env_steps_per_s']:,.0f}/s on {train['num_envs']} guest slots), on "
+        f"{train['machine']['cpus']} CPUs; the card's evaluation took {card['eval_wall_s']:.0f} s more.",
+        f"- Config: `{train['config_path']}`, seed {train['seed']}; {hp}; network {config['policy']}.",
+        f"- Reward weights: {config['reward']}.",
+        "- Training data (nothing held out below is in it):",
+        inputs,
+        f"- Warm start: {bc['samples']:,} decisions of `vpa` on the training inputs "
+        f"({bc['duration_s'] / 3600:.0f} h each), cloned to MSE {bc['final_mse']:.1e}."
+        if bc
+        else "- Warm start: none.",
+        f"- Versions: {train['versions']}; git commit {train['git_commit']}.",
+        "- GPU: none was lent to the session that trained it; `benchmarks/bench_train.py --device cuda` "
+        "is the figure to record when one is.",
+        "",
+        f"## Held-out evaluation ({card['duration_s'] / 3600:.0f} h per input, seeds: {card['seeds']})",
+        "",
+        "`datacenter`, `laptop` and `dense` are never trained on; `out/bitbrains/holdout` holds Bitbrains "
+        "VMs that are not in the training split, over a later period (docs/trace-format.md).",
+        "",
+        card_tables(card),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m wsrl.rl.card TRAINED_DIR [--duration-h H]``: evaluate and write the card data."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -145,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     hours = float(args[args.index("--duration-h") + 1]) if "--duration-h" in args else 6.0
     card = evaluate_card(str(directory), duration_s=hours * 3600)
     (directory / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (directory / "README.md").write_text(model_card(directory, card), encoding="utf-8")
     print(card_tables(card))
     print("PASSED" if card["passed"] else "NOT PASSED")
     return 0

@@ -172,6 +172,7 @@ def train(
     *,
     progress_bar: bool = True,
     init_model: BaseAlgorithm | None = None,
+    init_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train per ``config`` into ``out_dir``; returns the training record (also in ``train.json``).
 
@@ -180,6 +181,7 @@ def train(
         out_dir: where the model, logs, checkpoints and record go (created).
         progress_bar: show SB3's progress bar.
         init_model: continue from this model's weights (behaviour-cloning warm start, fine-tuning).
+        init_path: where ``init_model`` was loaded from (recorded in ``train.json``).
 
     """
     out = Path(out_dir)
@@ -229,6 +231,7 @@ def train(
         },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "final_eval": final,
+        "init": str(init_path) if init_path is not None else None,
     }
     tmp = out / (TRAIN_RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
