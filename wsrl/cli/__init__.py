@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from wsrl.cli import eval_cmd, histogram_cmd, learn_cmd, sim_cmd, trace_cmd, train_cmd
+from wsrl.cli import eval_cmd, histogram_cmd, learn_cmd, run_cmd, sim_cmd, trace_cmd, train_cmd
 from wsrl.cli.export_cmd import export_command
 from wsrl.errors import WsrlError
 
@@ -32,6 +32,7 @@ app.command("tune")(train_cmd.tune_command)
 app.command("bc")(train_cmd.bc_command)
 trace_cmd.app.command("export-minari")(learn_cmd.export_minari_command)
 app.command("export")(export_command)
+app.command("run")(run_cmd.run_command)
 
 USER_ERROR_EXIT = 2
 

@@ -1,0 +1,136 @@
+"""Build each ``[[guest]]``'s backend from its validated config table, importing only the kinds in use.
+
+``kind`` -> factory: ``cgroup`` (:mod:`wsrl.backends.cgroup`), ``qemu`` (:mod:`wsrl.backends.qemu`),
+``crosvm`` (:mod:`wsrl.backends.crosvm`), ``sim`` (:mod:`wsrl.backends.sim`). Each module is
+imported when the first guest of its kind is built, so a host of containers never loads the QMP
+client, and a build without a backend module fails with a clear message only when a config uses it.
+Every failure is a :class:`~wsrl.errors.WsrlError` naming the guest's key (``guest[2].backend``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from wsrl.backends.base import GuestBackend
+from wsrl.errors import WsrlError
+from wsrl.units import GIB
+
+if TYPE_CHECKING:
+    from wsrl.backends.sim import SimWorld
+    from wsrl.runner.config import RunnerConfig
+
+_MODULES = {"cgroup": "wsrl.backends.cgroup", "qemu": "wsrl.backends.qemu", "crosvm": "wsrl.backends.crosvm"}
+
+
+class _Context:
+    """What factories share: the config and, once built, the one simulated world."""
+
+    def __init__(self, config: RunnerConfig) -> None:
+        self.config = config
+        self._world: SimWorld | None = None
+
+    def world(self) -> SimWorld:
+        if self._world is None:
+            from wsrl.backends.sim import SimWorld
+
+            sim = self.config.sim
+            assert sim is not None  # the config requires [sim] for sim guests
+            scenario = sim.scenario
+            if scenario.endswith(".toml") or "/" in scenario:
+                scenario = str(self.config.resolve(scenario))
+            self._world = SimWorld(
+                scenario,
+                seed=sim.seed,
+                clock=sim.clock,
+                seconds_per_tick=sim.seconds_per_tick or self.config.host.interval_s,
+                state_file=None if sim.state_file is None else self.config.resolve(sim.state_file),
+            )
+        return self._world
+
+
+def _backend_class(kind: str, class_name: str) -> Any:
+    try:
+        module = importlib.import_module(_MODULES[kind])
+    except ImportError as exc:
+        raise WsrlError(f"backend kind {kind!r} is not available in this installation: {exc}") from None
+    return getattr(module, class_name)
+
+
+def _cgroup(ctx: _Context, index: int) -> GuestBackend:
+    guest = ctx.config.guest[index]
+    table = guest.backend
+    kwargs: dict[str, Any] = {
+        "root": table.root or ctx.config.host.cgroup_root,  # type: ignore[union-attr]
+        "version": table.version,  # type: ignore[union-attr]
+        "histogram_source": table.histogram_source,  # type: ignore[union-attr]
+        "proactive_reclaim": table.proactive_reclaim,  # type: ignore[union-attr]
+    }
+    if table.lru_gen_path is not None:  # type: ignore[union-attr]
+        kwargs["lru_gen_path"] = table.lru_gen_path  # type: ignore[union-attr]
+    return _backend_class("cgroup", "CgroupBackend")(guest.name, table.path, **kwargs)  # type: ignore[union-attr]
+
+
+def _qemu(ctx: _Context, index: int) -> GuestBackend:
+    guest = ctx.config.guest[index]
+    table = guest.backend
+    return _backend_class("qemu", "QemuBackend")(
+        guest.name,
+        table.qmp_socket,  # type: ignore[union-attr]
+        agent_socket=table.agent_socket,  # type: ignore[union-attr]
+        memcg=table.memcg,  # type: ignore[union-attr]
+        stats_interval_s=table.stats_interval_s,  # type: ignore[union-attr]
+        timeout_s=table.timeout_s,  # type: ignore[union-attr]
+    )
+
+
+def _crosvm(ctx: _Context, index: int) -> GuestBackend:
+    guest = ctx.config.guest[index]
+    table = guest.backend
+    return _backend_class("crosvm", "CrosvmBackend")(
+        guest.name,
+        table.control_socket,  # type: ignore[union-attr]
+        crosvm_bin=table.crosvm_bin,  # type: ignore[union-attr]
+        ram_bytes=int(guest.provisioned_gib * GIB),
+        timeout_s=table.timeout_s,  # type: ignore[union-attr]
+        agent_socket=table.agent_socket,  # type: ignore[union-attr]
+        memcg=table.memcg,  # type: ignore[union-attr]
+        working_set=table.working_set,  # type: ignore[union-attr]
+    )
+
+
+def _sim(ctx: _Context, index: int) -> GuestBackend:
+    from wsrl.backends.sim import SimBackend
+
+    guest = ctx.config.guest[index]
+    return SimBackend(guest.name, ctx.world(), guest=guest.backend.guest)  # type: ignore[union-attr]
+
+
+FACTORIES: dict[str, Callable[[_Context, int], GuestBackend]] = {
+    "cgroup": _cgroup,
+    "qemu": _qemu,
+    "crosvm": _crosvm,
+    "sim": _sim,
+}
+"""Backend kind -> factory building guest ``index`` of a config."""
+
+
+def build_backends(config: RunnerConfig) -> list[GuestBackend]:
+    """One backend per ``[[guest]]``, in config order.
+
+    Raises:
+        WsrlError: a backend cannot be built (``guest[i].backend: ...``); backends built before it
+            are closed.
+
+    """
+    ctx = _Context(config)
+    built: list[GuestBackend] = []
+    for index, guest in enumerate(config.guest):
+        try:
+            built.append(FACTORIES[guest.backend.kind](ctx, index))
+        except (WsrlError, TypeError, ValueError, OSError) as exc:
+            for backend in built:
+                backend.close()
+            raise WsrlError(f"{config.label}: guest[{index}].backend ({guest.name}): {exc}") from None
+    return built

@@ -1,0 +1,147 @@
+"""The ``backend`` table of a ``[[guest]]``, one model per kind, and the path rules they follow.
+
+See :mod:`wsrl.runner.config` for the rules (cgroup paths relative to the root, sockets absolute
+and under an allowed directory, no ``..`` anywhere); the socket rule needs the whole config and is
+checked there with :func:`socket_problem`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from wsrl.sim.config_patterns import StrictModel
+
+BACKEND_KINDS: tuple[str, ...] = ("cgroup", "qemu", "crosvm", "sim")
+DEFAULT_SOCKET_DIRS: tuple[str, ...] = ("/run", "/var/run", "/var/lib/wsrl", "/tmp")
+"""Directories sockets may live in (plus the system temporary directory and ``host.socket_dirs``)."""
+SOCKET_KEYS: tuple[str, ...] = ("qmp_socket", "agent_socket", "control_socket")
+"""Backend keys that name a unix socket."""
+
+
+class CgroupBackendConfig(StrictModel):
+    """A memory cgroup (v1 or v2) driven through its limit files."""
+
+    kind: Literal["cgroup"]
+    path: str
+    root: str | None = None
+    version: Literal["auto", "v1", "v2"] = "auto"
+    histogram_source: Literal["memory_stat", "lru_gen", "wsr"] = "memory_stat"
+    lru_gen_path: str | None = None
+    proactive_reclaim: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        return _cgroup_path(value)
+
+    @field_validator("root", "lru_gen_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else absolute_path(value)
+
+
+class QemuBackendConfig(StrictModel):
+    """A QEMU VM: balloon and statistics over QMP, histograms from the guest agent's stream."""
+
+    kind: Literal["qemu"]
+    qmp_socket: str
+    agent_socket: str | None = None
+    memcg: str | None = None
+    """Which memcg of the guest's lru_gen dumps makes the histogram (a path inside the guest,
+    such as ``/`` or ``/system.slice``); ``None``: all of them."""
+    stats_interval_s: float = Field(2.0, ge=0)
+    timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("memcg")
+    @classmethod
+    def _guest_memcg(cls, value: str | None) -> str | None:
+        return None if value is None else _guest_memcg_path(value)
+
+
+class CrosvmBackendConfig(StrictModel):
+    """A crosvm VM: balloon through ``crosvm balloon`` on its control socket."""
+
+    kind: Literal["crosvm"]
+    control_socket: str
+    crosvm_bin: str = "crosvm"
+    timeout_s: float = Field(5.0, gt=0)
+    agent_socket: str | None = None
+    memcg: str | None = None
+    """As for QEMU guests: the guest memcg whose lru_gen entries make the histogram."""
+    working_set: bool = True
+    """Ask crosvm's ``balloon_ws`` for a histogram on every read."""
+
+    @field_validator("memcg")
+    @classmethod
+    def _guest_memcg(cls, value: str | None) -> str | None:
+        return None if value is None else _guest_memcg_path(value)
+
+    @field_validator("crosvm_bin")
+    @classmethod
+    def _binary(cls, value: str) -> str:
+        if "/" in value:
+            return absolute_path(value)
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+            raise ValueError(f"must be a command name or an absolute path, got {value!r}")
+        return value
+
+
+class SimBackendConfig(StrictModel):
+    """A guest of the ``[sim]`` scenario (``guest``: its name there; default the runner's name)."""
+
+    kind: Literal["sim"]
+    guest: str | None = None
+
+
+BackendConfig = Annotated[
+    CgroupBackendConfig | QemuBackendConfig | CrosvmBackendConfig | SimBackendConfig,
+    Field(discriminator="kind"),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Path rules
+# --------------------------------------------------------------------------------------------
+
+
+def absolute_path(value: str) -> str:
+    """``value`` normalised; ``ValueError`` unless it is absolute and free of ``..``."""
+    path = PurePosixPath(value)
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    if ".." in path.parts:
+        raise ValueError(f"must not contain '..', got {value!r}")
+    return str(path)
+
+
+def _cgroup_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        raise ValueError(f"must be relative to the cgroup root (no leading '/'), got {value!r}")
+    if ".." in path.parts:
+        raise ValueError(f"must not contain '..', got {value!r}")
+    if str(path) in ("", "."):
+        raise ValueError("must name a cgroup below the root")
+    return str(path)
+
+
+def _guest_memcg_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if not path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"must be a guest memcg path as its kernel prints it (/system.slice), got {value!r}")
+    return str(path)
+
+
+def socket_problem(value: str, allowed_dirs: list[str]) -> str | None:
+    """Why ``value`` is not an acceptable socket path (``None`` when it is)."""
+    try:
+        path = PurePosixPath(absolute_path(value))
+    except ValueError as exc:
+        return str(exc)
+    if not any(path.is_relative_to(d) and path != PurePosixPath(d) for d in allowed_dirs):
+        return f"must lie under one of {', '.join(allowed_dirs)} (add host.socket_dirs), got {value!r}"
+    return None
