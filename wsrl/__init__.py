@@ -9,8 +9,11 @@ __version__ = "0.1.0"
 ENV_IDS: dict[str, str] = {
     "wsrl/Overcommit-v0": "wsrl.rl.envs:OvercommitEnv",
     "wsrl/TraceReplay-v0": "wsrl.rl.envs:TraceReplayEnv",
+    "wsrl/LiveHost-v0": "wsrl.rl.live_env:LiveHostEnv",
 }
 """Gymnasium ids registered on ``import wsrl`` (when gymnasium is installed), with their entry points."""
+LIVE_ENV_IDS: frozenset[str] = frozenset({"wsrl/LiveHost-v0"})
+"""Envs over live guests: registered as nondeterministic (real time cannot be replayed from a seed)."""
 
 
 def _register_envs() -> None:
@@ -21,7 +24,9 @@ def _register_envs() -> None:
         return
     for env_id, entry_point in ENV_IDS.items():
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=entry_point)
+            # A live host is real time: the same seed cannot replay the same readings.
+            live = env_id in LIVE_ENV_IDS
+            gymnasium.register(id=env_id, entry_point=entry_point, nondeterministic=live)
 
 
 _register_envs()

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from wsrl.cli import eval_cmd, histogram_cmd, learn_cmd, run_cmd, sim_cmd, trace_cmd, train_cmd
+from wsrl.cli import agent_cmd, eval_cmd, histogram_cmd, learn_cmd, run_cmd, sim_cmd, trace_cmd, train_cmd
 from wsrl.cli.export_cmd import export_command
 from wsrl.errors import WsrlError
 
@@ -33,6 +33,7 @@ app.command("bc")(train_cmd.bc_command)
 trace_cmd.app.command("export-minari")(learn_cmd.export_minari_command)
 app.command("export")(export_command)
 app.command("run")(run_cmd.run_command)
+app.command("guest-agent")(agent_cmd.guest_agent_command)
 
 USER_ERROR_EXIT = 2
 

@@ -88,6 +88,8 @@ class Runner:
             configured policy is computed and audited beside it).
         shadow_actor: the reference policy acting in shadow mode (default ``policy.shadow_actor``,
             else ``policy.fallback``).
+        policy: a policy object to run instead of the configured one (an agent acting through
+            :class:`wsrl.rl.live_env.LiveHostEnv`); the fallback and every rail stay as configured.
         wall_clock: seconds since the epoch (staleness of readings).
         monotonic: a monotonic clock in seconds (intervals, decision expiry).
 
@@ -104,6 +106,7 @@ class Runner:
         backends: Sequence[GuestBackend] | None = None,
         mode: Mode = "normal",
         shadow_actor: str | None = None,
+        policy: Policy | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -127,7 +130,7 @@ class Runner:
         """What the actuator is known to hold (NaN: unknown or unlimited), to skip needless applies."""
         self._closables: list[Any] = []
         allocator = Allocator(mode=config.policy.allocator)
-        self.primary = ControlLoop(load_policy(config), allocator=allocator)
+        self.primary = ControlLoop(policy if policy is not None else load_policy(config), allocator=allocator)
         self.fallback = ControlLoop(
             make_policy(config.policy.fallback, **config.policy.fallback_params), allocator=allocator
         )
@@ -345,6 +348,16 @@ class Runner:
             time_ms=time_ms,
             edges_ms=host.histogram_edges_ms,
         )
+
+    def observe(self) -> HostSnapshot:
+        """Read every guest into a snapshot without deciding or applying anything.
+
+        Unreadable guests are masked out (their errors count in the metrics, as in a tick).
+        """
+        readings, _ = self._read_all()
+        times = [r.time_ms for r in readings if r is not None]
+        time_ms = max(times) if times else int(self._wall_clock() * 1000.0)
+        return self._snapshot(readings, time_ms)
 
     def _decide(
         self, loop: ControlLoop, snapshot: HostSnapshot, first: bool
