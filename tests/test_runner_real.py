@@ -1,0 +1,133 @@
+"""The production runner end to end on real components started here: a real memory cgroup holding a
+real memory-hungry process (zram swap on), and a real QEMU guest with a virtio balloon whose MGLRU
+``lru_gen`` dumps reach the runner over virtio-serial."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cgroup_fixtures import TEST_PARENT, hog, v1_memcg, zram_swap
+from test_backend_qemu import hand_over_serial_socket, wait_until
+from testbed import QemuGuest
+
+from wsrl.runner.config import runner_config_from_dict
+from wsrl.runner.daemon import Runner
+from wsrl.units import GIB, MIB
+
+
+def audit(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.realvm
+def test_runner_lowers_and_raises_a_real_cgroup_limit(tmp_path: Path) -> None:
+    """wmo on the cgroup's LRU histogram lowers the limit toward what the process uses (bounded per
+    tick, never below the floor); when the process then grows past it and thrashes, the breaker sees
+    the refaults and raises the limit to the provisioned size. The process survives throughout."""
+    with zram_swap(1 * GIB), v1_memcg("runner") as group, hog(group, 300) as child:
+        data = {
+            "host": {
+                "name": "real",
+                "capacity_gib": 2,
+                "reserve_gib": 0,
+                "interval_s": 1,
+                "cgroup_root": str(TEST_PARENT.parent),
+            },
+            "policy": {"name_or_path": "wmo"},
+            "safety": {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.25},
+            "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
+            "record": {"dir": str(tmp_path / "trace")},
+            "guest": [
+                {
+                    "name": "hog",
+                    "provisioned_gib": 0.75,
+                    "backend": {"kind": "cgroup", "path": str(group.relative_to(TEST_PARENT.parent))},
+                }
+            ],
+        }
+        config = runner_config_from_dict(data, base_dir=tmp_path, label="host.toml")
+        limit_file = group / "memory.limit_in_bytes"
+        with Runner(config) as runner:
+            runner.start()
+            limits = []
+            for _ in range(8):
+                runner.tick()
+                limits.append(int(limit_file.read_text()))
+                time.sleep(1.0)
+            provisioned = int(0.75 * GIB)
+            shrinks = -np.diff([provisioned, *limits])
+            assert (shrinks <= 0.1 * provisioned + 4096).all()  # the rate rail, every tick
+            assert min(limits) >= 0.25 * GIB - 4096  # the floor
+            assert min(limits) < 450 * MIB  # lowered toward the ~310 MiB the process uses
+            assert child.alive()
+
+            child.send("grow 250")  # now ~560 MiB touched every second, far over the limit
+            raised = 0
+            for _ in range(12):
+                runner.tick()
+                if int(limit_file.read_text()) == provisioned:
+                    raised += 1
+                    break
+                time.sleep(1.0)
+            assert raised, "the limit was not raised after the process outgrew it"
+            assert child.alive()
+            runner.shutdown()
+        ticks = [r for r in audit(tmp_path) if r["kind"] == "tick"]
+        assert "breaker" in json.dumps(ticks[-1])
+        assert int(limit_file.read_text()) == int(0.75 * GIB)  # relaxed on exit
+        assert (tmp_path / "trace").is_dir()
+
+
+@pytest.mark.realvm
+def test_runner_inflates_and_deflates_a_real_balloon_from_lru_gen(tmp_path: Path) -> None:
+    """The real guest's lru_gen dumps reach the runner over virtio-serial and make its histograms;
+    wmo's decisions inflate the balloon tick by tick (down to the floor) and the exit relaxes it;
+    query-balloon follows every decision."""
+    with QemuGuest() as guest:
+        hand_over_serial_socket(guest)
+        data = {
+            "host": {"name": "vm-host", "capacity_gib": 2, "reserve_gib": 0, "interval_s": 1},
+            "policy": {"name_or_path": "wmo"},
+            "safety": {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.625},
+            "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
+            "guest": [
+                {
+                    "name": "vm",
+                    "provisioned_gib": 1,
+                    "backend": {
+                        "kind": "qemu",
+                        "qmp_socket": str(guest.qmp_socket),
+                        "agent_socket": str(guest.serial_socket),
+                        "stats_interval_s": 1,
+                        "timeout_s": 10,
+                    },
+                }
+            ],
+        }
+        config = runner_config_from_dict(data, base_dir=tmp_path, label="host.toml")
+        with Runner(config) as runner:
+            runner.start()
+            wait_until(lambda: runner.observe().hist_bytes.sum() > 0, 30.0, "a histogram from lru_gen")
+            snapshot = runner.observe()
+            assert snapshot.mask.all() and snapshot.hist_bytes.sum() > 0
+            targets = []
+            for _ in range(6):
+                outcome = runner.tick()
+                targets.append(outcome.target_bytes[0])
+                time.sleep(1.0)
+            assert targets[-1] < GIB and min(targets) >= 0.625 * GIB - 4096
+            assert (-np.diff([GIB, *targets]) <= 0.1 * GIB + 4096).all()
+            wait_until(
+                lambda: abs(guest.qmp("query-balloon")["actual"] - targets[-1]) <= 4 * MIB,
+                30.0,
+                "query-balloon to reach the last decision",
+            )
+            runner.shutdown()  # on_exit = relax: the balloon deflates to the full 1 GiB
+        wait_until(lambda: guest.qmp("query-balloon")["actual"] == GIB, 30.0, "the balloon to deflate")
+        ticks = [r for r in audit(tmp_path) if r["kind"] == "tick"]
+        assert len(ticks) == 6
