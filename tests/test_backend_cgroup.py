@@ -55,6 +55,7 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, step_s: float = 0
 # The real kernel: a v1 memcg, a real process, zram swap.
 
 
+@pytest.mark.cgroup
 def test_real_v1_process_swaps_under_a_lowered_limit_and_survives() -> None:
     started = time.monotonic()
     with zram_swap(1 * GIB), v1_memcg("swap") as group, hog(group, 300) as child:
@@ -123,6 +124,7 @@ def test_real_v1_process_swaps_under_a_lowered_limit_and_survives() -> None:
         )
 
 
+@pytest.mark.cgroup
 def test_real_v1_limit_below_unswappable_usage_is_refused_and_the_old_limit_kept() -> None:
     with v1_memcg("busy") as group:
         (group / "memory.swappiness").write_text("0")  # this group's anon can never be swapped
@@ -137,6 +139,7 @@ def test_real_v1_limit_below_unswappable_usage_is_refused_and_the_old_limit_kept
             assert backend.read().usage_bytes >= 0.9 * usage
 
 
+@pytest.mark.cgroup
 def test_real_v1_oom_kill_is_counted() -> None:
     with v1_memcg("oom") as group:
         (group / "memory.swappiness").write_text("0")

@@ -25,7 +25,7 @@ from testbed import BALLOON_QOM_PATH, QemuGuest
 from wsrl.backends.base import BackendError
 from wsrl.backends.qemu import QemuBackend
 
-pytestmark = [pytest.mark.realvm, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.realvm, pytest.mark.qemu, pytest.mark.timeout(120)]
 
 PAGE = 4096
 MIB = 2**20

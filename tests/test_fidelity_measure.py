@@ -33,7 +33,7 @@ from wsrl.sim.fidelity.workload import (
 )
 from wsrl.units import MIB
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.cgroup, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 90

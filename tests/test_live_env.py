@@ -66,7 +66,7 @@ def test_rails_stay_on_whatever_the_agent_asks(tmp_path) -> None:  # type: ignor
     env.close()
 
 
-@pytest.mark.realvm
+@pytest.mark.cgroup
 def test_live_env_on_a_real_memory_cgroup(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A real 300 MiB process in a v1 memcg with zram swap: the agent's tightest action lowers its limit
     step by step (bounded, never below the floor), the process swaps and survives, and the loosest

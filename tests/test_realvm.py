@@ -17,7 +17,7 @@ from testbed import Dump, QemuGuest, qmp_execute
 from wsrl.formats import FormatOptions, parse_bytes
 from wsrl.histogram import Histogram
 
-pytestmark = [pytest.mark.realvm, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.realvm, pytest.mark.qemu, pytest.mark.timeout(120)]
 
 PAGE = 4096
 MIB = 2**20

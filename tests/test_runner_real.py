@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from cgroup_fixtures import TEST_PARENT, hog, v1_memcg, zram_swap
 from test_backend_qemu import hand_over_serial_socket, wait_until
 from testbed import QemuGuest
 
+from wsrl.pipeline.action import ACTION_DIM
 from wsrl.runner.config import runner_config_from_dict
 from wsrl.runner.daemon import Runner
 from wsrl.units import GIB, MIB
@@ -24,7 +26,7 @@ def audit(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.realvm
+@pytest.mark.cgroup
 def test_runner_lowers_and_raises_a_real_cgroup_limit(tmp_path: Path) -> None:
     """wmo on the cgroup's LRU histogram lowers the limit toward what the process uses (bounded per
     tick, never below the floor); when the process then grows past it and thrashes, the breaker sees
@@ -84,6 +86,7 @@ def test_runner_lowers_and_raises_a_real_cgroup_limit(tmp_path: Path) -> None:
 
 
 @pytest.mark.realvm
+@pytest.mark.qemu
 def test_runner_inflates_and_deflates_a_real_balloon_from_lru_gen(tmp_path: Path) -> None:
     """The real guest's lru_gen dumps reach the runner over virtio-serial and make its histograms;
     wmo's decisions inflate the balloon tick by tick (down to the floor) and the exit relaxes it;
@@ -131,3 +134,23 @@ def test_runner_inflates_and_deflates_a_real_balloon_from_lru_gen(tmp_path: Path
         wait_until(lambda: guest.qmp("query-balloon")["actual"] == GIB, 30.0, "the balloon to deflate")
         ticks = [r for r in audit(tmp_path) if r["kind"] == "tick"]
         assert len(ticks) == 6
+
+        # The same guest as wsrl/LiveHost-v0: an agent's tightest action inflates the balloon within
+        # the rails (bounded shrink, floor), in real time; closing the env deflates it again.
+        env = gym.make("wsrl/LiveHost-v0", config=config, episode_steps=3).unwrapped
+        obs, _ = env.reset(seed=0)
+        assert obs["mask"].tolist() == [1]
+        wait_until(lambda: env.runner.observe().hist_bytes.sum() > 0, 30.0, "the env's first histogram")
+        truncated, decided = False, []
+        while not truncated:
+            obs, reward, _, truncated, info = env.step(-np.ones((1, ACTION_DIM), dtype=np.float32))
+            decided.append(info["target_bytes"][0])
+            assert np.isfinite(reward) and obs["mask"].tolist() == [1]
+        assert min(decided) >= 0.625 * GIB - 4096 and decided[-1] < GIB
+        wait_until(
+            lambda: abs(guest.qmp("query-balloon")["actual"] - decided[-1]) <= 4 * MIB,
+            30.0,
+            "query-balloon to follow the agent",
+        )
+        env.close()
+        wait_until(lambda: guest.qmp("query-balloon")["actual"] == GIB, 30.0, "the env's exit to deflate")

@@ -1,8 +1,28 @@
-"""The trace store: a host's guests over time, on disk (Parquet), versioned and crash-safe."""
+"""The trace store: a host's guests over time, on disk (Parquet), versioned and crash-safe.
 
-from wsrl.trace.reader import TraceReader, TraceSummary
-from wsrl.trace.record import GuestSample
-from wsrl.trace.schema import SCHEMA_VERSION, TRACE_SCHEMA
-from wsrl.trace.writer import TraceWriter
+The names below load on first use: the production runner only writes traces, and the reader pulls
+in ``pyarrow.dataset`` (and with it pandas, ~100 MB) which a writer does not need.
+"""
 
-__all__ = ["SCHEMA_VERSION", "TRACE_SCHEMA", "GuestSample", "TraceReader", "TraceSummary", "TraceWriter"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SCHEMA_VERSION": "wsrl.trace.schema",
+    "TRACE_SCHEMA": "wsrl.trace.schema",
+    "GuestSample": "wsrl.trace.record",
+    "TraceReader": "wsrl.trace.reader",
+    "TraceSummary": "wsrl.trace.reader",
+    "TraceWriter": "wsrl.trace.writer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wsrl.trace' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
