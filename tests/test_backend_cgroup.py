@@ -9,16 +9,21 @@ blocks (see ``cgroup_fixtures``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import signal
+import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cgroup_fixtures import TEST_PARENT, hog, v1_memcg, zram_swap
+from cgroup_fixtures import TEST_PARENT, _rmdir_retry, hog, v1_memcg, zram_swap
+from test_backend_damon import assert_read_only, damon_tree, recorded_opens, thaw
+from test_runner_support import config_data
 
 from wsrl.backends.base import BackendError, GuestBackend, GuestSpec, snapshot_from_readings
 from wsrl.backends.cgroup import (
@@ -26,10 +31,15 @@ from wsrl.backends.cgroup import (
     LRU_EDGE_MS,
     MAX_FILE_BYTES,
     PAGE_SIZE_BYTES,
+    WSR_REPORT_FILE,
     CgroupBackend,
+    KernfsWatcher,
 )
+from wsrl.backends.registry import build_backends
+from wsrl.errors import ConfigError
 from wsrl.formats import parse_bytes
 from wsrl.histogram import merge_nodes
+from wsrl.runner.config import runner_config_from_dict
 from wsrl.units import GIB, MIB
 
 pytestmark = pytest.mark.timeout(120)
@@ -514,5 +524,264 @@ def test_invalid_settings_are_refused(tmp_path: Path) -> None:
     make_v2(tmp_path, "ct")
     with pytest.raises(BackendError, match="version='v3'"):
         CgroupBackend("g", "ct", root=tmp_path, version="v3")  # type: ignore[arg-type]
-    with pytest.raises(BackendError, match="histogram_source='damon'"):
-        CgroupBackend("g", "ct", root=tmp_path, histogram_source="damon")  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match="histogram_source='damo'"):
+        CgroupBackend("g", "ct", root=tmp_path, histogram_source="damo")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------
+# histogram_source="damon": an existing kdamond, read-only (crafted DAMON trees, see
+# test_backend_damon; the real sysfs tree is checked there).
+
+
+def test_damon_source_reads_the_kdamond_read_only(tmp_path: Path) -> None:
+    make_v1(tmp_path / "cg", "vm1")
+    admin = damon_tree(tmp_path / "admin")
+    backend = CgroupBackend(
+        "vm1",
+        "vm1",
+        root=tmp_path / "cg",
+        histogram_source="damon",
+        damon_kdamond=0,
+        damon_scheme=1,
+        damon_admin_root=admin,
+    )
+    assert backend.damon_source is not None and backend.damon_source.scheme == 1
+    with recorded_opens(admin) as opens:
+        reading = backend.read()
+    assert opens
+    assert_read_only(opens)
+    hist = reading.histogram
+    assert hist is not None and hist.guest == "vm1"
+    assert hist.edges_ms == (0, 2000)  # scheme 1: accessed -> 0 ms, age 9 x 200 ms -> 2 s
+    assert hist.type_bytes("anon").tolist() == [4 * GIB, 5 * GIB, 0]
+    assert hist.total_bytes("file") == 0  # DAMON bytes are reported as anon
+    assert hist.meta["operations"] == "paddr"  # host-wide: documented, recorded for the audit log
+    assert reading.source["histogram"] == "damon"
+    assert reading.usage_bytes == 200 * MIB  # the rest of the reading still comes from the memcg
+    thaw(admin)
+
+
+def test_damon_source_errors_name_the_guest_and_the_kdamond(tmp_path: Path) -> None:
+    make_v1(tmp_path / "cg", "vm1")
+    admin = damon_tree(tmp_path / "admin", {"kdamonds/0/state": "off"})
+    backend = CgroupBackend(
+        "vm1", "vm1", root=tmp_path / "cg", histogram_source="damon", damon_kdamond=0, damon_admin_root=admin
+    )
+    with pytest.raises(BackendError, match=r"^cgroup 'vm1': DAMON kdamond 0 is off"):
+        backend.read()
+    with pytest.raises(BackendError, match=r"cgroup 'vm1': histogram_source='damon' needs damon_kdamond"):
+        CgroupBackend("vm1", "vm1", root=tmp_path / "cg", histogram_source="damon")
+    with pytest.raises(BackendError, match=r"cgroup 'vm1': DAMON: context=-1"):
+        CgroupBackend(
+            "vm1", "vm1", root=tmp_path / "cg", histogram_source="damon", damon_kdamond=0, damon_context=-1
+        )
+    thaw(admin)
+
+
+def _cgroup_guest_config(tmp_path: Path, backend: dict[str, object]) -> dict[str, object]:
+    data = config_data(
+        tmp_path,
+        policy="static",
+        record=False,
+        guests=[
+            {"name": "vm1", "provisioned_gib": 1, "backend": {"kind": "cgroup", "path": "vm1", **backend}}
+        ],
+    )
+    data.pop("sim")
+    return data
+
+
+@pytest.mark.parametrize(
+    ("backend", "reason"),
+    [
+        ({"histogram_source": "damon"}, 'required when histogram_source = "damon"'),
+        (
+            {"histogram_source": "memory_stat", "damon_kdamond": 0},
+            'only used when histogram_source = "damon"',
+        ),
+        ({"histogram_source": "damon", "damon_kdamond": -1}, ">= 0"),
+    ],
+)
+def test_damon_config_keys_are_validated_by_name(
+    tmp_path: Path, backend: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        runner_config_from_dict(_cgroup_guest_config(tmp_path, backend), base_dir=tmp_path, label="host.toml")
+    problems = dict(info.value.problems)
+    assert "guest[0].backend.damon_kdamond" in problems, info.value.problems
+    assert reason in problems["guest[0].backend.damon_kdamond"]
+
+
+def test_damon_config_keys_reach_the_backend(tmp_path: Path) -> None:
+    make_v2(tmp_path / "cg", "vm1")
+    backend_table = {
+        "root": str(tmp_path / "cg"),
+        "histogram_source": "damon",
+        "damon_kdamond": 2,
+        "damon_context": 1,
+        "damon_target": 0,
+        "damon_scheme": 3,
+    }
+    config = runner_config_from_dict(_cgroup_guest_config(tmp_path, backend_table), base_dir=tmp_path)
+    [backend] = build_backends(config)
+    assert isinstance(backend, CgroupBackend) and backend.histogram_source == "damon"
+    source = backend.damon_source
+    assert source is not None
+    assert (source.kdamond, source.context, source.target, source.scheme) == (2, 1, 0, 3)
+    assert str(source.admin_root) == "/sys/kernel/mm/damon/admin" and source.guest == "vm1"
+    backend.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# WSR push: a kernfs change watcher. This kernel has no WSR, so the watcher is tested on a real
+# kernfs notification it does send: cgroup v2 ``cgroup.events`` (``populated`` flips when a
+# process enters or leaves a group), in groups the tests create under the v2 mount.
+
+V2_UNIFIED = Path("/sys/fs/cgroup/unified")
+
+
+@contextlib.contextmanager
+def v2_group(name: str) -> Iterator[Path]:
+    """A fresh cgroup v2 group (no controllers needed), emptied and removed afterwards."""
+    if os.geteuid() != 0 or not (V2_UNIFIED / "cgroup.procs").is_file():
+        pytest.fail(f"watcher tests need root and the cgroup v2 mount at {V2_UNIFIED}", pytrace=False)
+    group = V2_UNIFIED / f"wsrl-test-watch-{os.getpid()}-{name}"
+    group.mkdir()
+    try:
+        yield group
+    finally:
+        with contextlib.suppress(OSError):
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (V2_UNIFIED / "cgroup.procs").write_text(pid)
+        _rmdir_retry(group)
+
+
+@contextlib.contextmanager
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A child process that only sleeps; killed (by pid) and reaped afterwards."""
+    child = subprocess.Popen(["sleep", "120"])
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def bind_mount(source: Path, target: Path) -> Iterator[None]:
+    """``source`` bind-mounted over the file ``target``; unmounted afterwards."""
+    subprocess.run(["mount", "--bind", str(source), str(target)], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(target)], check=True, capture_output=True)
+
+
+@pytest.mark.cgroup
+def test_kernfs_watcher_wakes_on_real_cgroup_events_and_stops() -> None:
+    threads_before = threading.active_count()
+    with v2_group("events") as group, sleeper() as child:
+        events = group / "cgroup.events"
+        seen: list[str] = []
+        watcher = KernfsWatcher(events, lambda: seen.append(events.read_text()), thread_name="t-watch")
+        try:
+            assert watcher.start() == f"watching {events} (cgroup2)"
+            assert watcher.running
+            time.sleep(0.3)
+            assert seen == []  # nothing changed yet: no wake
+            (group / "cgroup.procs").write_text(str(child.pid))  # in: populated 0 -> 1
+            assert _wait_for(lambda: len(seen) >= 1, 5.0), "no wake when a process entered the group"
+            assert "populated 1" in seen[0]
+            (V2_UNIFIED / "cgroup.procs").write_text(str(child.pid))  # out again: populated 1 -> 0
+            assert _wait_for(lambda: len(seen) >= 2, 5.0), "no wake when the process left the group"
+            assert "populated 0" in seen[1]
+            assert watcher.wakeups == len(seen)
+        finally:
+            watcher.stop()
+        assert not watcher.running and watcher.ended_because == "stopped"
+    assert _wait_for(lambda: threading.active_count() == threads_before, 2.0)
+
+
+@pytest.mark.cgroup
+def test_kernfs_watcher_ends_when_its_cgroup_is_removed() -> None:
+    with v2_group("removed") as group:
+        watcher = KernfsWatcher(group / "cgroup.events", lambda: None)
+        try:
+            assert watcher.running is False and watcher.start().startswith("watching")
+            group.rmdir()
+            assert _wait_for(lambda: not watcher.running, 5.0), "the watcher outlived its cgroup"
+            assert watcher.ended_because is not None and "was it removed?" in watcher.ended_because
+            assert watcher.wakeups == 0
+        finally:
+            watcher.stop()
+
+
+def test_kernfs_watcher_does_not_watch_what_cannot_signal(tmp_path: Path) -> None:
+    threads_before = threading.active_count()
+    (tmp_path / "regular").write_text("N0\n")
+    (tmp_path / "link").symlink_to(tmp_path / "regular")
+    cases = {
+        tmp_path / "regular": "not on kernfs",
+        tmp_path / "missing": "missing",
+        tmp_path / "link": "symlink",
+        tmp_path: "not a regular file",
+    }
+    for path, reason in cases.items():
+        watcher = KernfsWatcher(path, lambda: None)
+        status = watcher.start()
+        assert status.startswith(f"not watching {path}: ") and reason in status, status
+        assert not watcher.running
+        watcher.stop()
+    assert threading.active_count() == threads_before
+
+
+@pytest.mark.cgroup
+def test_wsr_push_wakes_the_runner_through_the_backend(tmp_path: Path) -> None:
+    """The backend watches memory.workingset.page_age; here a real kernfs file stands in for it.
+
+    The group's report file is a bind mount of a real v2 ``cgroup.events``: the backend opens
+    the path it would open on a WSR kernel, and the kernel's own notification wakes it.
+    """
+    group_dir = make_v1(tmp_path / "cg", "ct", **{WSR_REPORT_FILE: "stand-in\n"})
+    report = group_dir / WSR_REPORT_FILE
+    reasons: list[str] = []
+    with (
+        v2_group("wsr") as events_group,
+        bind_mount(events_group / "cgroup.events", report),
+        sleeper() as child,
+    ):
+        backend = CgroupBackend("web", "ct", root=tmp_path / "cg", histogram_source="wsr")
+        backend.start(reasons.append)
+        try:
+            assert backend.wsr_watcher_status == f"watching {report} (cgroup2)"
+            assert backend.wsr_watcher is not None and backend.wsr_watcher.running
+            (events_group / "cgroup.procs").write_text(str(child.pid))
+            assert _wait_for(lambda: reasons == ["wsr_report"], 5.0), reasons
+        finally:
+            backend.close()  # closes the file before the bind mount is undone
+        assert backend.wsr_watcher is None
+        (V2_UNIFIED / "cgroup.procs").write_text(str(child.pid))  # a change after close ...
+        time.sleep(0.3)
+        assert reasons == ["wsr_report"]  # ... wakes nobody
+
+
+def test_wsr_watcher_falls_back_to_polling_without_a_kernfs_report(tmp_path: Path) -> None:
+    text = (DATA / "wsr" / "memcg_page_age_two_nodes.txt").read_text()
+    make_v1(tmp_path, "crafted", **{WSR_REPORT_FILE: text})
+    make_v1(tmp_path, "no-wsr")
+    reasons: list[str] = []
+    crafted = CgroupBackend("g", "crafted", root=tmp_path, histogram_source="wsr")
+    crafted.start(reasons.append)
+    assert crafted.wsr_watcher is None and "not on kernfs" in crafted.wsr_watcher_status
+    assert crafted.read().histogram is not None  # polling each tick still reads the report
+    crafted.close()
+    no_wsr = CgroupBackend("g", "no-wsr", root=tmp_path, histogram_source="wsr")
+    no_wsr.start(reasons.append)
+    assert no_wsr.wsr_watcher is None and no_wsr.wsr_watcher_status.endswith(": missing")
+    no_wsr.close()
+    plain = CgroupBackend("g", "crafted", root=tmp_path)
+    plain.start(reasons.append)
+    assert plain.wsr_watcher is None and plain.wsr_watcher_status == "not a wsr source"
+    plain.close()
+    assert reasons == []

@@ -54,7 +54,33 @@ this guest, and is deliberately not used in its place.
   id equals the group directory's inode number (what kernels since 2025 print as the id). The file
   covers every memcg on the host and is parsed whole: a malformed entry anywhere fails the read.
 * ``"wsr"``: the working-set reporting patches' ``memory.workingset.page_age`` in the group's
-  directory, parsed with :mod:`wsrl.formats.wsr`, nodes merged.
+  directory, parsed with :mod:`wsrl.formats.wsr`, nodes merged. See **WSR push** below.
+* ``"damon"``: the regions of an existing kdamond (``damon_kdamond``, ``damon_context``,
+  ``damon_target``, ``damon_scheme``), read strictly read-only through
+  :class:`~wsrl.backends.damon.DamonSource`: wsrl never starts, stops or reconfigures DAMON, and
+  relies on the kdamond's owner to refresh the scheme's ``tried_regions``. DAMON regions are
+  address ranges, not memory types: every byte is reported as anon. With physical-address
+  monitoring (``paddr``) the histogram is host-wide, not this group's: it is only meaningful for
+  a guest when the kdamond monitors that guest's process (``vaddr``: the container's main process,
+  or a VM's QEMU process). See :mod:`wsrl.backends.damon` for every check.
+
+**WSR push.** With ``histogram_source="wsr"``, :meth:`CgroupBackend.start` starts a
+:class:`KernfsWatcher` on ``memory.workingset.page_age``. The working-set reporting patches (RFC
+2023, v1-v4 2024, never merged) wake readers of that file through ``cgroup_file_notify`` (a
+``kernfs_notify``, ``notify_workingset()`` in the patches) when non-proactive direct reclaim hits
+the group and, with the kernel's aging thread, when a report refreshed per
+``memory.workingset.refresh_interval`` is ready; ``memory.workingset.report_threshold`` (ms per
+node, written ``N0=1000``) bounds how often a waiting reader is woken. Userspace waits on that
+with ``poll()`` for ``POLLPRI | POLLERR`` (kernfs's notification; inotify ``IN_MODIFY`` is also
+sent). On each wake the watcher re-reads the file (which re-arms kernfs's notification, and
+forces one more aging pass on a WSR kernel) and calls ``notify("wsr_report")``; the runner then
+reads the group as usual. wsrl does not write ``refresh_interval`` or ``report_threshold`` (both
+default to 0, off): the operator enables reporting, and without it no wake comes and the runner
+simply polls each tick. When the file is missing (a kernel without WSR, like the one wsrl is
+developed on) or is not a kernfs file (a crafted tree), no watcher runs and ``start`` does nothing
+more: polling each tick is the fallback. The watcher itself is tested on a real kernfs
+notification this kernel does send, cgroup v2 ``cgroup.events`` (``populated`` flips when a
+process enters or leaves a group); the WSR file itself is not available here.
 
 Every file is read with a size cap (:data:`MAX_FILE_BYTES`, :data:`MAX_LRU_GEN_BYTES`) and without
 following a symlink at the last component; every unreadable, missing or malformed file is a
@@ -101,28 +127,37 @@ refused with a BackendError naming the ``path`` setting.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import math
 import numbers
 import os
 import re
+import select
 import stat
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 from wsrl.backends.base import BackendError, GuestReading, Notify
+from wsrl.backends.damon import DEFAULT_ADMIN_ROOT, DamonSource
 from wsrl.errors import HistogramError, ParseError
 from wsrl.formats import FormatOptions, parse_bytes
 from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
 
 CgroupVersion = Literal["auto", "v1", "v2"]
-HistogramSource = Literal["memory_stat", "lru_gen", "wsr"]
+HistogramSource = Literal["memory_stat", "lru_gen", "wsr", "damon"]
+HISTOGRAM_SOURCES: tuple[str, ...] = ("memory_stat", "lru_gen", "wsr", "damon")
 
 V1_ROOT = Path("/sys/fs/cgroup/memory")
 V2_ROOTS: tuple[Path, ...] = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 DEFAULT_LRU_GEN_PATH = Path("/sys/kernel/debug/lru_gen")
+WSR_REPORT_FILE = "memory.workingset.page_age"
+"""The WSR patches' per-memcg report, read for ``histogram_source="wsr"`` and watched for pushes."""
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """Largest cgroup file read (``memory.stat`` is a few KiB): a bigger one is refused, not read."""
@@ -162,13 +197,21 @@ class CgroupBackend:
         root: the hierarchy to stay inside; default detected from ``version`` (module docstring).
         version: ``"v1"``, ``"v2"`` or ``"auto"`` (by the files in the group's directory).
         histogram_source: where the working-set histogram comes from: ``"memory_stat"`` (LRU
-            lists), ``"lru_gen"`` (MGLRU debugfs) or ``"wsr"`` (``memory.workingset.page_age``).
+            lists), ``"lru_gen"`` (MGLRU debugfs), ``"wsr"`` (``memory.workingset.page_age``,
+            watched for pushes) or ``"damon"`` (an existing kdamond, read-only; host-wide under
+            ``paddr``, see the module docstring).
         lru_gen_path: the MGLRU dump to read when ``histogram_source="lru_gen"``.
         proactive_reclaim: v2 only: write the excess over a new target to ``memory.reclaim``.
+        damon_kdamond: the kdamond to read when ``histogram_source="damon"`` (required then).
+        damon_context: its context index.
+        damon_target: its target index (the context's only target).
+        damon_scheme: the DAMOS scheme whose ``tried_regions`` hold the regions.
+        damon_admin_root: DAMON's sysfs admin directory.
 
     Raises:
-        BackendError: the path escapes the root, the group does not exist, or its files do not
-            match the requested cgroup version.
+        BackendError: the path escapes the root, the group does not exist, its files do not
+            match the requested cgroup version, or ``histogram_source="damon"`` without
+            ``damon_kdamond``.
 
     """
 
@@ -182,20 +225,47 @@ class CgroupBackend:
         histogram_source: HistogramSource = "memory_stat",
         lru_gen_path: str | Path = DEFAULT_LRU_GEN_PATH,
         proactive_reclaim: bool = True,
+        damon_kdamond: int | None = None,
+        damon_context: int = 0,
+        damon_target: int = 0,
+        damon_scheme: int = 0,
+        damon_admin_root: str | Path = DEFAULT_ADMIN_ROOT,
     ) -> None:
         self.name = name
         if version not in ("auto", "v1", "v2"):
             raise BackendError(f"cgroup {name!r}: version={version!r}: choose 'auto', 'v1' or 'v2'")
-        if histogram_source not in ("memory_stat", "lru_gen", "wsr"):
+        if histogram_source not in HISTOGRAM_SOURCES:
             raise BackendError(
                 f"cgroup {name!r}: histogram_source={histogram_source!r}: "
-                "choose 'memory_stat', 'lru_gen' or 'wsr'"
+                "choose 'memory_stat', 'lru_gen', 'wsr' or 'damon'"
             )
         self.histogram_source: HistogramSource = histogram_source
         self.lru_gen_path = Path(lru_gen_path)
         self.proactive_reclaim = proactive_reclaim
+        self.damon_source: DamonSource | None = None
+        if histogram_source == "damon":
+            if damon_kdamond is None:
+                raise BackendError(
+                    f"cgroup {name!r}: histogram_source='damon' needs damon_kdamond (the index of "
+                    "the running kdamond to read)"
+                )
+            try:
+                self.damon_source = DamonSource(
+                    damon_kdamond,
+                    damon_context,
+                    damon_target,
+                    scheme=damon_scheme,
+                    admin_root=damon_admin_root,
+                    guest=name,
+                )
+            except BackendError as exc:
+                raise BackendError(f"cgroup {name!r}: {exc}") from None
         self.root, self.dir, self.version = self._locate(path, root, version)
         self._notify: Notify | None = None
+        self.wsr_watcher: KernfsWatcher | None = None
+        """The running WSR push watcher (``histogram_source="wsr"`` on a kernfs file), else None."""
+        self.wsr_watcher_status = "not started"
+        """Why :attr:`wsr_watcher` runs or not (set by :meth:`start`)."""
 
     # -- locating the group --------------------------------------------------------------------
 
@@ -258,12 +328,39 @@ class CgroupBackend:
     # -- protocol ------------------------------------------------------------------------------
 
     def start(self, notify: Notify) -> None:
-        """Keep ``notify``. A cgroup pushes nothing: the runner polls :meth:`read` every tick."""
+        """Keep ``notify``; with ``histogram_source="wsr"``, watch the report for pushes.
+
+        The watcher (module docstring, **WSR push**) calls ``notify("wsr_report")`` when the
+        kernel signals a new report. A missing report file or one that is not on kernfs starts
+        nothing (the runner polls :meth:`read` every tick, as for the other sources); why is in
+        ``wsr_watcher_status``.
+        """
+        self._stop_watcher()
         self._notify = notify
+        self.wsr_watcher_status = "not a wsr source"
+        if self.histogram_source != "wsr":
+            return
+        watcher = KernfsWatcher(
+            self.dir / WSR_REPORT_FILE, self._on_wsr_report, thread_name=f"wsrl-wsr-{self.name}"
+        )
+        self.wsr_watcher_status = watcher.start()
+        if watcher.running:
+            self.wsr_watcher = watcher
 
     def close(self) -> None:
-        """Nothing to release (files are opened per call)."""
+        """Stop the WSR watcher, if one runs (files are otherwise opened per call)."""
+        self._stop_watcher()
         self._notify = None
+
+    def _on_wsr_report(self) -> None:
+        notify = self._notify
+        if notify is not None:
+            notify("wsr_report")
+
+    def _stop_watcher(self) -> None:
+        watcher, self.wsr_watcher = self.wsr_watcher, None
+        if watcher is not None:
+            watcher.stop()
 
     def read(self) -> GuestReading:
         """The group's state now (see the module docstring for every field's source).
@@ -497,6 +594,11 @@ class CgroupBackend:
         raise self._parse_error(path, 1, "some", "no 'some' line")
 
     def _histogram(self, stat_fields: dict[str, int]) -> Histogram:
+        if self.damon_source is not None:
+            try:
+                return self.damon_source.read()
+            except BackendError as exc:
+                raise BackendError(f"cgroup {self.name!r}: {exc}") from None
         if self.histogram_source == "memory_stat":
             rows = {"anon": [0, 0], "file": [0, 0]}
             for key, (type_name, column) in _LRU_FIELDS.items():
@@ -504,7 +606,7 @@ class CgroupBackend:
                 rows[type_name][column] += value or 0
             return Histogram(self.name, ALL_NODES, (LRU_EDGE_MS,), rows, {"source": "memory_stat"})
         if self.histogram_source == "wsr":
-            path = self.dir / "memory.workingset.page_age"
+            path = self.dir / WSR_REPORT_FILE
             histograms = self._parse("wsr", path, MAX_FILE_BYTES)
             return self._merged(histograms, path, {"source": "wsr"})
         path = self.lru_gen_path
@@ -652,6 +754,168 @@ class CgroupBackend:
             raise self._os_error(path, "write", exc) from None
         finally:
             os.close(fd)
+
+
+# -- kernfs change notifications ---------------------------------------------------------------
+
+KERNFS_MAGICS: dict[int, str] = {0x62656572: "sysfs", 0x27E0EB: "cgroup", 0x63677270: "cgroup2"}
+"""``statfs`` magic numbers of the kernfs-backed file systems, whose files can signal changes."""
+
+
+def kernfs_type(fd: int) -> str | None:
+    """The kernfs file system (``sysfs``, ``cgroup``, ``cgroup2``) an open file is on, else None."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
+        if libc.fstatfs(fd, buf) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    f_type = int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], sys.byteorder) & 0xFFFFFFFF
+    return KERNFS_MAGICS.get(f_type)
+
+
+class KernfsWatcher:
+    """Calls ``on_change`` each time the kernel signals a change of one kernfs file.
+
+    kernfs files (sysfs, cgroup v1 and v2) can wake readers through ``kernfs_notify`` (cgroup
+    files through ``cgroup_file_notify``): ``cgroup.events``, ``memory.events`` and, on kernels
+    with the working-set reporting patches, ``memory.workingset.page_age``. A reader sees the
+    change as ``POLLPRI | POLLERR`` from ``poll()`` once it has read the file after opening it,
+    and re-arms by reading it again (kernfs compares an event counter with the one seen at the
+    last read). :meth:`start` opens and reads the file (so a change right after ``start`` is not
+    missed) and starts a daemon thread that polls the file and a stop pipe; on each wake it
+    re-reads the file from the start (bounded by ``cap_bytes``) and calls ``on_change()``.
+
+    A file that is missing, is a symlink, is not a regular file or is not on kernfs is not
+    watched: :meth:`start` returns why and no thread runs (a regular file on another file system
+    never signals, so polling it would only park a thread). The thread ends on :meth:`stop`, or
+    when the file cannot be read any more (its cgroup was removed): :attr:`ended_because` says why.
+    An exception from ``on_change`` is kept in :attr:`ended_because` and ends the watch.
+
+    Args:
+        path: the kernfs file.
+        on_change: called from the watcher thread after each signalled change.
+        cap_bytes: most bytes read from the file on each re-read.
+        thread_name: the watcher thread's name.
+
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        on_change: Callable[[], None],
+        *,
+        cap_bytes: int = MAX_FILE_BYTES,
+        thread_name: str = "wsrl-kernfs-watch",
+    ) -> None:
+        self.path = Path(path)
+        self.on_change = on_change
+        self.cap_bytes = cap_bytes
+        self.thread_name = thread_name
+        self.wakeups = 0
+        """Changes signalled so far (``on_change`` calls)."""
+        self.ended_because: str | None = None
+        self._fd: int | None = None
+        self._stop_r: int | None = None
+        self._stop_w: int | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the watcher thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> str:
+        """Open, read and start watching the file; returns what happened, in words.
+
+        Returns ``"watching <path> (<fs>)"`` when the thread runs, otherwise why not (missing,
+        not regular, not on kernfs). Never raises for those; :attr:`running` tells.
+        """
+        if self._thread is not None:
+            return f"already watching {self.path}"
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            reason = "missing" if exc.errno == errno.ENOENT else (_nofollow(exc).strerror or str(exc))
+            return f"not watching {self.path}: {reason}"
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            fs = kernfs_type(fd)
+            if fs is None:
+                raise OSError(errno.EOPNOTSUPP, "not on kernfs (sysfs, cgroup): it never signals")
+            self._drain(fd)
+            self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            os.close(fd)
+            return f"not watching {self.path}: {exc.strerror or exc}"
+        self._fd = fd
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return f"watching {self.path} ({fs})"
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """End the thread (waits up to ``timeout_s``) and close the file; never raises."""
+        thread, self._thread = self._thread, None
+        if self._stop_w is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._stop_w, b"x")
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+        for fd in (self._fd, self._stop_r, self._stop_w):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._stop_r = self._stop_w = None
+
+    def _drain(self, fd: int) -> None:
+        """Read the file from the start (at most ``cap_bytes``): what re-arms kernfs's signal."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        total = 0
+        while total <= self.cap_bytes:
+            chunk = os.read(fd, min(64 * 1024, self.cap_bytes + 1 - total))
+            if not chunk:
+                return
+            total += len(chunk)
+
+    def _run(self) -> None:
+        fd, stop_r = self._fd, self._stop_r
+        assert fd is not None and stop_r is not None
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI | select.POLLERR)
+        poller.register(stop_r, select.POLLIN)
+        while True:
+            try:
+                events = poller.poll()
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                self.ended_because = f"poll failed: {exc}"
+                return
+            if any(ready == stop_r for ready, _ in events):
+                self.ended_because = "stopped"
+                return
+            flags = 0
+            for ready, mask in events:
+                if ready == fd:
+                    flags |= mask
+            if flags & (select.POLLNVAL | select.POLLHUP):
+                self.ended_because = f"{self.path} closed under the watcher"
+                return
+            if not flags & (select.POLLPRI | select.POLLERR):
+                continue
+            try:
+                self._drain(fd)
+            except OSError as exc:
+                self.ended_because = f"{self.path} unreadable ({exc.strerror or exc}): was it removed?"
+                return
+            self.wakeups += 1
+            try:
+                self.on_change()
+            except Exception as exc:  # the thread must end cleanly, keeping the reason
+                self.ended_because = f"on_change raised {type(exc).__name__}: {exc}"
+                return
 
 
 def _detect_version(group: Path) -> Literal["v1", "v2"] | None:

@@ -69,6 +69,11 @@ def _cgroup(ctx: _Context, index: int) -> GuestBackend:
     }
     if table.lru_gen_path is not None:  # type: ignore[union-attr]
         kwargs["lru_gen_path"] = table.lru_gen_path  # type: ignore[union-attr]
+    if table.histogram_source == "damon":  # type: ignore[union-attr]
+        kwargs["damon_kdamond"] = table.damon_kdamond  # type: ignore[union-attr]
+        kwargs["damon_context"] = table.damon_context  # type: ignore[union-attr]
+        kwargs["damon_target"] = table.damon_target  # type: ignore[union-attr]
+        kwargs["damon_scheme"] = table.damon_scheme  # type: ignore[union-attr]
     return _backend_class("cgroup", "CgroupBackend")(guest.name, table.path, **kwargs)  # type: ignore[union-attr]
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from wsrl.sim.config_patterns import StrictModel
 
@@ -23,15 +23,27 @@ SOCKET_KEYS: tuple[str, ...] = ("qmp_socket", "agent_socket", "control_socket")
 
 
 class CgroupBackendConfig(StrictModel):
-    """A memory cgroup (v1 or v2) driven through its limit files."""
+    """A memory cgroup (v1 or v2) driven through its limit files.
+
+    ``histogram_source = "damon"`` reads an existing kdamond, strictly read-only
+    (:mod:`wsrl.backends.damon`): ``damon_kdamond`` is then required, ``damon_context``,
+    ``damon_target`` and ``damon_scheme`` default to 0. Under ``paddr`` monitoring the histogram
+    is host-wide; it describes this guest only when the kdamond monitors the guest's process.
+    """
 
     kind: Literal["cgroup"]
     path: str
     root: str | None = None
     version: Literal["auto", "v1", "v2"] = "auto"
-    histogram_source: Literal["memory_stat", "lru_gen", "wsr"] = "memory_stat"
+    histogram_source: Literal["memory_stat", "lru_gen", "wsr", "damon"] = "memory_stat"
     lru_gen_path: str | None = None
     proactive_reclaim: bool = True
+    damon_kdamond: int | None = Field(None, ge=0, validate_default=True)
+    """Index of the running kdamond to read (``/sys/kernel/mm/damon/admin/kdamonds/<N>``)."""
+    damon_context: int = Field(0, ge=0)
+    damon_target: int = Field(0, ge=0)
+    damon_scheme: int = Field(0, ge=0)
+    """The DAMOS scheme whose ``tried_regions`` hold the regions (its pattern must admit all)."""
 
     @field_validator("path")
     @classmethod
@@ -42,6 +54,16 @@ class CgroupBackendConfig(StrictModel):
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         return None if value is None else absolute_path(value)
+
+    @field_validator("damon_kdamond")
+    @classmethod
+    def _damon_kdamond(cls, value: int | None, info: ValidationInfo) -> int | None:
+        source = info.data.get("histogram_source")
+        if source == "damon" and value is None:
+            raise ValueError('required when histogram_source = "damon" (the running kdamond\'s index)')
+        if source not in ("damon", None) and value is not None:
+            raise ValueError(f'only used when histogram_source = "damon" (it is {source!r})')
+        return value
 
 
 class QemuBackendConfig(StrictModel):
