@@ -63,6 +63,7 @@ from wsrl.backends.qemu import (
     MIB,
     BalloonStallTracker,
     MonotonicCounter,
+    brief_repr,
     page_aligned_target,
     stream_fields,
 )
@@ -124,12 +125,20 @@ def parse_balloon_stats(data: bytes) -> BalloonStats:
         ParseError: not JSON of that shape; the error names the JSON path.
 
     """
+    if len(data) > DEFAULT_MAX_OUTPUT_BYTES:
+        raise ParseError(
+            "crosvm", "byte 0", "output", f"{len(data)} bytes exceeds {DEFAULT_MAX_OUTPUT_BYTES}"
+        )
     try:
         document = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ParseError("crosvm", "line 1", "text", f"not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ParseError("crosvm", f"line {exc.lineno} column {exc.colno}", "JSON", exc.msg) from None
+    except RecursionError:
+        raise ParseError("crosvm", "$", "JSON", "arrays or objects nested too deeply") from None
+    except ValueError as exc:  # an integer longer than int() converts (sys.get_int_max_str_digits)
+        raise ParseError("crosvm", "$", "JSON", str(exc)[:120]) from None
     if not isinstance(document, dict) or list(document) != ["BalloonStats"]:
         got = f"keys {list(document)}" if isinstance(document, dict) else type(document).__name__
         raise ParseError("crosvm", "$", "response", f'expected {{"BalloonStats": ...}}, got {got}'[:200])
@@ -139,7 +148,10 @@ def parse_balloon_stats(data: bytes) -> BalloonStats:
     actual = body.get("balloon_actual")
     if isinstance(actual, bool) or not isinstance(actual, int) or not 0 <= actual < 2**63:
         raise ParseError(
-            "crosvm", "$.BalloonStats.balloon_actual", "balloon_actual", f"expected bytes, got {actual!r:.40}"
+            "crosvm",
+            "$.BalloonStats.balloon_actual",
+            "balloon_actual",
+            f"expected bytes, got {brief_repr(actual)[:40]}",
         )
     stats: dict[str, int] = {}
     for key, value in body["stats"].items():
@@ -150,7 +162,7 @@ def parse_balloon_stats(data: bytes) -> BalloonStats:
                 "crosvm",
                 f"$.BalloonStats.stats.{key}",
                 key,
-                f"expected an unsigned integer or null, got {value!r:.40}",
+                f"expected an unsigned integer or null, got {brief_repr(value)[:40]}",
             )
         if value != _U64_MAX:
             stats[str(key)] = value

@@ -343,7 +343,7 @@ def parse_record(line: bytes, received_at: float = 0.0) -> HistogramRecord | Pre
         obj = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _field_error("text", f"not UTF-8 (byte {exc.start})") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too deep, an int of > 4300 digits
         raise _field_error("JSON", str(exc)[:120]) from None
     if not isinstance(obj, dict):
         raise _field_error("JSON", "expected an object")
@@ -437,6 +437,8 @@ class StreamDecoder:
         self._buf = bytearray()
         self._max_frame_bytes = max_frame_bytes
         self._max_record_bytes = max_record_bytes
+        self._line_scanned = 0
+        """Bytes at the front of the buffer known to hold no newline (a record line in progress)."""
         self._discard_remaining = 0
         self._discard_line = False
         self.dropped_bytes = 0
@@ -453,6 +455,17 @@ class StreamDecoder:
         """Bytes held waiting for the rest of a unit."""
         return len(self._buf)
 
+    @property
+    def max_buffered_bytes(self) -> int:
+        """Most bytes :attr:`buffered_bytes` can be once :meth:`feed` returns.
+
+        A partial unit is all that stays buffered: a frame (header and trailer lines of at most
+        :data:`MAX_HEADER_BYTES` each around at most ``max_frame_bytes``), a record line shorter
+        than ``max_record_bytes``, or a few bytes that may begin a header. While :meth:`feed` runs
+        the buffer holds at most this plus the bytes being fed.
+        """
+        return max(self._max_frame_bytes + 2 * MAX_HEADER_BYTES, self._max_record_bytes)
+
     def feed(self, data: bytes, now: float) -> list[StreamUnit]:
         """Add ``data`` received at host time ``now``; return the units it completed, in order."""
         self._buf += data
@@ -464,8 +477,13 @@ class StreamDecoder:
             if unit is not _NOTHING:
                 units.append(unit)  # type: ignore[arg-type]
 
-    def _skip(self, count: int) -> None:
+    def _consume(self, count: int) -> None:
+        """Remove ``count`` bytes from the front of the buffer."""
         del self._buf[:count]
+        self._line_scanned = 0
+
+    def _skip(self, count: int) -> None:
+        self._consume(count)
         self.dropped_bytes += count
 
     def _reject_frame(self) -> None:
@@ -518,8 +536,10 @@ class StreamDecoder:
         return None
 
     def _next_record(self, now: float) -> object | None:
-        newline = self._buf.find(b"\n", 0, self._max_record_bytes)
+        # Search only the bytes not searched before: a line trickling in byte by byte stays linear.
+        newline = self._buf.find(b"\n", self._line_scanned, self._max_record_bytes)
         if newline < 0:
+            self._line_scanned = min(len(self._buf), self._max_record_bytes)
             if len(self._buf) >= self._max_record_bytes:
                 self.bad_records += 1
                 self.oversized += 1
@@ -529,7 +549,7 @@ class StreamDecoder:
                 return _NOTHING
             return None
         line = bytes(self._buf[:newline]).rstrip(b"\r")
-        del self._buf[: newline + 1]
+        self._consume(newline + 1)
         try:
             record = parse_record(line, received_at=now)
         except ParseError as exc:
@@ -554,6 +574,11 @@ class StreamDecoder:
             return _NOTHING
         seq, name = int(match.group(1)), match.group(2).decode()
         length = int(match.group(3))
+        try:
+            uptime_s = float(match.group(4))
+        except ValueError:  # "uptime=." or "uptime=1.2.3": digits and dots that are no number
+            self._reject_frame()
+            return _NOTHING
         closing = dump_trailer(seq, name)
         body_start = newline + 1
         if length > self._max_frame_bytes:
@@ -578,11 +603,11 @@ class StreamDecoder:
         dump = Dump(
             seq=seq,
             name=name,
-            uptime_s=float(match.group(4)),
+            uptime_s=uptime_s,
             data=bytes(self._buf[body_start : body_start + length]),
             received_at=now,
         )
-        del self._buf[:end]
+        self._consume(end)
         return dump
 
 
@@ -860,7 +885,11 @@ class GuestStreamReader:
                 self._stats.oversized = self._decoder.oversized
                 self._stats.dropped_bytes = self._decoder.dropped_bytes
             for unit in units:
-                self._take(unit, now)
+                try:
+                    self._take(unit, now)
+                except Exception as exc:  # a bug turning a unit into a histogram must not stop the reader
+                    self._note_error("take", f"{type(exc).__name__}: {exc}"[:300])
+                    log.exception("guest stream %s: a received unit could not be used", self.socket_path)
 
     def _note_error(self, kind: str, message: str) -> None:
         with self._cond:

@@ -69,6 +69,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -278,6 +279,103 @@ class GuestStats:
     last_update_s: int
 
 
+# -- QMP answers to numbers ---------------------------------------------------------------------
+# Pure functions of the decoded JSON answer, so they can be checked against any value a VM (or
+# something posing as one) sends. Each raises BackendError, one line naming the command.
+
+MAX_MEMORY_BYTES = 2**63 - 1
+"""Largest RAM or balloon size accepted from QEMU (QEMU's own sizes are uint64 below 2^63)."""
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlong = 3, 60, 60, 40
+
+
+def brief_repr(value: object) -> str:
+    """A short repr of an answer for messages: bounded in length and depth, whatever ``value`` is."""
+    try:
+        return _BRIEF.repr(value)[:120]
+    except Exception:  # a repr of a foreign object must never hide the real error
+        return f"<{type(value).__name__}>"
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_MEMORY_BYTES
+
+
+def _unexpected(command: str, answer: object) -> BackendError:
+    return BackendError(f"{command}: unexpected answer {brief_repr(answer)}")
+
+
+def parse_memory_size_summary(answer: object) -> int:
+    """The VM's RAM in bytes (``base-memory`` + ``plugged-memory``) from ``query-memory-size-summary``.
+
+    Raises:
+        BackendError: the answer is not an object with a positive ``base-memory`` and an optional
+            ``plugged-memory``, both integers in ``[0, 2^63)``, summing below ``2^63``.
+
+    """
+    if not isinstance(answer, Mapping):
+        raise _unexpected("query-memory-size-summary", answer)
+    base = answer.get("base-memory")
+    plugged = answer.get("plugged-memory", 0)
+    if not _is_size(base) or not _is_size(plugged) or base <= 0 or base + plugged > MAX_MEMORY_BYTES:
+        raise _unexpected("query-memory-size-summary", answer)
+    return int(base + plugged)
+
+
+def parse_query_balloon(answer: object) -> int:
+    """``actual`` (the guest-visible size, bytes) from a ``query-balloon`` answer.
+
+    Raises:
+        BackendError: not an object with an integer ``actual`` in ``[0, 2^63)``.
+
+    """
+    actual = answer.get("actual") if isinstance(answer, Mapping) else None
+    if not _is_size(actual):
+        raise _unexpected("query-balloon", answer)
+    return int(actual)  # type: ignore[arg-type]
+
+
+def parse_guest_stats(answer: object) -> GuestStats | None:
+    """The balloon statistics from a ``qom-get guest-stats`` answer; ``None`` before the guest's first report.
+
+    Statistics that are not integers in ``[0, 2^64 - 1)`` (2^64 - 1: not supported by the guest)
+    are left out; keys are kept as strings.
+
+    Raises:
+        BackendError: not an object with a ``stats`` object.
+
+    """
+    if not isinstance(answer, Mapping) or not isinstance(answer.get("stats"), Mapping):
+        raise _unexpected("qom-get guest-stats", answer)
+    last_update = answer.get("last-update", 0)
+    if isinstance(last_update, bool) or not isinstance(last_update, int) or last_update <= 0:
+        return None
+    values = {
+        str(key): int(value)
+        for key, value in answer["stats"].items()
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < U64_MAX
+    }
+    return GuestStats(values=values, last_update_s=last_update)
+
+
+def find_balloon_child(children: object, container: str) -> str | None:
+    """The QOM path of the first virtio-balloon device in a ``qom-list`` answer for ``container``.
+
+    Entries that are not objects with string ``name`` and ``type`` are skipped.
+    """
+    if not isinstance(children, list):
+        return None
+    for child in children:
+        if not isinstance(child, Mapping):
+            continue
+        kind, name = child.get("type"), child.get("name")
+        is_balloon = isinstance(kind, str) and kind.startswith("child<virtio-balloon")
+        if is_balloon and isinstance(name, str) and name:
+            return f"{container}/{name}"
+    return None
+
+
 class QemuBackend:
     """One QEMU VM's balloon and statistics over QMP (see the module docstring).
 
@@ -365,8 +463,8 @@ class QemuBackend:
         data = msg.get("data")
         actual = data.get("actual") if isinstance(data, Mapping) else None
         self.events_seen += 1
-        if isinstance(actual, int):
-            self.last_event_actual_bytes = actual
+        if _is_size(actual):
+            self.last_event_actual_bytes = actual  # type: ignore[assignment]
         notify = self._notify
         if notify is not None:
             try:
@@ -485,12 +583,11 @@ class QemuBackend:
     # -- setup ---------------------------------------------------------------------------------
 
     def _read_ram_bytes(self) -> int:
-        summary = self._execute("query-memory-size-summary")
-        base = summary.get("base-memory") if isinstance(summary, Mapping) else None
-        plugged = summary.get("plugged-memory", 0) if isinstance(summary, Mapping) else None
-        if not isinstance(base, int) or not isinstance(plugged, int) or base <= 0:
-            raise self._error(f"query-memory-size-summary: unexpected answer {summary!r:.120}")
-        return base + plugged
+        answer = self._execute("query-memory-size-summary")
+        try:
+            return parse_memory_size_summary(answer)
+        except BackendError as exc:
+            raise self._error(str(exc)) from None
 
     def _find_balloon(self) -> str | None:
         """The balloon device's QOM path (``None`` when the VM has none with statistics)."""
@@ -502,10 +599,9 @@ class QemuBackend:
             except BackendError as exc:
                 log.debug("qemu guest %s: %s", self.name, exc)
                 continue
-            for child in children if isinstance(children, list) else []:
-                kind = str(child.get("type", ""))
-                if kind.startswith("child<virtio-balloon"):
-                    return f"{container}/{child['name']}"
+            found = find_balloon_child(children, container)
+            if found is not None:
+                return found
         log.warning("qemu guest %s: no virtio-balloon device in the QOM tree: no guest statistics", self.name)
         return None
 
@@ -525,25 +621,18 @@ class QemuBackend:
         if self._stats_path is None or self.stats_interval_s <= 0:
             return None
         answer = self._execute("qom-get", {"path": self._stats_path, "property": "guest-stats"})
-        if not isinstance(answer, Mapping) or not isinstance(answer.get("stats"), Mapping):
-            raise self._error(f"qom-get guest-stats: unexpected answer {answer!r:.120}")
-        last_update = answer.get("last-update", 0)
-        if not isinstance(last_update, int) or last_update <= 0:
-            return None
-        values = {
-            str(key): int(value)
-            for key, value in answer["stats"].items()
-            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < U64_MAX
-        }
-        return GuestStats(values=values, last_update_s=last_update)
+        try:
+            return parse_guest_stats(answer)
+        except BackendError as exc:
+            raise self._error(str(exc)) from None
 
     def balloon_actual_bytes(self) -> int:
         """``query-balloon`` ``actual``: the guest-visible size now, bytes."""
         answer = self._execute("query-balloon")
-        actual = answer.get("actual") if isinstance(answer, Mapping) else None
-        if not isinstance(actual, int) or actual < 0:
-            raise self._error(f"query-balloon: unexpected answer {answer!r:.120}")
-        return actual
+        try:
+            return parse_query_balloon(answer)
+        except BackendError as exc:
+            raise self._error(str(exc)) from None
 
     def read(self) -> GuestReading:
         """The VM's state now (see the table in the module docstring). Raises BackendError."""

@@ -11,7 +11,9 @@ Production loads exported policies with :func:`load_learned_policy`: a directory
 needs numpy, and onnxruntime for that loader, never torch and never pickle: a training checkpoint
 (``model.zip``) is not loaded here. The manifest is checked before the model is used: its format
 version, the observation spec version, the feature and action names, the model's SHA-256 and the
-ONNX graph's input and output shapes all have to agree with this build of wsrl.
+ONNX graph's input and output shapes all have to agree with this build of wsrl. Both files must be
+writable by nobody but this user or root (:mod:`wsrl.security`), and the model is hashed and
+loaded from one in-memory copy, so the bytes that run are the bytes that were checked.
 
 Recurrent models (an LSTM actor) carry a per-guest hidden state ``(h, c)`` across
 :meth:`LearnedPolicy.decide` calls, forgotten on :meth:`LearnedPolicy.reset`. A guest slot's
@@ -34,6 +36,7 @@ from wsrl.errors import WsrlError
 from wsrl.pipeline.action import ACTION_DIM, ACTION_NAMES, action_to_target_bytes
 from wsrl.pipeline.observation import FEATURE_COUNT, FEATURE_NAMES, OBS_SPEC_VERSION, ObservationBuilder
 from wsrl.pipeline.snapshot import HostSnapshot
+from wsrl.security import MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, read_trusted_file
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -203,18 +206,15 @@ def _field(manifest: dict[str, Any], key: str, where: str) -> Any:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         trained = (path.parent / "model.zip").exists()
         hint = " (a training run? export it first: wsrl export DIR)" if trained else ""
-        raise WsrlError(f"{path}: not an exported policy: no {MANIFEST_FILE}{hint}") from None
-    except OSError as exc:
-        raise WsrlError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise WsrlError(f"{path}: not an exported policy: no {MANIFEST_FILE}{hint}")
+    data = read_trusted_file(path, "policy manifest", MAX_MANIFEST_BYTES)
     try:
-        manifest = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WsrlError(f"{path}: not valid JSON: {exc}") from None
+        manifest = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge numbers
+        raise WsrlError(f"{path}: not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(manifest, dict):
         raise WsrlError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     return manifest
@@ -315,7 +315,8 @@ def _check_graph(session: Any, manifest: dict[str, Any], where: str) -> None:
                 )
 
 
-def _onnx_session(model_path: Path) -> Any:
+def _onnx_session(model_path: Path, model_bytes: bytes) -> Any:
+    """An onnxruntime session built from ``model_bytes`` (the bytes that were hashed), never re-read."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -326,7 +327,7 @@ def _onnx_session(model_path: Path) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WsrlError(f"{model_path}: onnxruntime cannot load the model: {message}") from None
@@ -359,8 +360,14 @@ def is_exported_policy(path: str | Path) -> bool:
 def load_learned_policy(directory: str | Path) -> LearnedPolicy:
     """Load an exported policy (``manifest.json`` + ``model.onnx``) after checking its manifest.
 
+    Both files are refused unless only this user or root could have written them
+    (:func:`wsrl.security.read_trusted_file`: not group- or world-writable, owned by this user or
+    root, in a directory others cannot replace them in). The model is read into memory once; its
+    SHA-256 is checked against the manifest and onnxruntime is given those same bytes.
+
     Raises:
-        WsrlError: the directory is not an exported policy, or the manifest or model disagrees
+        WsrlError: the directory is not an exported policy, a file is refused
+            (:class:`~wsrl.security.UntrustedFileError`), or the manifest or model disagrees
             with this build of wsrl (one line naming the file and the field).
 
     """
@@ -372,15 +379,19 @@ def load_learned_policy(directory: str | Path) -> LearnedPolicy:
     where = str(manifest_path)
     recurrent = check_manifest(manifest, where)
     model_path = directory / MODEL_FILE
-    if not model_path.is_file():
+    if not model_path.exists() and not model_path.is_symlink():
         raise WsrlError(f"{model_path}: missing (field 'onnx.file' of {manifest_path} names it)")
-    actual_sha = file_sha256(model_path)
+    # Read once: the session is built from exactly the bytes whose hash was checked, so a model
+    # file replaced after this point (or between the hash and the session) is never run.
+    model_bytes = read_trusted_file(model_path, "policy model", MAX_MODEL_BYTES)
+    actual_sha = hashlib.sha256(model_bytes).hexdigest()
     if actual_sha != manifest["onnx"]["sha256"]:
         raise WsrlError(
             f"{model_path}: sha256 {actual_sha[:12]}... does not match field 'onnx.sha256' "
             f"{manifest['onnx']['sha256'][:12]}... of {manifest_path} (modified or corrupt)"
         )
-    session = _onnx_session(model_path)
+    session = _onnx_session(model_path, model_bytes)
+    del model_bytes
     _check_graph(session, manifest, f"{model_path} vs {manifest_path}")
     name = manifest.get("name")
     if not isinstance(name, str) or not name:

@@ -27,8 +27,10 @@ The backend tables and the path helpers live in :mod:`wsrl.runner.config_backend
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,9 +51,10 @@ from wsrl.runner.config_backends import (
     absolute_path,
     socket_problem,
 )
+from wsrl.security import MAX_CONFIG_BYTES, UntrustedFileError, read_trusted_file
 from wsrl.sim import defaults
 from wsrl.sim.arrays import TIER_NAMES
-from wsrl.sim.config_files import read_toml, validate_file
+from wsrl.sim.config_files import validate_file
 from wsrl.sim.config_patterns import StrictModel
 from wsrl.units import GIB
 
@@ -337,6 +340,56 @@ def _socket_problems(config: RunnerConfig) -> list[tuple[str, str]]:
     return problems
 
 
+def _expand_problem(value: str) -> str | None:
+    """Why ``value`` cannot be expanded as :meth:`RunnerConfig.resolve` does (``~user`` of no user)."""
+    try:
+        Path(value).expanduser()
+    except RuntimeError:
+        return f"cannot expand {value.split('/')[0]!r}: no such user"
+    return None
+
+
+def _file_path_problems(config: RunnerConfig) -> list[tuple[str, str]]:
+    """Relative-or-absolute file paths the runner resolves later: each must be resolvable now."""
+    sim = config.sim
+    candidates = [
+        ("audit.path", config.audit.path),
+        ("record.dir", config.record.dir),
+        ("sim.scenario", sim.scenario if sim else None),
+        ("sim.state_file", sim.state_file if sim else None),
+    ]
+    problems = []
+    for key, value in candidates:
+        reason = None if value is None else _expand_problem(value)
+        if reason:
+            problems.append((key, reason))
+    return problems
+
+
+def _raw_problems(data: object, location: str = "") -> list[tuple[str, str]]:
+    """Problems no model check reports well, by key path: odd keys, and NUL characters in strings.
+
+    Keys that are no bare TOML key (``"" = 1``, ``"a,b" = 1``) are unknown (every key this file
+    knows is bare); a string holding a NUL character cannot be a path or a name.
+    """
+    if isinstance(data, str):
+        return [(location, "must not contain NUL characters")] if "\0" in data else []
+    if isinstance(data, dict):
+        problems = []
+        for key, value in data.items():
+            bare = isinstance(key, str) and _BARE_KEY.fullmatch(key) is not None
+            name = key if bare else json.dumps(str(key))  # quoted, escaped: the message stays one line
+            where = f"{location}.{name}" if location else name
+            if bare:
+                problems += _raw_problems(value, where)
+            else:  # every key this file knows is a bare TOML key
+                problems.append((where, "unknown key (key names are letters, digits, '_' and '-')"))
+        return problems
+    if isinstance(data, list):
+        return [found for i, value in enumerate(data) for found in _raw_problems(value, f"{location}[{i}]")]
+    return []
+
+
 # --------------------------------------------------------------------------------------------
 # Policies named in the config
 # --------------------------------------------------------------------------------------------
@@ -362,6 +415,8 @@ def _policy_problems(config: RunnerConfig) -> list[tuple[str, str]]:
 
     if policy.name_or_path in POLICIES or policy.name_or_path in SIM_ONLY_POLICIES:
         check_reference("policy.name_or_path", policy.name_or_path, policy.params, "policy.params")
+    elif reason := _expand_problem(policy.name_or_path):
+        problems.append(("policy.name_or_path", reason))
     else:
         directory = config.resolve(policy.name_or_path)
         if not directory.is_dir():
@@ -406,6 +461,7 @@ def _backend_kind_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _KIND_IN_LOC = re.compile(r"\.backend\.(?:" + "|".join(BACKEND_KINDS) + r")(?=\.|$)")
 
 
@@ -418,7 +474,7 @@ def runner_config_from_dict(
         ConfigError: any problem, each naming its dotted key.
 
     """
-    problems = _backend_kind_problems(data)
+    problems = _raw_problems(data) or _backend_kind_problems(data)
     if problems:
         raise ConfigError(label, problems)
     try:
@@ -429,18 +485,97 @@ def runner_config_from_dict(
         raise ConfigError(label, problems) from None
     config._base_dir = (base_dir or Path.cwd()).resolve()
     config._label = label
-    problems = _socket_problems(config) + _policy_problems(config)
+    problems = _socket_problems(config) + _file_path_problems(config) + _policy_problems(config)
     if problems:
         raise ConfigError(label, problems)
     return config
 
 
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_LONG_NUMBER = re.compile(r"[0-9][0-9_]{4000,}")
+MAX_TOML_DEPTH = 64
+"""Nesting of arrays and inline tables reported as "nested too deeply" when parsing overflows."""
+
+
+def _line_of(text: str, offset: int) -> str:
+    return f"line {text.count(chr(10), 0, offset) + 1}"
+
+
+def _deep_nesting_line(text: str) -> str:
+    """The line where ``[``/``{`` nesting first passes :data:`MAX_TOML_DEPTH` (strings, comments skipped)."""
+    depth, index, quote = 0, 0, ""
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\" and quote == '"':
+                index += 1
+            elif char == quote or char == "\n":
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            newline = text.find("\n", index)
+            index = len(text) if newline < 0 else newline
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_TOML_DEPTH:
+                return _line_of(text, index)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        index += 1
+    return "line 1"
+
+
+def parse_config_toml(data: bytes, label: str) -> dict[str, Any]:
+    """Parse a config file's bytes as TOML; every failure is a :class:`ConfigError` naming the line.
+
+    Raises:
+        ConfigError: not UTF-8, TOML syntax, a number too long to convert or nesting too deep
+            (each with ``line N``).
+
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(label, [(f"line {line}", f"not UTF-8 text (byte {exc.start})")]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        match = _TOML_POSITION.search(msg)
+        if match:
+            where = f"line {match.group(1)}, column {match.group(2)}"
+            raise ConfigError(label, [(where, f"TOML syntax: {msg[: match.start()].strip()}")]) from None
+        raise ConfigError(label, [("line 1", f"TOML syntax: {msg}")]) from None
+    except RecursionError:
+        where = _deep_nesting_line(text)
+        raise ConfigError(label, [(where, "TOML arrays or inline tables nested too deeply")]) from None
+    except ValueError as exc:  # a number longer than int() converts (sys.get_int_max_str_digits)
+        long_number = _LONG_NUMBER.search(text)
+        where = _line_of(text, long_number.start()) if long_number else "line 1"
+        raise ConfigError(label, [(where, f"TOML value: {str(exc)[:120]}")]) from None
+
+
 def load_runner_config(path: str | Path) -> RunnerConfig:
     """Read and validate ``host.toml``.
 
+    The file is refused unless only this user or root could have written it
+    (:func:`wsrl.security.read_trusted_file`: not group- or world-writable, owned by this user or
+    root, in a directory others cannot replace it in), and when it is larger than
+    :data:`~wsrl.security.MAX_CONFIG_BYTES` (it is then not read whole).
+
     Raises:
-        ConfigError: unreadable file, TOML syntax, or any invalid key (each named).
+        ConfigError: refused or unreadable file, TOML syntax, or any invalid key (each named).
 
     """
     path = Path(path)
-    return runner_config_from_dict(read_toml(path), base_dir=path.resolve().parent, label=str(path))
+    label = str(path)
+    try:
+        data = read_trusted_file(path, "config file", MAX_CONFIG_BYTES)
+    except UntrustedFileError as exc:
+        reason = f"cannot read: {exc.reason}" if exc.unreadable else f"{exc.what} refused: {exc.reason}"
+        raise ConfigError(label, [("", reason)]) from None
+    data_dict = parse_config_toml(data, label)
+    return runner_config_from_dict(data_dict, base_dir=path.resolve().parent, label=label)

@@ -1,4 +1,8 @@
-"""Check a trace directory against the schema and the rules the schema cannot express."""
+"""Check a trace directory against the schema and the rules the schema cannot express.
+
+A damaged part (unreadable, another schema, invalid data) is a problem in the report, never an
+exception: the other parts are still checked.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from wsrl.trace.schema import (
 )
 from wsrl.trace.writer import list_parts, read_manifest
 
+ARROW_ERRORS: tuple[type[BaseException], ...] = (pa.ArrowException, OSError, ValueError)
+"""What pyarrow raises for a file it cannot read (``ValueError`` covers invalid UTF-8 in strings)."""
 MAX_EXAMPLES = 5
 """Row numbers named per problem (the count is always complete)."""
 
@@ -51,14 +57,16 @@ def _check_part(path: Path, report: ValidationReport) -> pa.Table | None:
     try:
         parquet = pq.ParquetFile(path)
         table = parquet.read()
-    except (pa.ArrowInvalid, OSError) as exc:
-        report.problems.append(f"{where}: unreadable Parquet: {exc}")
+        table.validate(full=True)  # offsets, lengths, UTF-8 of every string
+    except ARROW_ERRORS as exc:
+        report.problems.append(f"{where}: unreadable Parquet: {' '.join(str(exc).split())[:300]}")
         return None
     version = (parquet.schema_arrow.metadata or {}).get(SCHEMA_VERSION_KEY)
     if version is None:
         report.problems.append(f"{where}: no {SCHEMA_VERSION_KEY.decode()} in the file metadata")
     elif version != TRACE_SCHEMA.metadata[SCHEMA_VERSION_KEY]:
-        report.problems.append(f"{where}: schema version {version.decode()} differs from the manifest's")
+        shown = version.decode("utf-8", "replace")[:40]
+        report.problems.append(f"{where}: schema version {shown!r} differs from the manifest's")
     if table.schema.remove_metadata() != TRACE_SCHEMA.remove_metadata():
         expected = {f.name: f.type for f in TRACE_SCHEMA}
         actual = {f.name: f.type for f in table.schema}
@@ -91,7 +99,7 @@ def _check_rows(where: str, table: pa.Table, report: ValidationReport) -> None:
             report.problems.append(f"{where}: column {name}: negative value in {_rows(negative)}")
     _check_histograms(where, table, report)
     flags = pc.unique(pc.list_flatten(table.column("flags"))).to_pylist()
-    unknown = sorted(f for f in flags if f not in FLAG_DESCRIPTIONS)
+    unknown = sorted((f for f in flags if f not in FLAG_DESCRIPTIONS), key=lambda f: (f is None, f or ""))
     if unknown:
         report.warnings.append(f"{where}: column flags: unknown flag(s) {unknown}")
 
@@ -120,7 +128,7 @@ def _check_histograms(where: str, table: pa.Table, report: ValidationReport) -> 
             bad[parents[np.asarray(flat, dtype=np.float64) < 0]] = True
             report.problems.append(f"{where}: column {name}: negative bytes in {_rows(bad)}")
     if has_edges.any():
-        flat_edges = pc.list_flatten(edges).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat_edges = pc.list_flatten(edges).fill_null(-1).to_numpy(zero_copy_only=False)  # null: not an edge
         parents = pc.list_parent_indices(edges).to_numpy(zero_copy_only=False)
         bad = np.zeros(table.num_rows, dtype=bool)
         bad[parents[flat_edges < 0]] = True
@@ -138,7 +146,7 @@ def _check_histograms(where: str, table: pa.Table, report: ValidationReport) -> 
                 if (
                     not has_edges[row]
                     or len(values or []) != expected[row]
-                    or any(v < 0 for v in values or [])
+                    or any(v is None or v < 0 for v in values or [])
                 ):
                     report.problems.append(
                         f"{where}: column hist_extra_bytes: type {type_name!r} malformed in row {row}"
