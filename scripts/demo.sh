@@ -26,6 +26,8 @@ $WSRL sim --scenario bitbrains-replay --duration 24h --out "$OUT/sim-bitbrains" 
     --plot "$OUT/sim-bitbrains.png" --json | head -n 22
 
 SHIPPED=trained/ppo-overcommit
+# git keeps no file modes; the loader refuses group-writable model files (docs/security.md).
+chmod go-w "$SHIPPED/model.onnx" "$SHIPPED/manifest.json"
 step "The shipped learned policy ($SHIPPED, ONNX) beside every reference policy on the default datacenter and on real Bitbrains demand (2 h each)"
 $WSRL eval --scenario datacenter --traces envs/traces/bitbrains-sample --duration 2h --executor process \
     --policy "$SHIPPED" --policy static --policy senpai --policy senpai-reclaim --policy far-memory \
