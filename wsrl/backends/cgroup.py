@@ -775,6 +775,10 @@ def kernfs_type(fd: int) -> str | None:
     return KERNFS_MAGICS.get(f_type)
 
 
+KERNFS_RECHECK_MS = 1000
+"""How often a quiet kernfs watcher checks that its file still exists, ms."""
+
+
 class KernfsWatcher:
     """Calls ``on_change`` each time the kernel signals a change of one kernfs file.
 
@@ -887,12 +891,19 @@ class KernfsWatcher:
         poller.register(stop_r, select.POLLIN)
         while True:
             try:
-                events = poller.poll()
+                # A timeout, so that a removal whose wake-up came before this thread first polled
+                # (a race seen under load) is still noticed by the existence check below.
+                events = poller.poll(KERNFS_RECHECK_MS)
             except InterruptedError:
                 continue
             except OSError as exc:
                 self.ended_because = f"poll failed: {exc}"
                 return
+            if not events:
+                if not os.path.exists(self.path):
+                    self.ended_because = f"{self.path} unreadable (it is gone): was it removed?"
+                    return
+                continue
             if any(ready == stop_r for ready, _ in events):
                 self.ended_because = "stopped"
                 return
