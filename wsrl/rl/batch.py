@@ -150,7 +150,7 @@ class HostBatch:
         decision = self.loop.step(before)
         self.sim.step(decision.target_bytes)
         after = snapshot_from_simulator(self.sim)
-        terms = reward_terms(before, after, self.reward_weights)
+        terms = reward_terms(before, after, self.reward_weights, decision.proposal_bytes)
         self.snapshot = after
         obs = self.builder.build(after)
         reward = sum(terms.values())

@@ -10,7 +10,13 @@ Each term mirrors a metric of ``docs/metrics.md`` so that what the agent is paid
 ``oom``        ``- w`` per OOM kill (``oom_events``); weighted far above everything else
 ``churn``      ``- w * |target change| / provisioned`` (``churn``)
 ``unfairness`` ``- w * |slowdown - host mean slowdown|`` (what ``jain_fairness`` measures)
+``asked``      ``+ w * (1 - proposal / provisioned)``: memory the policy *asked* to give back
 =============  ===============================================================================
+
+Why ``asked``: on an overcommitted host the allocator, not the policy, sets every guest's size while
+proposals exceed capacity, so ``saved`` does not move when a policy asks for less, and a learner sees
+no reason to ask below its share (what the oracle does). ``asked`` rewards the proposal itself; it
+equals ``saved`` wherever the host has room. Off (0) by default; the shipped config sets it.
 
 The budget is the default SLO's: refaults under 0.2 % of the working set per minute (the working
 set read off the histogram at 120 s). A step is judged on its own refaults, which is stricter than
@@ -26,7 +32,7 @@ from wsrl.pipeline.observation import PROMOTION_BUDGET_FRAC_PER_MIN
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.units import PAGE_BYTES
 
-REWARD_TERMS: tuple[str, ...] = ("saved", "violation", "refault", "oom", "churn", "unfairness")
+REWARD_TERMS: tuple[str, ...] = ("saved", "violation", "refault", "oom", "churn", "unfairness", "asked")
 """Reward components, each reported per guest in ``info["reward_terms"]``."""
 
 
@@ -41,12 +47,20 @@ class RewardWeights(BaseModel):
     oom: float = Field(20.0, ge=0)
     churn: float = Field(0.5, ge=0)
     unfairness: float = Field(1.0, ge=0)
+    asked: float = Field(0.0, ge=0)
 
 
-def reward_terms(before: HostSnapshot, after: HostSnapshot, weights: RewardWeights) -> dict[str, np.ndarray]:
+def reward_terms(
+    before: HostSnapshot,
+    after: HostSnapshot,
+    weights: RewardWeights,
+    proposal_bytes: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Weighted reward terms of the step from ``before`` to ``after``, each ``[hosts, guests]``.
 
-    Padding slots are 0 in every term. The reward is the sum of the terms.
+    ``proposal_bytes`` is what the policy proposed for the step (default: the target in force after
+    it, for recorded traces that keep no proposal). Padding slots are 0 in every term. The reward
+    is the sum of the terms.
     """
     mask = after.mask
     provisioned = np.where(mask, after.provisioned_bytes, 0.0)
@@ -57,6 +71,7 @@ def reward_terms(before: HostSnapshot, after: HostSnapshot, weights: RewardWeigh
     working_set = np.maximum(after.working_set_bytes(), PAGE_BYTES)
     ratio = refaults * PAGE_BYTES * (60.0 / dt_s) / (PROMOTION_BUDGET_FRAC_PER_MIN * working_set)
     ooms = np.maximum(after.oom_kills_total - before.oom_kills_total, 0).astype(float)
+    asked = np.nan_to_num(after.target_bytes if proposal_bytes is None else proposal_bytes, nan=0.0)
     stall = np.clip((after.psi_some_total_s - before.psi_some_total_s) / dt_s, 0.0, 1.0 - 1e-6)
     slowdown = np.where(mask, 1.0 / (1.0 - stall), 0.0)
     guests = np.maximum(mask.sum(axis=1, keepdims=True), 1)
@@ -69,5 +84,6 @@ def reward_terms(before: HostSnapshot, after: HostSnapshot, weights: RewardWeigh
         "oom": -weights.oom * ooms,
         "churn": -weights.churn * np.abs(after.target_bytes - before.target_bytes) * inv_prov,
         "unfairness": -weights.unfairness * np.abs(slowdown - mean_slowdown),
+        "asked": weights.asked * (1.0 - np.clip(asked, 0.0, provisioned) * inv_prov),
     }
     return {name: np.where(mask, value, 0.0) for name, value in terms.items()}
