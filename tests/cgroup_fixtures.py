@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from wsrl.sim.fidelity.measure import CGROUP_V1_MEMORY_ROOT, ZramSwap, active_swaps
+from wsrl.sim.fidelity.measure import CGROUP_V1_MEMORY_ROOT, ZramSwap, active_swaps, rmdir_retry
 from wsrl.units import GIB
 
 ZRAM_LOCK_PATH = Path("/run/lock/wsrl-zram0.lock")
@@ -85,20 +85,6 @@ def zram_swap(size_bytes: int = 1 * GIB, wait_s: float = ZRAM_WAIT_S) -> Iterato
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _rmdir_retry(path: Path, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def v1_memcg(name: str) -> Iterator[Path]:
     """A fresh v1 memcg ``wsrl-test-backend-<pid>/<name>``, removed afterwards.
@@ -116,10 +102,10 @@ def v1_memcg(name: str) -> Iterator[Path]:
         try:
             yield group
         finally:
-            _rmdir_retry(group)
+            rmdir_retry(group)
     finally:
         if made_parent:
-            _rmdir_retry(TEST_PARENT)
+            rmdir_retry(TEST_PARENT)
 
 
 _HOG_SCRIPT = r"""

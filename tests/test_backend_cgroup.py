@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cgroup_fixtures import TEST_PARENT, _rmdir_retry, hog, v1_memcg, zram_swap
+from cgroup_fixtures import TEST_PARENT, hog, v1_memcg, zram_swap
 from test_backend_damon import assert_read_only, damon_tree, recorded_opens, thaw
 from test_runner_support import config_data
 
@@ -40,6 +40,7 @@ from wsrl.errors import ConfigError
 from wsrl.formats import parse_bytes
 from wsrl.histogram import merge_nodes
 from wsrl.runner.config import runner_config_from_dict
+from wsrl.sim.fidelity.measure import rmdir_retry
 from wsrl.units import GIB, MIB
 
 pytestmark = pytest.mark.timeout(120)
@@ -654,7 +655,7 @@ def v2_group(name: str) -> Iterator[Path]:
             for pid in (group / "cgroup.procs").read_text().split():
                 with contextlib.suppress(OSError):
                     (V2_UNIFIED / "cgroup.procs").write_text(pid)
-        _rmdir_retry(group)
+        rmdir_retry(group)
 
 
 @contextlib.contextmanager

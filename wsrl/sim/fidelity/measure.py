@@ -381,7 +381,7 @@ def _run_tool(argv: list[str]) -> None:
         raise FidelitySetupError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
 
 
-def _rmdir_retry(path: Path, timeout_s: float = 10.0) -> None:
+def rmdir_retry(path: Path, timeout_s: float = 10.0) -> None:
     """``rmdir`` a cgroup, retrying while it is still busy (a task just exited)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -460,8 +460,8 @@ class RungGroups:
     def remove(self) -> None:
         """Remove the groups (their tasks must have exited)."""
         if self.v2 is not None:
-            _rmdir_retry(self.v2)
-        _rmdir_retry(self.v1)
+            rmdir_retry(self.v2)
+        rmdir_retry(self.v1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -792,7 +792,7 @@ def run_measurements(
         if v1_parent.exists():
             raise FidelitySetupError(f"{v1_parent} already exists: another run with the same pid?")
         v1_parent.mkdir()
-        cleanup.push(f"remove {v1_parent}", lambda: _rmdir_retry(v1_parent))
+        cleanup.push(f"remove {v1_parent}", lambda: rmdir_retry(v1_parent))
         if (CGROUP_V2_ROOT / "cgroup.procs").exists():
             candidate = CGROUP_V2_ROOT / v1_parent.name
             try:
@@ -801,7 +801,7 @@ def run_measurements(
                 pass  # no per-group PSI; system-wide PSI is still recorded
             else:
                 v2_parent = candidate
-                cleanup.push(f"remove {candidate}", lambda: _rmdir_retry(candidate))
+                cleanup.push(f"remove {candidate}", lambda: rmdir_retry(candidate))
         work_dir = Path(tempfile.mkdtemp(prefix="wsrl-fidelity-", dir=base_dir))
         cleanup.push(f"remove {work_dir}", lambda: shutil.rmtree(work_dir))
         cleanup.push(f"stop {zram.dev_path}", zram.stop)
