@@ -84,7 +84,9 @@ def test_real_v1_process_swaps_under_a_lowered_limit_and_survives() -> None:
         assert before.histogram is not None
         assert before.histogram.edges_ms == (LRU_EDGE_MS,)
         assert 280 * MIB <= before.histogram.total_bytes() <= before.usage_bytes
-        assert before.swap_bytes == 0 and before.oom_kills_total == 0
+        # Unlimited, the process keeps its pages; background reclaim (another test's zram run on a
+        # shared machine) may have swapped a few, which is why this is not exactly 0.
+        assert before.swap_bytes < 16 * MIB and before.oom_kills_total == 0
         assert math.isnan(before.psi_some_total_s) and math.isnan(before.psi_some_avg10)
 
         lowered_s = time.monotonic()
