@@ -181,12 +181,12 @@ def test_bc_warm_start_then_fine_tune_from_the_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     tuned = algorithm_class("PPO").load(tuned_out / "model.zip", device="cpu")
     # Fine-tuning started from the clone: the weights moved, but only a little in 200 steps.
-    start = torch.cat([p.flatten() for p in cloned.policy.parameters()])
-    end = torch.cat([p.flatten() for p in tuned.policy.parameters()])
+    start = torch.cat([p.detach().flatten() for p in cloned.policy.parameters()])
+    end = torch.cat([p.detach().flatten() for p in tuned.policy.parameters()])
     fresh = algorithm_class("PPO").load(tmp_path / "bc" / "model.zip", device="cpu")
     assert not torch.equal(start, end)
     assert float((end - start).norm()) < 0.5 * float(start.norm())
-    assert torch.equal(start, torch.cat([p.flatten() for p in fresh.policy.parameters()]))
+    assert torch.equal(start, torch.cat([p.detach().flatten() for p in fresh.policy.parameters()]))
     done = wsrl_cli(
         "bc", "--config", str(REPO / "agents" / "recurrent_ppo.toml"), "--out", str(tmp_path / "r")
     )
