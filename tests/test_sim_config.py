@@ -489,3 +489,18 @@ def test_actuator_and_tier_names_index_the_arrays() -> None:
             setup = build_setup(scenario_from_dict({**data, "guest": [guest]}))
             assert ACTUATOR_NAMES[setup.guests.actuator[0, 0]] == actuator
             assert TIER_NAMES[setup.guests.tier[0, 0]] == tier
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xff", "not UTF-8"),
+        (b"name = " + b"9" * 5000, "TOML value"),
+        (b"x = " + b"[" * 3000, "nested too deeply"),
+    ],
+)
+def test_unreadable_scenario_bytes_are_config_errors(tmp_path: Path, data: bytes, reason: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=f"bad.toml: line 1: .*{reason}"):
+        load_scenario(path)

@@ -30,7 +30,6 @@ import ipaddress
 import json
 import re
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +53,7 @@ from wsrl.runner.config_backends import (
 from wsrl.security import MAX_CONFIG_BYTES, UntrustedFileError, read_trusted_file
 from wsrl.sim import defaults
 from wsrl.sim.arrays import TIER_NAMES
-from wsrl.sim.config_files import validate_file
+from wsrl.sim.config_files import parse_toml_bytes, validate_file
 from wsrl.sim.config_patterns import StrictModel
 from wsrl.units import GIB
 
@@ -491,73 +490,6 @@ def runner_config_from_dict(
     return config
 
 
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_LONG_NUMBER = re.compile(r"[0-9][0-9_]{4000,}")
-MAX_TOML_DEPTH = 64
-"""Nesting of arrays and inline tables reported as "nested too deeply" when parsing overflows."""
-
-
-def _line_of(text: str, offset: int) -> str:
-    return f"line {text.count(chr(10), 0, offset) + 1}"
-
-
-def _deep_nesting_line(text: str) -> str:
-    """The line where ``[``/``{`` nesting first passes :data:`MAX_TOML_DEPTH` (strings, comments skipped)."""
-    depth, index, quote = 0, 0, ""
-    while index < len(text):
-        char = text[index]
-        if quote:
-            if char == "\\" and quote == '"':
-                index += 1
-            elif char == quote or char == "\n":
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char == "#":
-            newline = text.find("\n", index)
-            index = len(text) if newline < 0 else newline
-            continue
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_TOML_DEPTH:
-                return _line_of(text, index)
-        elif char in "]}":
-            depth = max(depth - 1, 0)
-        index += 1
-    return "line 1"
-
-
-def parse_config_toml(data: bytes, label: str) -> dict[str, Any]:
-    """Parse a config file's bytes as TOML; every failure is a :class:`ConfigError` naming the line.
-
-    Raises:
-        ConfigError: not UTF-8, TOML syntax, a number too long to convert or nesting too deep
-            (each with ``line N``).
-
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(label, [(f"line {line}", f"not UTF-8 text (byte {exc.start})")]) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        match = _TOML_POSITION.search(msg)
-        if match:
-            where = f"line {match.group(1)}, column {match.group(2)}"
-            raise ConfigError(label, [(where, f"TOML syntax: {msg[: match.start()].strip()}")]) from None
-        raise ConfigError(label, [("line 1", f"TOML syntax: {msg}")]) from None
-    except RecursionError:
-        where = _deep_nesting_line(text)
-        raise ConfigError(label, [(where, "TOML arrays or inline tables nested too deeply")]) from None
-    except ValueError as exc:  # a number longer than int() converts (sys.get_int_max_str_digits)
-        long_number = _LONG_NUMBER.search(text)
-        where = _line_of(text, long_number.start()) if long_number else "line 1"
-        raise ConfigError(label, [(where, f"TOML value: {str(exc)[:120]}")]) from None
-
-
 def load_runner_config(path: str | Path) -> RunnerConfig:
     """Read and validate ``host.toml``.
 
@@ -577,5 +509,5 @@ def load_runner_config(path: str | Path) -> RunnerConfig:
     except UntrustedFileError as exc:
         reason = f"cannot read: {exc.reason}" if exc.unreadable else f"{exc.what} refused: {exc.reason}"
         raise ConfigError(label, [("", reason)]) from None
-    data_dict = parse_config_toml(data, label)
+    data_dict = parse_toml_bytes(data, label)
     return runner_config_from_dict(data_dict, base_dir=path.resolve().parent, label=label)

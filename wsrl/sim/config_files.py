@@ -155,23 +155,89 @@ def validate_file(model: type[BaseModel], data: dict[str, Any], label: str) -> A
 # --------------------------------------------------------------------------------------------
 
 
+MAX_TOML_BYTES = 16 * 1024 * 1024
+"""Largest scenario, workload or agent file read (a bigger one is refused, not read whole)."""
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """The TOML document at ``path``; a read or syntax error is a :class:`ConfigError` with the line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_TOML_BYTES + 1)
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_TOML_BYTES:
+        raise ConfigError(str(path), [("", f"larger than {MAX_TOML_BYTES} bytes: not a config file")])
+    return parse_toml_bytes(data, str(path))
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_LONG_NUMBER = re.compile(r"[0-9][0-9_]{4000,}")
+MAX_TOML_DEPTH = 64
+"""Nesting of arrays and inline tables reported as "nested too deeply" when parsing overflows."""
+
+
+def _line_of(text: str, offset: int) -> str:
+    return f"line {text.count(chr(10), 0, offset) + 1}"
+
+
+def _deep_nesting_line(text: str) -> str:
+    """The line where ``[``/``{`` nesting first passes :data:`MAX_TOML_DEPTH` (strings, comments skipped)."""
+    depth, index, quote = 0, 0, ""
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\" and quote == '"':
+                index += 1
+            elif char == quote or char == "\n":
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            newline = text.find("\n", index)
+            index = len(text) if newline < 0 else newline
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_TOML_DEPTH:
+                return _line_of(text, index)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        index += 1
+    return "line 1"
+
+
+def parse_toml_bytes(data: bytes, label: str) -> dict[str, Any]:
+    """Parse TOML bytes (runner config, scenario, workload, agent); failures name the line.
+
+    Every failure is a :class:`ConfigError`.
+
+    Raises:
+        ConfigError: not UTF-8, TOML syntax, a number too long to convert or nesting too deep
+            (each with ``line N``).
+
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(label, [(f"line {line}", f"not UTF-8 text (byte {exc.start})")]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
-        match = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        match = _TOML_POSITION.search(msg)
         if match:
-            reason = msg[: match.start()].strip()
-            raise ConfigError(
-                str(path), [(f"line {match.group(1)}, column {match.group(2)}", f"TOML syntax: {reason}")]
-            ) from None
-        raise ConfigError(str(path), [("", f"TOML syntax: {msg}")]) from None
+            where = f"line {match.group(1)}, column {match.group(2)}"
+            raise ConfigError(label, [(where, f"TOML syntax: {msg[: match.start()].strip()}")]) from None
+        raise ConfigError(label, [("line 1", f"TOML syntax: {msg}")]) from None
+    except RecursionError:
+        where = _deep_nesting_line(text)
+        raise ConfigError(label, [(where, "TOML arrays or inline tables nested too deeply")]) from None
+    except ValueError as exc:  # a number longer than int() converts (sys.get_int_max_str_digits)
+        long_number = _LONG_NUMBER.search(text)
+        where = _line_of(text, long_number.start()) if long_number else "line 1"
+        raise ConfigError(label, [(where, f"TOML value: {str(exc)[:120]}")]) from None
 
 
 def available(kind: str) -> list[str]:
