@@ -149,7 +149,8 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
         + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in c["verdict"].items())
         for ref, c in card["checks"].items()
     )
-    inputs = "\n".join(f"  - `{ref}`" for ref in config["env"]["inputs"])
+    root = str(Path(__file__).resolve().parents[2]) + "/"
+    inputs = "\n".join(f"  - `{ref.replace(root, '')}`" for ref in config["env"]["inputs"])
     hp = ", ".join(f"{k}={v}" for k, v in config["hyperparameters"].items())
     lines = [
         f"# {directory.name}: model card",
