@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test lint demo bench fidelity leaderboard testbed clean train bitbrains-split
+.PHONY: setup test soak lint demo bench fidelity leaderboard testbed clean train bitbrains-split
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ lint: $(STAMP)
 
 test: $(STAMP) testbed
 	$(PY) -m ruff check wsrl tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not soak"
+
+# The fault-injection soak on real components (root, QEMU, v1 memcg, zram; docs/reliability.md):
+# WSRL_SOAK_S seconds (default 600) plus set-up. Writes out/soak/figures.json.
+soak: $(STAMP) testbed
+	$(PY) -m pytest -q -s -m soak tests/soak
 
 demo: $(STAMP)
 	bash scripts/demo.sh
