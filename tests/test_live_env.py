@@ -69,8 +69,10 @@ def test_rails_stay_on_whatever_the_agent_asks(tmp_path) -> None:  # type: ignor
 @pytest.mark.cgroup
 def test_live_env_on_a_real_memory_cgroup(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A real 300 MiB process in a v1 memcg with zram swap: the agent's tightest action lowers its limit
-    step by step (bounded, never below the floor), the process swaps and survives, and the loosest
-    action raises the limit again."""
+    step by step (bounded, never below the floor), the process survives, and the loosest
+    action raises the limit again. The floor (328 MiB) sits just above what the process touches
+    every second: a v1 memcg squeezed far below that can OOM-kill it in a reclaim-speed race even
+    with swap on (testbed.md), which the rails cannot prevent below a floor set too low."""
     with zram_swap(1 * GIB), v1_memcg("live") as group, hog(group, 300) as child:
         data = {
             "host": {
@@ -81,7 +83,7 @@ def test_live_env_on_a_real_memory_cgroup(tmp_path) -> None:  # type: ignore[no-
                 "cgroup_root": str(TEST_PARENT.parent),
             },
             "policy": {"name_or_path": "static"},
-            "safety": {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.2, "stale_after_s": 30},
+            "safety": {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.32, "stale_after_s": 30},
             "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
             "guest": [
                 {
@@ -101,7 +103,7 @@ def test_live_env_on_a_real_memory_cgroup(tmp_path) -> None:  # type: ignore[no-
             limit = int((group / "memory.limit_in_bytes").read_text())
             limits.append(limit)
             assert limit == info["target_bytes"][0]
-            assert limit >= 0.2 * GIB - 4096
+            assert limit >= 0.32 * GIB - 4096
             assert np.isfinite(reward)
         steps = np.diff([512 * MIB, *limits])
         assert (-steps <= 0.1 * 512 * MIB + 4096).all()  # each shrink bounded by the rate rail
