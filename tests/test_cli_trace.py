@@ -26,7 +26,7 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in lines[0], lines[0]
 
 
 def test_info_json_on_the_bundled_trace() -> None:

@@ -11,14 +11,13 @@ import hashlib
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from test_cli_trace import assert_user_error, wsrl
 
 from wsrl.errors import TraceError, WsrlError
 from wsrl.eval.runner import trace_setup
@@ -64,21 +63,6 @@ def expected_sides(directory: Path, holdout_frac: float, cutoff_frac: float) -> 
         "holdout_samples": int((is_holdout & ~before).sum()),
         "total": len(times),
     }
-
-
-def wsrl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wsrl", *args], capture_output=True, text=True, cwd=REPO, timeout=120
-    )
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def copy_of(rows: pa.Table, directory: Path, *, part_per_guest: bool = False) -> Path:
