@@ -349,6 +349,54 @@ def test_check_inputs_sorts_missing_stale_malformed() -> None:
     assert "histogram" in reasons[7] and "PSI" in reasons[8] and "refault" in reasons[9]
 
 
+def test_check_inputs_refuses_a_clock_ahead_and_follows_a_clock_stepped_back() -> None:
+    now_ms = 10_000_000.0
+    readings = [
+        _reading(time_ms=now_ms + 2 * 3600 * 1000),  # a source two hours ahead: refused
+        _reading(time_ms=now_ms + 5_000),  # within the skew: fine
+        _reading(time_ms=now_ms - 1_000),  # the host clock was stepped back an hour: a new time line
+        _reading(time_ms=now_ms - 7200 * 1000),  # stamped two hours ago: old, stale
+        _reading(time_ms=now_ms - 1_000),  # a repeat of the previous sample
+    ]
+    previous = np.array([[now_ms - 10_000, now_ms - 10_000, now_ms + 3600 * 1000, now_ms, now_ms - 1_000]])
+    verdict = safety.check_inputs(
+        _inputs(*readings),
+        previous_time_ms=previous,
+        now_ms=now_ms,
+        stale_after_s=60,
+        provisioned_bytes=np.full((1, 5), 4 * GIB),
+        clock_skew_s=30,
+    )
+    assert verdict.malformed[0].tolist() == [True, False, False, False, False]
+    assert "ahead of the host clock" in verdict.reasons[0, 0]
+    assert verdict.stale[0].tolist() == [False, False, False, True, True]
+    assert verdict.stepped_back is not None
+    assert verdict.stepped_back[0].tolist() == [False, False, True, False, False]
+
+
+def test_oom_memory_remembers_the_size_killed_at_for_a_while() -> None:
+    memory = safety.OomMemory(2, memory_s=60, margin_frac=0.05)
+    provisioned = np.full((1, 2), 8 * GIB)
+    none = np.zeros((1, 2), dtype=bool)
+    assert memory.update(none, np.full((1, 2), GIB), provisioned, 0.0).tolist() == [[0.0, 0.0]]
+    bar = memory.update(np.array([[True, False]]), np.array([[2 * GIB, GIB]]), provisioned, 1_000.0)
+    assert bar[0, 0] == pytest.approx(2 * GIB + 0.4 * GIB) and bar[0, 1] == 0.0
+    # A second kill at a lower size never lowers the bar; one at a higher size raises it.
+    assert (
+        memory.update(np.array([[True, False]]), np.array([[GIB, GIB]]), provisioned, 2_000.0)[0, 0]
+        == bar[0, 0]
+    )
+    higher = memory.update(np.array([[True, False]]), np.array([[3 * GIB, GIB]]), provisioned, 3_000.0)
+    assert higher[0, 0] == pytest.approx(3.4 * GIB)
+    assert memory.update(none, provisioned, provisioned, 62_000.0)[0, 0] == pytest.approx(3.4 * GIB)
+    assert memory.update(none, provisioned, provisioned, 63_001.0)[0, 0] == 0.0  # forgotten after memory_s
+    rail = safety.oom_memory_rail(np.array([[GIB, GIB]]), higher)
+    assert rail.values[0].tolist() == [pytest.approx(3.4 * GIB), GIB]
+    assert rail.changed[0].tolist() == [True, False] and "OOM-killed below" in rail.reasons[0, 0]
+    off = safety.OomMemory(1, memory_s=0, margin_frac=0.05)
+    assert off.update(np.array([[True]]), np.array([[GIB]]), np.array([[8 * GIB]]), 0.0)[0, 0] == 0.0
+
+
 def test_input_health_holds_then_falls_back_then_recovers() -> None:
     health = safety.InputHealth(2, hold_intervals=2)
     bad = np.array([[True, False]])

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from stable_baselines3 import PPO
-from test_runner_support import audit_records, make_config
+from test_runner_support import audit_records, config_data, make_config
 
 from wsrl.errors import WsrlError
 from wsrl.rl.export import export_policy
 from wsrl.rl.vec_env import GuestVecEnv
+from wsrl.runner.config import runner_config_from_dict
 from wsrl.runner.daemon import Runner
 
 
@@ -79,3 +80,45 @@ def test_tampered_model_is_refused_at_start(tmp_path: Path, exported: Path) -> N
         handle.write(b"\0")
     with pytest.raises(WsrlError, match="sha256"):
         Runner(make_config(tmp_path, policy="policy", record=False))
+
+
+def test_replaced_policy_is_reloaded_and_a_corrupt_one_refused(tmp_path: Path, exported: Path) -> None:
+    policy_dir = tmp_path / "policy"
+    shutil.copytree(exported, policy_dir)
+    model = policy_dir / "model.onnx"
+    good = model.read_bytes()
+    config = make_config(tmp_path, policy="policy", breaker={"enabled": False}, record=False)
+    runner = Runner(config)
+    runner.start()
+    runner.tick()
+    first = runner.primary
+
+    model.write_bytes(good[: len(good) // 2] + b"\x00garbage")  # a corrupt (half-written) replacement
+    corrupt = runner.tick()
+    assert runner.primary is first  # refused: the verified policy keeps running
+    for guest in corrupt.record["guests"]:
+        assert guest["source"] == "tiny-ppo" and guest["decision"] is not None
+    runner.tick()  # unchanged files are not read again
+    reloads = audit_records(tmp_path, "policy_reload")
+    assert len(reloads) == 1
+    assert not reloads[0]["loaded"] and reloads[0]["kept"] == "tiny-ppo"
+    assert "sha256" in reloads[0]["error"] and str(model) in reloads[0]["error"]
+
+    tmp = policy_dir / "model.onnx.new"
+    tmp.write_bytes(good)
+    tmp.replace(model)  # the fixed file, put in place atomically
+    fixed = runner.tick()
+    runner.shutdown()
+    reloads = audit_records(tmp_path, "policy_reload")
+    assert len(reloads) == 2 and reloads[1]["loaded"] and reloads[1]["error"] is None
+    assert runner.primary is not first and runner.primary.policy.name == "tiny-ppo"
+    assert all(g["source"] == "tiny-ppo" and g["decision"] for g in fixed.record["guests"])
+
+
+def test_reload_can_be_turned_off(tmp_path: Path, exported: Path) -> None:
+    shutil.copytree(exported, tmp_path / "policy")
+    data = config_data(tmp_path, policy="policy", record=False)
+    data["policy"]["reload"] = False
+    runner = Runner(runner_config_from_dict(data, base_dir=tmp_path, label="host.toml"))
+    assert runner.reloader is None
+    runner.close()

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from cgroup_fixtures import TEST_PARENT, hog, v1_memcg, zram_swap
 from test_backend_qemu import hand_over_serial_socket, wait_until
+from test_runner_support import ClockShiftBackend
 from testbed import QemuGuest
 
+from wsrl.backends.registry import build_backends
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.runner.config import runner_config_from_dict
 from wsrl.runner.daemon import Runner
@@ -83,6 +85,59 @@ def test_runner_lowers_and_raises_a_real_cgroup_limit(tmp_path: Path) -> None:
         assert "breaker" in json.dumps(ticks[-1])
         assert int(limit_file.read_text()) == int(0.75 * GIB)  # relaxed on exit
         assert (tmp_path / "trace").is_dir()
+
+
+@pytest.mark.cgroup
+def test_runner_rides_out_clock_jumps_on_a_real_cgroup(tmp_path: Path) -> None:
+    """A source stamped two hours ahead is refused and held, and the next true reading is served at
+    once (trusting it would have made every later reading look stale for two hours); a host clock
+    stepped back an hour (the readings and the runner's clock together) starts a new time line."""
+    with v1_memcg("clock") as group:
+        data = {
+            "host": {
+                "name": "real",
+                "capacity_gib": 2,
+                "interval_s": 1,
+                "cgroup_root": str(TEST_PARENT.parent),
+            },
+            "policy": {"name_or_path": "wmo"},
+            "safety": {"floor_gib": 0.25, "hold_intervals_before_fallback": 3},
+            "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
+            "guest": [
+                {
+                    "name": "cg",
+                    "provisioned_gib": 0.5,
+                    "backend": {"kind": "cgroup", "path": str(group.relative_to(TEST_PARENT.parent))},
+                }
+            ],
+        }
+        config = runner_config_from_dict(data, base_dir=tmp_path, label="host.toml")
+        shifted = ClockShiftBackend(build_backends(config)[0])
+        step_s = 0.0
+        with Runner(config, backends=[shifted], wall_clock=lambda: time.time() + step_s) as runner:
+            runner.start()
+
+            def tick() -> dict[str, Any]:
+                time.sleep(0.02)  # readings are stamped in ms: let each one advance
+                return runner.tick().record["guests"][0]
+
+            assert [tick()["state"] for _ in range(2)] == ["ok", "ok"]
+            shifted.offset_ms = 2 * 3600 * 1000
+            ahead = [tick() for _ in range(2)]
+            shifted.offset_ms = 0
+            back = tick()
+            step_s = -3600.0  # the host clock is stepped back an hour: readings and runner alike
+            shifted.offset_ms = -3600 * 1000
+            stepped = tick()
+            after = tick()
+            runner.shutdown()
+    for guest in ahead:
+        assert guest["state"] == "hold" and "ahead of the host clock" in guest["input"]
+        assert not guest["applied"]
+    assert back["state"] == "ok" and back["input"] == "ok"
+    assert stepped["state"] == "ok" and after["state"] == "ok"
+    ticks = [r for r in audit(tmp_path) if r["kind"] == "tick"]
+    assert ticks[-2]["clock_step_s"] == pytest.approx(-3600.0, abs=1.0)
 
 
 @pytest.mark.realvm

@@ -24,6 +24,7 @@ from test_runner_support import (
     BrokenBackend,
     FreezableBackend,
     SlowBackend,
+    SlowPolicy,
     audit_records,
     leak_config,
     make_config,
@@ -32,6 +33,7 @@ from test_runner_support import (
 from wsrl.backends.base import BackendError
 from wsrl.backends.registry import build_backends
 from wsrl.backends.sim import SimBackend, SimWorld
+from wsrl.policies import make_policy
 from wsrl.runner.config import RunnerConfig
 from wsrl.runner.daemon import Runner
 from wsrl.trace.reader import TraceReader
@@ -173,9 +175,9 @@ def test_unreadable_guest_is_masked_and_the_others_are_served(tmp_path: Path) ->
 
 
 def test_expired_decisions_are_not_applied(tmp_path: Path) -> None:
-    config = make_config(tmp_path, safety={"decision_expiry_s": 0.1}, record=False)
-    backends, slow = _wrapped(config, SlowBackend, "desktop")
-    runner = Runner(config, backends=backends)
+    config = make_config(tmp_path, safety={"decision_expiry_s": 0.1, "call_timeout_s": 0.05}, record=False)
+    slow = SlowPolicy(make_policy("wmo"))
+    runner = Runner(config, policy=slow)
     runner.start()
     runner.tick()
     before = _pending(runner)
@@ -189,6 +191,57 @@ def test_expired_decisions_are_not_applied(tmp_path: Path) -> None:
     fresh = runner.tick()
     runner.shutdown()
     assert "applied" in fresh.outcomes
+
+
+def test_stalled_source_is_skipped_and_the_others_are_served(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        safety={"call_timeout_s": 0.2, "hold_intervals_before_fallback": 1},
+        breaker={"enabled": False},
+        record=False,
+    )
+    backends, stalled = _wrapped(config, SlowBackend, "android")
+    runner = Runner(config, backends=backends)
+    runner.start()
+    runner.tick()
+    stalled.delay_s = 1.5  # a source that blocks (a stopped VMM, a hung file system) for 1.5 s
+    started = time.monotonic()
+    first = runner.tick()
+    took_s = time.monotonic() - started
+    second = runner.tick()  # the worker is still blocked: not tried again, no wait
+    stalled.delay_s = 0.0
+    time.sleep(1.6)  # the blocked read returns; its late result is dropped
+    recovered = runner.tick()
+    runner.shutdown()
+    assert took_s < 1.0  # one stalled guest costs a tick at most call_timeout_s
+    android = _by_name(first.record)["android"]
+    assert android["errors"] == ["read: guest android: read did not return within 0.2 s (a stalled source)"]
+    assert android["state"] == "hold" and not android["applied"]
+    for name in ("desktop", "dev"):
+        assert _by_name(first.record)[name]["state"] == "ok"
+        assert _by_name(second.record)[name]["state"] == "ok"
+    assert "still blocked in read" in _by_name(second.record)["android"]["errors"][0]
+    assert _by_name(recovered.record)["android"]["state"] == "ok"
+    assert not _by_name(recovered.record)["android"]["errors"]
+
+
+def test_oom_memory_keeps_a_guest_above_the_size_it_was_killed_at(tmp_path: Path) -> None:
+    config = leak_config(tmp_path, safety={"max_shrink_frac_per_interval": 0.5, "floor_gib": 0.25})
+    runner = Runner(config)
+    runner.start()
+    outcomes = [runner.tick() for _ in range(30)]
+    runner.shutdown()
+    records = [o.record["guests"][0] for o in outcomes]
+    trips = [i for i, g in enumerate(records) if g["breaker"]["tripped"]]
+    assert trips, "the swapless leaking guest was never OOM-killed"
+    killed_at = records[trips[0] - 1]["target_bytes"]  # the target in force when it was killed
+    bar = killed_at + 0.05 * 8 * GIB
+    after_cooldown = [g for g in records[trips[0] + 1 :] if not g["breaker"]["open"]]
+    assert after_cooldown, "the cooldown never ended"
+    for guest in after_cooldown:
+        assert guest["target_bytes"] >= bar - PAGE_BYTES  # wmo asks for less; the rail refuses
+    held = [r for g in after_cooldown for r in g["rails"] if r["rail"] == "oom_memory"]
+    assert held and "OOM-killed below" in held[0]["reason"]
 
 
 def test_dry_run_applies_nothing(tmp_path: Path) -> None:

@@ -8,12 +8,17 @@ slow read): fault injection, not mocks.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wsrl.backends.base import BackendError, GuestBackend, GuestReading, Notify
+from wsrl.pipeline.policy import Policy
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.runner.config import RunnerConfig, runner_config_from_dict
 
 LAPTOP_GUESTS: list[dict[str, Any]] = [
@@ -214,3 +219,37 @@ class SlowBackend(FreezableBackend):
         if self.delay_s > 0:
             time.sleep(self.delay_s)
         return self.inner.read()
+
+
+class ClockShiftBackend(FreezableBackend):
+    """Wraps a backend; its readings are stamped ``offset_ms`` off (a source whose clock jumped)."""
+
+    def __init__(self, inner: GuestBackend) -> None:
+        super().__init__(inner)
+        self.offset_ms = 0
+
+    def current_offset_ms(self) -> int:
+        """The shift applied to the next reading (subclasses may read it from elsewhere)."""
+        return self.offset_ms
+
+    def read(self) -> GuestReading:
+        reading = self.inner.read()
+        offset = self.current_offset_ms()
+        return dataclasses.replace(reading, time_ms=reading.time_ms + offset) if offset else reading
+
+
+class SlowPolicy:
+    """Wraps a policy; while ``delay_s`` > 0, every decision takes that long (an overloaded host)."""
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.delay_s = 0.0
+
+    def reset(self, snapshot: HostSnapshot) -> None:
+        self.inner.reset(snapshot)
+
+    def decide(self, snapshot: HostSnapshot) -> np.ndarray:
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
+        return self.inner.decide(snapshot)

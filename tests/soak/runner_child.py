@@ -10,7 +10,6 @@ the readings, applies and relaxes are the real backends'.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import sys
@@ -18,43 +17,28 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from wsrl.backends.base import GuestBackend, GuestReading, Notify
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared fault injectors
+from test_runner_support import ClockShiftBackend
+
+from wsrl.backends.base import GuestBackend
 from wsrl.backends.registry import build_backends
 from wsrl.runner.config import load_runner_config
 from wsrl.runner.daemon import Runner
 
 
-class ClockShift:
+class ClockShift(ClockShiftBackend):
     """A real backend whose readings are stamped ``offset_ms`` off while the clock file says so."""
 
     def __init__(self, inner: GuestBackend, clock_file: Path) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.clock_file = clock_file
 
-    def _offset_ms(self) -> int:
+    def current_offset_ms(self) -> int:
         try:
             order = json.loads(self.clock_file.read_text())
         except (OSError, ValueError):
             return 0
         return int(order["offset_ms"]) if order.get("guest") == self.name else 0
-
-    def start(self, notify: Notify) -> None:
-        self.inner.start(notify)
-
-    def read(self) -> GuestReading:
-        reading = self.inner.read()
-        offset = self._offset_ms()
-        return dataclasses.replace(reading, time_ms=reading.time_ms + offset) if offset else reading
-
-    def apply(self, target_bytes: int) -> None:
-        self.inner.apply(target_bytes)
-
-    def relax(self, target_bytes: int | None) -> None:
-        self.inner.relax(target_bytes)
-
-    def close(self) -> None:
-        self.inner.close()
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)

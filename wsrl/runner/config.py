@@ -140,6 +140,9 @@ class PolicySection(StrictModel):
     shadow_actor: str | None = None
     """In ``--shadow`` mode, the reference policy that acts (default: ``fallback``)."""
     allocator: Literal["max-min", "idle-tax"] = "max-min"
+    reload: bool = True
+    """Load an exported policy again when its files change (every check of the first load applies;
+    a policy that fails them is refused and the running one kept: :mod:`wsrl.runner.policy_reload`)."""
 
 
 class BreakerSection(StrictModel):
@@ -175,8 +178,28 @@ class SafetySection(StrictModel):
     malformed_usage_factor: float = Field(2.0, gt=1)
     """A reading whose usage or histogram exceeds this many times the provisioned size is malformed."""
     decision_expiry_s: float = Field(5.0, gt=0)
+    call_timeout_s: float = Field(2.0, gt=0)
+    """Longest wait for one guest's read, apply or relax: a source that blocks past it is treated as
+    unreadable for that tick and skipped until it returns (:mod:`wsrl.runner.deadline`). Must be below
+    ``decision_expiry_s``, or one stalled guest would expire every decision."""
+    clock_skew_s: float = Field(30.0, gt=0)
+    """A reading stamped more than this ahead of the host clock is malformed; one more than this
+    behind the previous reading, yet recent, is a clock stepped back and starts a new time line."""
+    oom_memory_s: float = Field(21600.0, ge=0)
+    """After an OOM kill at size S, never shrink the guest to S + ``oom_margin_frac`` x provisioned
+    or below again for this long (0: off)."""
+    oom_margin_frac: float = Field(0.05, ge=0, le=1)
     on_exit: OnExit = "relax"
     breaker: BreakerSection = Field(default_factory=BreakerSection)
+
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> SafetySection:
+        if self.call_timeout_s >= self.decision_expiry_s:
+            raise ValueError(
+                f"call_timeout_s ({self.call_timeout_s:g}) must be < decision_expiry_s "
+                f"({self.decision_expiry_s:g}): one stalled guest would expire every decision"
+            )
+        return self
 
 
 class AuditSection(StrictModel):

@@ -11,10 +11,15 @@ One :meth:`Runner.tick`:
    :class:`~wsrl.pipeline.loop.ControlLoop` (policy -> allocator -> guard), as simulation does;
 4. per guest pick the acting decision (the configured policy; the fallback where inputs went bad,
    the circuit breaker is open or the policy failed; in shadow mode the shadow actor);
-5. the rails of :mod:`~wsrl.runner.safety`, in order: hold, breaker deflate, rate, host reserve,
-   floor/ceiling;
+5. the rails of :mod:`~wsrl.runner.safety`, in order: hold, breaker deflate, OOM memory, rate,
+   host reserve, floor/ceiling;
 6. drop the whole decision if it expired (inputs older than ``decision_expiry_s``), else apply
    per guest (never in dry-run mode), then audit, record and export metrics.
+
+Every backend call (start, read, apply, relax) runs on the guest's own worker with a deadline
+(:mod:`~wsrl.runner.deadline`): a source that blocks is skipped, the others are served. An exported
+policy whose files change is loaded again, or refused with the running one kept
+(:mod:`~wsrl.runner.policy_reload`).
 
 :meth:`Runner.run` ticks every ``interval_s`` and earlier when a backend pushes a report
 (``notify``), never closer than ``min_tick_gap_s`` to the previous tick. :meth:`Runner.shutdown`
@@ -44,7 +49,9 @@ from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.runner import safety
 from wsrl.runner.audit import AuditLog, iso_time
 from wsrl.runner.config import SIM_ONLY_POLICIES, RunnerConfig
+from wsrl.runner.deadline import GuestCalls
 from wsrl.runner.metrics import RunnerMetrics
+from wsrl.runner.policy_reload import PolicyReloader, reloader_for
 from wsrl.runner.recorder import TraceRecorder
 from wsrl.runner.report import exit_record, guest_record, start_record
 from wsrl.units import GIB, PAGE_BYTES
@@ -130,6 +137,14 @@ class Runner:
         """What the actuator is known to hold (NaN: unknown or unlimited), to skip needless applies."""
         self._closables: list[Any] = []
         allocator = Allocator(mode=config.policy.allocator)
+        self.reloader: PolicyReloader | None = None
+        if (
+            policy is None
+            and config.policy.reload
+            and config.policy.name_or_path not in _reference_policies()
+        ):
+            # Watch before loading: a change while the first load runs is then loaded again.
+            self.reloader = reloader_for(config.resolve(config.policy.name_or_path))
         self.primary = ControlLoop(policy if policy is not None else load_policy(config), allocator=allocator)
         self.fallback = ControlLoop(
             make_policy(config.policy.fallback, **config.policy.fallback_params), allocator=allocator
@@ -144,8 +159,12 @@ class Runner:
                 if actor_name == config.policy.fallback
                 else ControlLoop(make_policy(actor_name), allocator=allocator)
             )
+        self._to_reset = {id(self.primary), id(self.fallback), id(self.actor)}
+        """Loops whose policy has not seen a snapshot yet (reset before their first step)."""
         self.backends = list(backends) if backends is not None else self._build_backends()
         self._closables.extend(self.backends)
+        self.calls = GuestCalls([b.name for b in self.backends], monotonic=monotonic)
+        self._closables.append(self.calls)
         if [b.name for b in self.backends] != [s.name for s in self.specs]:
             self.close()
             raise WsrlError(
@@ -163,12 +182,18 @@ class Runner:
             cooldown_s=breaker.cooldown_s,
             enabled=breaker.enabled,
         )
+        self.oom_memory = safety.OomMemory(
+            n, memory_s=safety_cfg.oom_memory_s, margin_frac=safety_cfg.oom_margin_frac
+        )
+        self._clock_offset_s: float | None = None
+        simulated = config.sim is not None and config.sim.clock == "simulated"
+        self._clock_skew_s = math.inf if simulated else safety_cfg.clock_skew_s
+        """A simulated clock runs ahead of the host's by design: only real clocks are held to the skew."""
         self._last_time_ms = np.full((1, n), np.nan)
         self._last_snapshot_ms: int | None = None
         self._started = False
         self._closed = False
         self.ticks = 0
-        self.ticks_decided = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._wake_lock = threading.Lock()
@@ -216,9 +241,10 @@ class Runner:
             return
         self._started = True
         errors: dict[str, str] = {}
+        timeout_s = self.config.safety.call_timeout_s
         for g, backend in enumerate(self.backends):
             try:
-                backend.start(self.notify)
+                self.calls.call(g, "start", backend.start, self.notify, timeout_s=timeout_s)
             except Exception as exc:  # a backend bug must not stop the other guests
                 errors[backend.name] = _error_text(exc)
                 self.metrics.backend_error(g, "start")
@@ -287,7 +313,9 @@ class Runner:
                     "unlimited": None,
                 }[on_exit]
                 try:
-                    backend.relax(size)
+                    self.calls.call(
+                        g, "relax", backend.relax, size, timeout_s=self.config.safety.call_timeout_s
+                    )
                     entry["relaxed_to_bytes"] = size
                     entry["relaxed_to"] = "unlimited" if size is None else on_exit
                 except Exception as exc:  # one guest's failure must not keep the others unrelaxed
@@ -321,14 +349,17 @@ class Runner:
     def _read_all(self) -> tuple[list[GuestReading | None], list[list[str]]]:
         readings: list[GuestReading | None] = []
         errors: list[list[str]] = []
-        for g, backend in enumerate(self.backends):
-            try:
-                readings.append(backend.read())
-                errors.append([])
-            except Exception as exc:  # BackendError, or a backend bug: mask this guest only
+        results = self.calls.read_all(
+            "read", [b.read for b in self.backends], timeout_s=self.config.safety.call_timeout_s
+        )
+        for g, result in enumerate(results):
+            if isinstance(result, Exception):  # BackendError, a stall, or a backend bug: mask this guest only
                 readings.append(None)
-                errors.append([f"read: {_error_text(exc)}"])
+                errors.append([f"read: {_error_text(result)}"])
                 self.metrics.backend_error(g, "read")
+            else:
+                readings.append(result)
+                errors.append([])
         return readings, errors
 
     def _snapshot(self, readings: list[GuestReading | None], time_ms: int) -> HostSnapshot:
@@ -359,30 +390,27 @@ class Runner:
         time_ms = max(times) if times else int(self._wall_clock() * 1000.0)
         return self._snapshot(readings, time_ms)
 
-    def _decide(
-        self, loop: ControlLoop, snapshot: HostSnapshot, first: bool
-    ) -> tuple[Decision | None, str | None]:
+    def _decide(self, loop: ControlLoop, snapshot: HostSnapshot) -> tuple[Decision | None, str | None]:
         try:
-            if first:
+            if id(loop) in self._to_reset:
                 loop.reset(snapshot)
+                self._to_reset.discard(id(loop))
             return loop.step(snapshot), None
         except Exception as exc:  # a policy that fails (a bad model, a bug) hands over to the fallback
             return None, f"policy {loop.policy.name!r} failed: {_error_text(exc)}"
 
     def _decide_all(self, snapshot: HostSnapshot) -> tuple[dict[str, Decision | None], dict[str, str | None]]:
         """Run the configured policy, the fallback and (in shadow mode) the actor on ``snapshot``."""
-        first = self.ticks_decided == 0
-        self.ticks_decided += 1
         decisions: dict[str, Decision | None] = {}
         errors: dict[str, str | None] = {}
-        decisions["primary"], errors["primary"] = self._decide(self.primary, snapshot, first)
-        decisions["fallback"], errors["fallback"] = self._decide(self.fallback, snapshot, first)
+        decisions["primary"], errors["primary"] = self._decide(self.primary, snapshot)
+        decisions["fallback"], errors["fallback"] = self._decide(self.fallback, snapshot)
         if self.actor is self.primary:
             decisions["actor"], errors["actor"] = decisions["primary"], errors["primary"]
         elif self.actor is self.fallback:
             decisions["actor"], errors["actor"] = decisions["fallback"], errors["fallback"]
         else:
-            decisions["actor"], errors["actor"] = self._decide(self.actor, snapshot, first)
+            decisions["actor"], errors["actor"] = self._decide(self.actor, snapshot)
         return decisions, errors
 
     def _choose(
@@ -427,6 +455,7 @@ class Runner:
         current: np.ndarray,
         holding: np.ndarray,
         breaker: safety.BreakerUpdate,
+        oom_min_bytes: np.ndarray,
         log: safety.RailLog,
     ) -> np.ndarray:
         """The safety rails in order (module docstring of :mod:`wsrl.runner.safety`), logged."""
@@ -435,6 +464,7 @@ class Runner:
         target = log.add(
             target, safety.breaker_rail(target, current, self.provisioned, breaker.tripped, breaker.open)
         )
+        target = log.add(target, safety.oom_memory_rail(target, oom_min_bytes))
         target = log.add(
             target,
             safety.rate_rail(
@@ -460,6 +490,8 @@ class Runner:
         with self._wake_lock:
             woken_by, self._wake_reasons = self._wake_reasons, []
         n = len(self.specs)
+        self._reload_policy()
+        clock_step_s = self._clock_step_s(started_s)
         readings, errors = self._read_all()
         inputs = safety.InputArrays.from_readings(readings)
         safety_cfg = self.config.safety
@@ -470,9 +502,13 @@ class Runner:
             stale_after_s=safety_cfg.stale_after_s,
             provisioned_bytes=self.provisioned,
             usage_factor=safety_cfg.malformed_usage_factor,
+            clock_skew_s=self._clock_skew_s,
         )
         usable = verdict.usable
-        self._last_time_ms = np.where(usable, np.fmax(inputs.time_ms, self._last_time_ms), self._last_time_ms)
+        newest_ms = np.fmax(inputs.time_ms, self._last_time_ms)
+        if verdict.stepped_back is not None:  # a clock stepped back: the reading starts a new time line
+            newest_ms = np.where(verdict.stepped_back, inputs.time_ms, newest_ms)
+        self._last_time_ms = np.where(usable, newest_ms, self._last_time_ms)
         states = self.health.update(verdict.bad)
         fresh = ~verdict.bad
         self.current = np.where(fresh & np.isfinite(inputs.target_bytes), inputs.target_bytes, self.current)
@@ -488,9 +524,11 @@ class Runner:
             snapshot = self._snapshot([r if usable[0, g] else None for g, r in enumerate(readings)], time_ms)
             decisions, policy_errors = self._decide_all(snapshot)
         breaker = self.breaker.update(inputs, fresh, time_ms)
+        oom = breaker.oom if breaker.oom is not None else np.zeros((1, n), dtype=bool)
+        oom_min_bytes = self.oom_memory.update(oom, current, self.provisioned, time_ms)
         target, holding, choices, sources = self._choose(states, usable, breaker, decisions, current)
         rails = safety.RailLog(n)
-        target = self._rails(target, current, holding, breaker, rails)
+        target = self._rails(target, current, holding, breaker, oom_min_bytes, rails)
         final = [_page_bytes(target[0, g], self.floor[0, g], self.provisioned[0, g]) for g in range(n)]
 
         expired = safety.expiry_reason(started_s, self._monotonic(), safety_cfg.decision_expiry_s)
@@ -538,6 +576,7 @@ class Runner:
             "fallback": self.fallback.policy.name,
             "actor": self.actor.policy.name,
             "woken_by": woken_by,
+            "clock_step_s": clock_step_s,
             "policy_errors": {k: v for k, v in policy_errors.items() if v},
             "record_error": record_error,
             "duration_s": round(duration_s, 6),
@@ -559,6 +598,44 @@ class Runner:
             tick=self.ticks, time_ms=time_ms, target_bytes=final, outcomes=outcomes, record=record
         )
 
+    def _reload_policy(self) -> None:
+        """Load the exported policy again if its files changed; audit the outcome either way."""
+        if self.reloader is None:
+            return
+        result = self.reloader.poll()
+        if result is None:
+            return
+        before = self.primary.policy.name
+        if result.policy is not None:
+            loop = ControlLoop(result.policy, allocator=self.primary.allocator)
+            if self.actor is self.primary:
+                self.actor = loop
+            self.primary = loop
+            self._to_reset.add(id(loop))
+        now_ms = self._wall_clock() * 1000.0
+        self.audit.write(
+            {
+                "kind": "policy_reload",
+                "time": iso_time(now_ms),
+                "time_ms": int(now_ms),
+                "path": str(self.reloader.directory),
+                "loaded": result.policy is not None,
+                "policy": self.primary.policy.name,
+                "replaced": before if result.policy is not None else None,
+                "error": result.error,
+                "kept": before if result.policy is None else None,
+            }
+        )
+        self.metrics.policy_reload(loaded=result.policy is not None)
+
+    def _clock_step_s(self, monotonic_s: float) -> float | None:
+        """How far the wall clock was stepped since the last tick (``None``: under a second)."""
+        offset_s = self._wall_clock() - monotonic_s
+        previous, self._clock_offset_s = self._clock_offset_s, offset_s
+        if previous is None or abs(offset_s - previous) < 1.0:
+            return None
+        return round(offset_s - previous, 3)
+
     def _apply(
         self, final: list[int], holding: np.ndarray, expired: str | None, errors: list[list[str]]
     ) -> tuple[list[str], list[bool]]:
@@ -575,17 +652,26 @@ class Runner:
                 outcome = "unchanged"
             else:
                 try:
-                    backend.apply(final[g])
+                    self.calls.call(
+                        g, "apply", backend.apply, final[g], timeout_s=self.config.safety.call_timeout_s
+                    )
                     self.current[0, g] = final[g]
                     self.known_target[0, g] = final[g]
                     outcome = "applied"
-                except Exception as exc:  # BackendError, or a backend bug: a failed apply either way
+                except Exception as exc:  # BackendError, a stall, or a backend bug: a failed apply either way
+                    self.known_target[0, g] = np.nan  # a stalled apply may still land: not known
                     errors[g].append(f"apply: {_error_text(exc)}")
                     self.metrics.backend_error(g, "apply")
                     outcome = "apply_error"
             outcomes.append(outcome)
             applied.append(outcome == "applied")
         return outcomes, applied
+
+
+def _reference_policies() -> frozenset[str]:
+    from wsrl.policies import POLICIES
+
+    return frozenset(POLICIES)
 
 
 def _page_bytes(target: float, floor: float, provisioned: float) -> int:

@@ -93,6 +93,12 @@ class RunnerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0),
         )
         self.ticks = prom.Counter(PREFIX + "ticks", "Ticks run.", registry=reg)
+        self.policy_reloads = prom.Counter(
+            PREFIX + "policy_reloads",
+            "Changes of the exported policy's files, by outcome (loaded, refused).",
+            ("outcome",),
+            registry=reg,
+        )
         info = prom.Gauge(PREFIX + "info", "What this runner runs.", ("host", *labels), registry=reg)
         info.labels(host, *labels.values()).set(1)
         try:
@@ -130,6 +136,11 @@ class RunnerMetrics:
         """Count a failed backend operation."""
         if self.enabled:
             self.backend_errors.labels(self.guests[index], op).inc()
+
+    def policy_reload(self, *, loaded: bool) -> None:
+        """Count a change of the policy files: ``loaded`` or refused."""
+        if self.enabled:
+            self.policy_reloads.labels("loaded" if loaded else "refused").inc()
 
     def tick(self, duration_s: float) -> None:
         """Count a tick and its duration."""

@@ -9,11 +9,14 @@ the runner passes them through these rails, in this order (``docs/runner.md`` ex
 2. :class:`CircuitBreaker`: an OOM kill, a PSI spike or a refault spike deflates the guest to its
    provisioned size at once and keeps it on the fallback policy, never shrinking, for a cooldown
    (:func:`breaker_rail`);
-3. :func:`rate_rail`: shrink by at most a share of the provisioned size per interval; grow at once
+3. :class:`OomMemory` / :func:`oom_memory_rail`: a guest that was OOM-killed at some size is never
+   shrunk back to that size (plus a margin) for ``oom_memory_s``, so that the breaker's cooldown
+   ending cannot lead the policy straight into the same OOM again;
+4. :func:`rate_rail`: shrink by at most a share of the provisioned size per interval; grow at once
    (or at a configured rate);
-4. :func:`host_reserve_rail`: the sum of all targets leaves the host's reserve free (growth is
+5. :func:`host_reserve_rail`: the sum of all targets leaves the host's reserve free (growth is
    trimmed; nobody is shrunk faster than the rate rail allows);
-5. :func:`floor_rail`: never below the floor, never above the provisioned size. Last, so that
+6. :func:`floor_rail`: never below the floor, never above the provisioned size. Last, so that
    every value that leaves the rails is within ``[floor, provisioned]`` by construction.
 
 Every rail returns a :class:`RailResult`: the new values, which guests it changed and why, so the
@@ -101,6 +104,44 @@ def breaker_rail(
         "circuit breaker open: no shrinking until the cooldown ends",
     ).astype(object)
     return _result("breaker", target_bytes, after, why)
+
+
+class OomMemory:
+    """Per guest, the size below which it was OOM-killed, remembered for ``memory_s``.
+
+    When a guest is OOM-killed while its target was ``S``, sizes up to ``S + margin_frac *
+    provisioned`` are off limits until ``memory_s`` has passed (in reading time; a new OOM raises
+    the bar and restarts the clock). ``memory_s = 0`` remembers nothing.
+
+    The runner keeps this in memory only: a restarted runner starts with no remembered OOMs (the
+    audit log holds them).
+    """
+
+    def __init__(self, guests: int, *, memory_s: float, margin_frac: float) -> None:
+        self.memory_ms = memory_s * 1000.0
+        self.margin_frac = margin_frac
+        self.min_bytes = np.zeros((1, guests))
+        self.until_ms = np.full((1, guests), -np.inf)
+
+    def update(
+        self, oom: np.ndarray, size_bytes: np.ndarray, provisioned_bytes: np.ndarray, time_ms: float
+    ) -> np.ndarray:
+        """Remember ``oom`` guests' ``size_bytes``; returns the ``[1, guests]`` sizes now off limits."""
+        if self.memory_ms > 0:
+            bar = np.minimum(size_bytes + self.margin_frac * provisioned_bytes, provisioned_bytes)
+            active = time_ms < self.until_ms
+            raised = np.where(active, np.maximum(self.min_bytes, bar), bar)
+            remember = oom & np.isfinite(bar)
+            self.min_bytes = np.where(remember, raised, self.min_bytes)
+            self.until_ms = np.where(remember, time_ms + self.memory_ms, self.until_ms)
+        return np.where(time_ms < self.until_ms, self.min_bytes, 0.0)
+
+
+def oom_memory_rail(target_bytes: np.ndarray, min_bytes: np.ndarray) -> RailResult:
+    """Raise targets to the size each guest last OOMed at plus a margin (:class:`OomMemory`)."""
+    after = np.maximum(target_bytes, min_bytes)
+    why = _per_guest("OOM-killed below {} recently: not shrunk that far again", min_bytes)
+    return _result("oom_memory", target_bytes, after, why)
 
 
 def rate_rail(
@@ -262,6 +303,8 @@ class InputVerdict:
     stale: np.ndarray
     malformed: np.ndarray
     reasons: np.ndarray
+    stepped_back: np.ndarray | None = None
+    """Good readings whose clock was stepped back: they start a new time line."""
 
     @property
     def bad(self) -> np.ndarray:
@@ -282,15 +325,22 @@ def check_inputs(
     stale_after_s: float,
     provisioned_bytes: np.ndarray,
     usage_factor: float = 2.0,
+    clock_skew_s: float = 30.0,
 ) -> InputVerdict:
     """Sort readings into missing, stale and malformed, with a reason for each.
 
     Malformed: a size that is NaN, infinite or negative where a number is required (visible size,
     refault counter), a negative usage, target, PSI or OOM count, PSI above 100 %, or usage or
-    histogram bytes above ``usage_factor`` times the provisioned size. Stale: the reading's time
-    did not advance since the previous one (the source returned the same sample again, or its
-    clock went back), or it is older than ``stale_after_s``. Unknown values (NaN usage, target or
-    PSI) are not malformed: sources that do not know them say so with NaN.
+    histogram bytes above ``usage_factor`` times the provisioned size, or a time more than
+    ``clock_skew_s`` ahead of ``now_ms`` (a source whose clock jumped forward: trusting it would make
+    every later, correct reading look older than it). Stale: the reading's time did not advance since
+    the previous one (the source returned the same sample again), or it is older than
+    ``stale_after_s``.
+
+    Clock steps: a reading more than ``clock_skew_s`` behind the previous one but not old by
+    ``now_ms`` is a clock that was stepped back (the host's, with the runner's own): it starts a new
+    time line (``stepped_back``) instead of being held as stale until the clock catches up. Unknown
+    values (NaN usage, target or PSI) are not malformed: sources that do not know them say so with NaN.
     """
     missing = ~inputs.present
     limit = usage_factor * provisioned_bytes
@@ -304,6 +354,10 @@ def check_inputs(
         ((inputs.psi_some_avg10 < 0) | (inputs.psi_some_avg10 > 100), "PSI avg10 outside 0-100 %"),
         (inputs.oom_kills_total < 0, "OOM count is negative"),
         (~np.isfinite(inputs.time_ms) | (inputs.time_ms <= 0), "time is not a time"),
+        (
+            inputs.time_ms > now_ms + clock_skew_s * 1000.0,
+            f"time is over {clock_skew_s:g} s ahead of the host clock",
+        ),
     ]
     n = inputs.present.shape[1]
     reasons = np.full((1, n), "", dtype=object)
@@ -313,10 +367,12 @@ def check_inputs(
             hit = inputs.present & failed & ~malformed
             reasons = np.where(hit, f"malformed: {why}", reasons)
             malformed |= hit
-        repeated = inputs.time_ms <= previous_time_ms
         age_s = (now_ms - inputs.time_ms) / 1000.0
         old = age_s > stale_after_s
+        stepped_back = (inputs.time_ms < previous_time_ms - clock_skew_s * 1000.0) & ~old
+        repeated = (inputs.time_ms <= previous_time_ms) & ~stepped_back
     ok = inputs.present & ~malformed
+    stepped_back &= ok
     stale = ok & (repeated | old)
     limit_s = f"{stale_after_s:g} s"
     reasons = np.where(ok & repeated, "stale: the reading's time did not advance", reasons)
@@ -326,7 +382,13 @@ def check_inputs(
         reasons,
     )
     reasons = np.where(missing, "missing: the guest could not be read", reasons)
-    return InputVerdict(missing=missing, stale=stale, malformed=malformed, reasons=reasons.astype(object))
+    return InputVerdict(
+        missing=missing,
+        stale=stale,
+        malformed=malformed,
+        reasons=reasons.astype(object),
+        stepped_back=stepped_back,
+    )
 
 
 class InputHealth:
@@ -366,6 +428,8 @@ class BreakerUpdate:
     reasons: np.ndarray
     refault_pages_per_s: np.ndarray
     """Refault rate since the previous valid reading (NaN where unknown), for the audit log."""
+    oom: np.ndarray | None = None
+    """New OOM kills seen this tick (whether or not they tripped the breaker)."""
 
 
 class CircuitBreaker:
@@ -444,7 +508,12 @@ class CircuitBreaker:
         self._prev_refault = np.where(valid, inputs.refault_total, self._prev_refault)
         self._prev_oom = np.where(valid, inputs.oom_kills_total, self._prev_oom)
         return BreakerUpdate(
-            tripped=tripped, open=is_open, closed=closed, reasons=reasons, refault_pages_per_s=pages_per_s
+            tripped=tripped,
+            open=is_open,
+            closed=closed,
+            reasons=reasons,
+            refault_pages_per_s=pages_per_s,
+            oom=oom,
         )
 
 
