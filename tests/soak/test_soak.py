@@ -10,8 +10,13 @@ seconds, default 600):
 * ``trace_disk_full``: the tmpfs the trace is recorded to is filled up, then freed;
 * ``time_jump``: the second cgroup's readings are stamped two hours in the past for a while (the
   runner child, ``runner_child.py``, puts a clock shifter in front of its real backends);
+* ``policy_corrupt``: the exported policy's model file is overwritten with a corrupt one, then put
+  back (the runner runs the shipped learned policy, ``trained/ppo-overcommit``, from a copy);
+* ``time_jump_forward``: the second cgroup's readings are stamped two hours in the future for a while;
 * ``vm_restart``: QEMU is killed (the QMP and agent sockets drop) and a new guest is booted; the
   config's socket paths are symlinks, repointed at the new guest's sockets;
+* ``source_stall``: QEMU is stopped (SIGSTOP) so that its QMP socket and agent stream block, then
+  continued;
 * ``runner_sigkill``: the runner is killed with SIGKILL mid-run and restarted with the same config;
 * ``runner_sigterm``: the runner is stopped with SIGTERM at the end.
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -68,11 +74,17 @@ FAULT_KINDS = (
     "histogram_garbage",
     "cgroup_gone",
     "trace_disk_full",
+    "policy_corrupt",
     "time_jump",
+    "time_jump_forward",
     "vm_restart",
+    "source_stall",
     "runner_sigkill",
     "runner_sigterm",
 )
+SHIPPED_POLICY = REPO / "trained" / "ppo-overcommit"
+RECOVERY_S = 5.0
+"""After a source's clock fault ends, its guest is served again within this long."""
 
 pytestmark = [
     pytest.mark.soak,
@@ -139,6 +151,14 @@ class Soak:
         self.audit = work / "audit.jsonl"
         self.lru_gen = work / "lru_gen"
         self.clock_file = work / "clock.json"
+        self.policy = work / "policy"
+
+    def install_policy(self) -> None:
+        """A private copy of the shipped policy, owned by this user and writable by no one else."""
+        self.policy.mkdir(mode=0o755)
+        for name in ("manifest.json", "model.onnx"):
+            shutil.copyfile(SHIPPED_POLICY / name, self.policy / name)
+            (self.policy / name).chmod(0o644)
 
     # -- the VM ------------------------------------------------------------------------------
 
@@ -230,7 +250,7 @@ def host_toml(soak: Soak, groups: dict[str, Path]) -> str:
     return (
         f'[host]\nname = "soak"\ncapacity_gib = 3\nreserve_gib = 0\ninterval_s = {INTERVAL_S}\n'
         f'cgroup_root = "{root}"\n\n'
-        '[policy]\nname_or_path = "wmo"\n\n'
+        f'[policy]\nname_or_path = "{soak.policy}"\n\n'
         f"[safety]\nmax_shrink_frac_per_interval = 0.1\nfloor_gib = {CG_FLOOR_GIB}\n"
         "hold_intervals_before_fallback = 2\ndecision_expiry_s = 15\n\n"
         "[safety.breaker]\ncooldown_s = 30\n\n"
@@ -281,6 +301,7 @@ def test_runner_survives_a_fault_schedule_on_real_components() -> None:
             for child in hogs.values():
                 assert child.expect("ready"), "a hog died while filling its memory"
             soak.boot_vm()
+            soak.install_policy()
             soak.config.write_text(host_toml(soak, groups))
             soak.start_runner()
             soak.wait_ticks(3, 60.0)
@@ -325,6 +346,20 @@ def test_runner_survives_a_fault_schedule_on_real_components() -> None:
             filler.unlink()
             soak.fault("trace_disk_full", t0, now_ms())
 
+            # 3b. the policy file is replaced by a corrupt one, then put back
+            at(0.36)
+            t0 = now_ms()
+            model = soak.policy / "model.onnx"
+            good_model = model.read_bytes()
+            model.write_bytes(good_model[: len(good_model) // 3] + b"\x00not a model\x00" * 64)
+            time.sleep(6)
+            fixed = model.with_suffix(".new")
+            fixed.write_bytes(good_model)
+            fixed.chmod(0o644)
+            fixed.replace(model)
+            soak.wait_ticks(2, 30.0)
+            soak.fault("policy_corrupt", t0, now_ms())
+
             # 4. time jumps: one guest's readings come stamped two hours in the past
             at(0.42)
             t0 = now_ms()
@@ -332,6 +367,14 @@ def test_runner_survives_a_fault_schedule_on_real_components() -> None:
             time.sleep(6)
             soak.clock_file.unlink()
             soak.fault("time_jump", t0, now_ms(), guest="cg-b", offset_ms=-2 * 3600 * 1000)
+
+            # 4b. and two hours in the future
+            at(0.47)
+            t0 = now_ms()
+            soak.clock_file.write_text(json.dumps({"guest": "cg-b", "offset_ms": 2 * 3600 * 1000}))
+            time.sleep(6)
+            soak.clock_file.unlink()
+            soak.fault("time_jump_forward", t0, now_ms(), guest="cg-b", offset_ms=2 * 3600 * 1000)
 
             # 5. the VM is killed (QMP and agent sockets drop) and a new one booted
             at(0.52)
@@ -344,6 +387,16 @@ def test_runner_survives_a_fault_schedule_on_real_components() -> None:
             soak.boot_vm()
             restarted_ms = now_ms()
             soak.fault("vm_restart", t0, restarted_ms, guest="vm")
+
+            # 5b. the VM's sources stall: QEMU is stopped, its sockets block instead of failing
+            at(0.62)
+            t0 = now_ms()
+            assert soak.guest is not None and soak.guest._proc is not None
+            qemu_pid = soak.guest._proc.pid
+            os.kill(qemu_pid, signal.SIGSTOP)
+            time.sleep(12)
+            os.kill(qemu_pid, signal.SIGCONT)
+            soak.fault("source_stall", t0, now_ms(), guest="vm")
 
             # 6. SIGKILL mid-run, restart with the same config
             at(0.72)
@@ -412,6 +465,7 @@ def check_and_report(
     starts = [r for r in records if r["kind"] == "start"]
     exits = [r for r in records if r["kind"] == "exit"]
     guests = ["cg-a", "cg-b", "vm"]
+    policy_name = starts[0]["policy"] if starts else None
 
     def served(record: dict[str, Any], name: str) -> bool:
         g = next(x for x in record["guests"] if x["name"] == name)
@@ -428,14 +482,29 @@ def check_and_report(
     for fault in soak.faults:
         kind = fault["kind"]
         window = in_window(fault)
-        if kind in ("histogram_garbage", "cgroup_gone", "time_jump", "vm_restart"):
+        if "guest" in fault:
             name = fault["guest"]
             others = [g for g in guests if g != name]
             audited[kind] = any(
                 guest_of(t, name)["errors"] or guest_of(t, name)["input"] != "ok" for t in window
             )
+            # A clock fault must not outlast itself: the guest is served again at once.
+            recovery_ms = RECOVERY_S * 1000 if kind.startswith("time_jump") else math.inf
             survived[kind] = any(all(served(t, o) for o in others) for t in window) and any(
-                served(t, name) for t in ticks if t["time_ms"] > fault["end_ms"]
+                served(t, name)
+                for t in ticks
+                if fault["end_ms"] < t["time_ms"] <= fault["end_ms"] + recovery_ms
+            )
+        elif kind == "policy_corrupt":
+            reloads = [
+                r for r in records if r["kind"] == "policy_reload" and r["time_ms"] >= fault["start_ms"]
+            ]
+            refused = [r for r in reloads if not r["loaded"] and r["time_ms"] <= fault["end_ms"]]
+            audited[kind] = bool(refused) and all(r["kept"] == policy_name for r in refused)
+            survived[kind] = (
+                any(r["loaded"] for r in reloads)
+                and any(all(served(t, g) for g in guests) for t in window)
+                and all(g["source"] != "relax (no usable input)" for t in window for g in t["guests"])
             )
         elif kind == "trace_disk_full":
             audited[kind] = any(t["record_error"] for t in window)
