@@ -10,6 +10,9 @@ process that imports only what ``wsrl run`` imports, so its resident memory is t
 * ``decision_ms``: one decision for all 64 guests: snapshot (from the guests' readings) to the
   targets the pipeline hands the rails: observation, ONNX policy (onnxruntime), allocator, guard;
 * ``tick_ms``: a whole runner tick: read 64 cgroups, decide, rails, apply, audit log;
+* ``read_ms``: reading the 64 guests as a tick does (all at once, each on its guest's worker, one
+  deadline), against reading them one after another on the calling thread (the cost of the
+  deadline, :mod:`wsrl.runner.deadline`);
 * ``rss_mb``: the runner process's peak resident memory after the run.
 
 The baseline in the same child: the same decision with the ``static`` reference policy (no model),
@@ -69,6 +72,11 @@ with Runner(config) as runner:
     ticks = []
     for _ in range(200):
         t = time.perf_counter(); runner.tick(); ticks.append((time.perf_counter() - t) * 1000.0)
+    reads, serial = [], []
+    for _ in range(100):
+        t = time.perf_counter(); runner._read_all(); reads.append((time.perf_counter() - t) * 1000.0)
+        t = time.perf_counter(); [b.read() for b in runner.backends]
+        serial.append((time.perf_counter() - t) * 1000.0)
     runner.shutdown()
 print(json.dumps({
     "decision_ms_p50": round(float(np.percentile(decision, 50)), 3),
@@ -78,6 +86,8 @@ print(json.dumps({
     "tick_ms_p50": round(float(np.percentile(ticks, 50)), 3),
     "tick_ms_p99": round(float(np.percentile(ticks, 99)), 3),
     "static_decision_ms_p50": round(float(np.percentile(baseline, 50)), 3),
+    "read_ms_p50": round(float(np.percentile(reads, 50)), 3),
+    "serial_read_ms_p50": round(float(np.percentile(serial, 50)), 3),
     "torch_loaded": "torch" in sys.modules,
 }))
 """
@@ -142,6 +152,11 @@ def main() -> None:
     print(
         f"  whole tick (read 64 cgroups, decide, rails, apply, audit): p50 {result['tick_ms_p50']:.2f} ms, "
         f"p99 {result['tick_ms_p99']:.2f} ms"
+    )
+    print(
+        f"  reading 64 guests at once with a deadline: p50 {result['read_ms_p50']:.2f} ms "
+        f"(one after another, no deadline: {result['serial_read_ms_p50']:.2f} ms, "
+        f"{result['read_ms_p50'] / result['serial_read_ms_p50']:.2f}x)"
     )
     print(f"  resident memory: {result['rss_mb']:.0f} MB; torch loaded: {result['torch_loaded']}")
 

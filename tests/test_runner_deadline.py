@@ -70,3 +70,25 @@ def test_a_call_blocked_forever_does_not_hold_the_process_at_exit() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "did not return within 0.1 s" in done.stdout
+
+
+def test_more_stalled_guests_than_workers_still_leaves_the_others_served() -> None:
+    calls = GuestCalls([f"g{i}" for i in range(6)], workers=2)
+    release = threading.Event()
+    stalled = [release.wait] * 5
+    first = calls.read_all("read", [*stalled, lambda: "ok"], timeout_s=0.2)
+    assert all(isinstance(r, BackendError) for r in first[:5])  # each stuck worker was replaced
+    for _ in range(3):  # the stalled guests that started stay skipped; the others get workers again
+        again = calls.read_all("read", [*stalled, lambda: "ok"], timeout_s=0.2)
+        if again[5] == "ok":
+            break
+    assert again[5] == "ok"
+    release.set()
+    deadline = time.monotonic() + 5
+    while any(calls.blocked_for_s(g) is not None for g in range(6)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert calls.read_all("read", [lambda: "back"] * 6, timeout_s=0.5) == ["back"] * 6
+    assert calls._pool._alive <= 2 + 5  # stuck workers ended once their calls returned...
+    time.sleep(0.1)
+    assert calls._pool._alive == 2  # ...and the pool is back to its size
+    calls.close()

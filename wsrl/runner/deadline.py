@@ -4,13 +4,14 @@ A guest's source can block instead of failing: a QEMU process that is stopped (S
 host thread) never answers on its QMP socket, a FUSE or NFS-backed file never returns from
 ``read``, a kernel interface waits on a lock. The runner must keep serving the other guests.
 
-:class:`GuestCalls` gives every guest one worker thread. :meth:`GuestCalls.read_all` starts every
-guest's read at once and waits for all of them up to one shared deadline; a guest whose call has
-not returned by then gets a :class:`~wsrl.backends.base.BackendError` saying so (the runner masks
-it like any unreadable guest). Its worker stays blocked in that call; while it is, further calls to
-that guest fail at once ("still blocked"), so a stalled guest never piles up threads or delays a
-tick again. When the blocked call finally returns, its result is dropped (it is late) and the
-guest's next call runs normally.
+:class:`GuestCalls` runs backend calls on a few shared worker threads. :meth:`GuestCalls.read_all`
+starts every guest's read at once and waits for all of them up to one shared deadline; a guest
+whose call has not returned by then gets a :class:`~wsrl.backends.base.BackendError` saying so (the
+runner masks it like any unreadable guest). The worker stays blocked in that call and a replacement
+worker starts; while the call is blocked, further calls to that guest fail at once ("still
+blocked"), so a stalled guest never piles up threads or delays a tick again. When the blocked call
+finally returns, its result is dropped (it is late), its worker ends, and the guest's next call
+runs normally. A guest has at most one call in flight.
 """
 
 from __future__ import annotations
@@ -28,19 +29,32 @@ from wsrl.backends.base import BackendError
 T = TypeVar("T")
 
 
-class _Worker:
-    """One daemon thread running calls in order.
+class _Pool:
+    """Daemon worker threads serving one queue of calls; a worker lost to a blocked call is replaced.
 
-    A daemon thread, so that a call blocked forever cannot hold the process at exit (the joined
-    threads of :class:`concurrent.futures.ThreadPoolExecutor` would).
+    Daemon threads, so that a call blocked forever cannot hold the process at exit (the joined
+    threads of :class:`concurrent.futures.ThreadPoolExecutor` would). A few shared workers, not one
+    per guest: waking 64 threads per tick costs several times the reads themselves.
+
+    :meth:`abandon` is told when the caller stopped waiting for a call: its worker is stuck, so a
+    replacement starts; when the stuck call returns at last, its worker ends (the pool is back to
+    its size).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, size: int, name: str) -> None:
         self._calls: queue.SimpleQueue[tuple[cf.Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._abandoned: set[cf.Future[Any]] = set()
+        self._name = name
+        self._alive = 0
+        for _ in range(max(1, size)):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._alive += 1
+        threading.Thread(target=self._serve, name=f"{self._name}-{self._alive}", daemon=True).start()
 
     def _serve(self) -> None:
         while (item := self._calls.get()) is not None:
@@ -51,14 +65,29 @@ class _Worker:
                 future.set_result(fn(*args))
             except BaseException as exc:  # handed to the caller, whatever it is
                 future.set_exception(exc)
+            with self._lock:
+                if future in self._abandoned:  # a replacement took this worker's place meanwhile
+                    self._abandoned.discard(future)
+                    self._alive -= 1
+                    return
 
     def submit(self, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
         future: cf.Future[T] = cf.Future()
         self._calls.put((future, fn, args))
         return future
 
+    def abandon(self, future: cf.Future[Any]) -> None:
+        """The caller gave up on ``future``: if its worker is stuck in it, start a replacement."""
+        with self._lock:
+            if future.running() and not future.done():
+                self._abandoned.add(future)
+                self._spawn()
+
     def stop(self) -> None:
-        self._calls.put(None)
+        with self._lock:
+            alive = self._alive
+        for _ in range(alive):
+            self._calls.put(None)
 
 
 @dataclass
@@ -73,14 +102,21 @@ class GuestCalls:
 
     Args:
         names: the guests' names (for the error messages), in backend order.
+        workers: threads serving the calls (a blocked one is replaced while it is blocked).
         monotonic: the clock deadlines are measured on.
 
     """
 
-    def __init__(self, names: Sequence[str], *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        *,
+        workers: int = 4,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.names = list(names)
         self._monotonic = monotonic
-        self._workers = [_Worker(f"wsrl-guest-{name}") for name in self.names]
+        self._pool = _Pool(min(workers, max(len(self.names), 1)), "wsrl-guest-call")
         self._blocked: list[_Blocked | None] = [None] * len(self.names)
 
     def blocked_for_s(self, index: int) -> float | None:
@@ -107,7 +143,7 @@ class GuestCalls:
     def _submit(self, index: int, what: str, fn: Callable[..., T], *args: Any) -> cf.Future[T] | BackendError:
         if self._still_blocked(index) is not None:
             return self._busy_error(index, what)
-        return self._workers[index].submit(fn, *args)
+        return self._pool.submit(fn, *args)
 
     def _collect(
         self, index: int, what: str, future: cf.Future[T], started_s: float, timeout_s: float
@@ -116,7 +152,13 @@ class GuestCalls:
         try:
             return future.result(timeout=remaining_s)
         except cf.TimeoutError:
+            if future.cancel():  # never started (every worker was stuck elsewhere): nothing blocks here
+                return BackendError(
+                    f"guest {self.names[index]}: {what} not started within {timeout_s:g} s "
+                    "(every worker was busy with stalled calls)"
+                )
             self._blocked[index] = _Blocked(what, started_s, future)
+            self._pool.abandon(future)
             return BackendError(
                 f"guest {self.names[index]}: {what} did not return within {timeout_s:g} s (a stalled source)"
             )
@@ -155,5 +197,4 @@ class GuestCalls:
 
     def close(self) -> None:
         """Stop the workers; a worker still blocked in a call ends with the process (a daemon thread)."""
-        for worker in self._workers:
-            worker.stop()
+        self._pool.stop()
