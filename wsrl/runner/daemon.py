@@ -16,7 +16,7 @@ One :meth:`Runner.tick`:
 6. drop the whole decision if it expired (inputs older than ``decision_expiry_s``), else apply
    per guest (never in dry-run mode), then audit, record and export metrics.
 
-Every backend call (start, read, apply, relax) runs on the guest's own worker with a deadline
+Every backend call (start, read, apply, relax) runs on a shared worker with a deadline
 (:mod:`~wsrl.runner.deadline`): a source that blocks is skipped, the others are served. An exported
 policy whose files change is loaded again, or refused with the running one kept
 (:mod:`~wsrl.runner.policy_reload`).
