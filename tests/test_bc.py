@@ -37,6 +37,7 @@ from wsrl.sim.build import build_setup
 from wsrl.sim.config import load_scenario
 from wsrl.sim.run import run_simulation
 from wsrl.sim.simulator import Simulator
+from wsrl.trace.reader import TraceReader
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = str(REPO / "envs" / "training" / "client.toml")
@@ -219,6 +220,19 @@ def test_recording_trace_inputs_and_errors(vpa_client: Path, tmp_path: Path) -> 
     np.testing.assert_allclose(
         replay.columns["action_target_bytes"][:-1], replay.columns["target_bytes"][1:], atol=0.5
     )
+
+
+def test_dagger_recording_labels_the_actors_states_with_the_experts_decisions(tmp_path: Path) -> None:
+    # The actor (wmo) drives the host; the expert (the budget oracle) labels every state it reaches.
+    (alone,) = record_decisions("wmo", [LAPTOP], 300.0, SEED, tmp_path / "alone", record="applied")
+    (dagger,) = record_decisions("oracle", [LAPTOP], 300.0, SEED, tmp_path / "dagger", actor="wmo")
+    driven, labelled = read_trace_host(alone), read_trace_host(dagger)
+    np.testing.assert_allclose(labelled.columns["target_bytes"], driven.columns["target_bytes"])
+    labels = labelled.columns["action_target_bytes"][:-1]
+    assert not np.allclose(labels, driven.columns["action_target_bytes"][:-1])  # not wmo's decisions
+    assert (labels > driven.columns["target_bytes"][1:] + 64 * 2**20).any()  # it grows squeezed guests
+    meta = TraceReader(dagger).manifest["meta"]
+    assert meta["policy"] == "oracle" and meta["actor"] == "wmo"
 
 
 def test_minari_export_round_trip(vpa_client: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

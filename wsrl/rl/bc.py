@@ -153,6 +153,7 @@ def record_decisions(
     out_dir: str | Path,
     *,
     record: Literal["proposal", "applied"] = "proposal",
+    actor: str | Policy | None = None,
 ) -> list[Path]:
     """Run a policy through the evaluator's loop on each input and record it as a trace with decisions.
 
@@ -169,6 +170,10 @@ def record_decisions(
         out_dir: parent directory; input ``i`` goes to ``out_dir/<i>-<label>`` (a new trace).
         record: ``proposal`` (the policy's request, clipped into ``[floor, provisioned]``) or
             ``applied`` (the target after the allocator and guard); see the module docstring.
+        actor: another policy that drives the simulation while ``policy_name`` only labels the
+            states it visits (DAgger: the expert's decisions in the states the learner reaches,
+            e.g. the overcommitted, refaulting states a perfect expert never gets into itself).
+            ``None``: the recorded policy drives.
 
     Returns:
         The trace directories, in the order of ``inputs``.
@@ -195,6 +200,7 @@ def record_decisions(
     written: list[Path] = []
     for index, ref in enumerate(inputs):
         policy = policy_of(policy_name) if isinstance(policy_name, str) else policy_name
+        driver = None if actor is None else policy_of(actor) if isinstance(actor, str) else actor
         setup = input_setup(ref)
         directory = out / f"{index:02d}-{_input_label(ref)}"
         if directory.is_dir() and list_parts(directory):
@@ -204,6 +210,9 @@ def record_decisions(
         snapshot = snapshot_from_simulator(sim)
         loop = ControlLoop(policy)
         loop.reset(snapshot)
+        driving = loop if driver is None else ControlLoop(driver)
+        if driver is not None:
+            driving.reset(snapshot)
         steps = max(1, math.ceil(duration_s / sim.step_s))
         meta: dict[str, Any] = {
             **setup.meta,
@@ -212,6 +221,7 @@ def record_decisions(
             "step_s": sim.step_s,
             "input": ref,
             "policy": policy.name,
+            "actor": policy.name if driver is None else driver.name,
             "decision": record,
             STATIC_META_KEY: static_meta(setup),
         }
@@ -230,7 +240,7 @@ def record_decisions(
                     else np.clip(decision.proposal_bytes, snapshot.floor_bytes, snapshot.provisioned_bytes)
                 )
                 writer.append_table(step_table(sim, action_target_bytes=recorded, action_policy=policy.name))
-                sim.step(decision.target_bytes)
+                sim.step(decision.target_bytes if driver is None else driving.step(snapshot).target_bytes)
                 snapshot = snapshot_from_simulator(sim)
             writer.append_table(step_table(sim))
         written.append(directory)
