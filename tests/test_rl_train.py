@@ -187,6 +187,19 @@ def test_bc_warm_start_then_fine_tune_from_the_cli(tmp_path: Path) -> None:
     assert not torch.equal(start, end)
     assert float((end - start).norm()) < 0.5 * float(start.norm())
     assert torch.equal(start, torch.cat([p.detach().flatten() for p in fresh.policy.parameters()]))
+
+    # DAgger: the fine-tuned policy drives, the budget oracle labels its states, cloned with vpa's.
+    assert wsrl_cli("export", str(tuned_out)).returncode == 0
+    earlier = sorted((bc_out / "decisions").iterdir())
+    dagger_args = ["--policy", "oracle", "--actor", str(tuned_out), "--duration", "20m", "--epochs", "2"]
+    traces = [arg for trace in earlier for arg in ("--traces", str(trace))]
+    done = wsrl_cli("bc", "--config", str(config), "--out", str(tmp_path / "dagger"), *dagger_args, *traces)
+    assert done.returncode == 0, done.stderr
+    dagger = json.loads((tmp_path / "dagger" / "bc.json").read_text())
+    assert dagger["actor"] == str(tuned_out) and dagger["policy"] == "oracle"
+    assert dagger["traces"][len(earlier) :] == [str(t) for t in earlier]
+    assert dagger["samples"] > record["samples"]  # the new states and the earlier ones
+
     done = wsrl_cli(
         "bc", "--config", str(REPO / "agents" / "recurrent_ppo.toml"), "--out", str(tmp_path / "r")
     )

@@ -119,8 +119,19 @@ def bc_command(
         Path, typer.Option("--out", help="Output folder: model.zip (the warm start) and bc.json.")
     ],
     policy: Annotated[
-        str, typer.Option("--policy", help="Reference policy whose decisions to record (without --traces).")
+        str,
+        typer.Option(
+            "--policy", help="Policy whose decisions to record (without --traces, or with --actor)."
+        ),
     ] = "vpa",
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            "--actor",
+            help="DAgger: this policy (e.g. an exported learned one) drives the hosts and --policy "
+            "labels the states it reaches; added to any --traces.",
+        ),
+    ] = None,
     traces: Annotated[
         list[Path] | None,
         typer.Option(
@@ -133,6 +144,9 @@ def bc_command(
     """Behaviour cloning: fit an agent's network to recorded decisions (a warm start for `train --init`).
 
     Without ``--traces``, records ``--policy`` on the config's training inputs first (out/decisions).
+    With ``--actor``, the recorded decisions are ``--policy``'s in the states ``--actor`` drives the
+    hosts into (DAgger, with the config's seed + 1 so the episodes are new), and ``--traces`` (the
+    expert's own earlier recordings) are cloned with them.
     """
     _training_stack()
     from wsrl.rl.bc import bc_dataset, behaviour_clone, record_decisions
@@ -151,9 +165,12 @@ def bc_command(
         raise WsrlError(f"option --duration: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    trace_dirs = list(traces or []) or record_decisions(
-        policy, agent.env.inputs, duration_s, agent.seed, out / "decisions"
-    )
+    recorded: list[Path] = []
+    if actor is not None or not traces:
+        seed = agent.seed + 1 if actor is not None else agent.seed
+        decisions = out / "decisions"
+        recorded = record_decisions(policy, agent.env.inputs, duration_s, seed, decisions, actor=actor)
+    trace_dirs = recorded + list(traces or [])
     obs, actions = bc_dataset(trace_dirs)
     model = make_model(agent, GuestVecEnv(agent.env.inputs[:1], episode_steps=agent.env.episode_steps), None)
     result = behaviour_clone(model, obs, actions, epochs=epochs, seed=agent.seed)
@@ -161,7 +178,8 @@ def bc_command(
     record = {
         "config": str(config),
         "traces": [str(t) for t in trace_dirs],
-        "policy": None if traces else policy,
+        "policy": policy if recorded else None,
+        "actor": actor,
         "samples": result.samples,
         "final_mse": result.final_mse,
         "epoch_mse": result.epoch_mse,
