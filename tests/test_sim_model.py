@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, guest_arrays, host_arrays
-from wsrl.sim.che import RELATIVE_TOLERANCE, resident_bytes_at, solve_lru
+from wsrl.sim.che import MIN_T_S, RELATIVE_TOLERANCE, resident_bytes_at, solve_lru
 from wsrl.sim.model import REGIME_HYSTERESIS, GuestMemoryModel
 from wsrl.units import PAGE_BYTES
 
@@ -133,8 +133,11 @@ def test_bytes_are_conserved(sizes, seed, fraction, steps):
         )
         # Histogram fractions are float32: bins are exact to about 1e-6 of the guest's size.
         np.testing.assert_allclose(hist[0, 0].sum(axis=1), by_type, rtol=1e-6, atol=1e-6 * sum(sizes) * MIB)
-        # Resident memory never exceeds what the guest was given.
-        assert model.resident_bytes[0, 0] <= model.visible_bytes[0, 0] + 1.0
+        # Resident memory never exceeds what the guest was given, except for what is touched within
+        # the LRU's shortest idle time (che.MIN_T_S, where Che's T* is clamped): a guest given less
+        # than that thrashes and keeps it (hypothesis found 1 KiB over a 128 KiB balloon).
+        hot_bytes = float((model.size_bytes * -np.expm1(-model.rate_per_s * MIN_T_S)).sum())
+        assert model.resident_bytes[0, 0] <= model.visible_bytes[0, 0] + hot_bytes + 1.0
 
 
 def test_no_refaults_when_the_size_covers_all_demand():
