@@ -8,9 +8,9 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-from cgroup_fixtures import TEST_PARENT, hog, v1_memcg, zram_swap
+from cgroup_fixtures import hog, v1_memcg, zram_swap
 from gymnasium.utils.env_checker import check_env
-from test_runner_support import config_data
+from test_runner_support import cgroup_config, config_data
 
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.pipeline.observation import FEATURE_COUNT
@@ -74,26 +74,10 @@ def test_live_env_on_a_real_memory_cgroup(tmp_path) -> None:  # type: ignore[no-
     every second: a v1 memcg squeezed far below that can OOM-kill it in a reclaim-speed race even
     with swap on (testbed.md), which the rails cannot prevent below a floor set too low."""
     with zram_swap(1 * GIB), v1_memcg("live") as group, hog(group, 300) as child:
-        data = {
-            "host": {
-                "name": "live",
-                "capacity_gib": 2,
-                "reserve_gib": 0,
-                "interval_s": 1,
-                "cgroup_root": str(TEST_PARENT.parent),
-            },
-            "policy": {"name_or_path": "static"},
-            "safety": {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.32, "stale_after_s": 30},
-            "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
-            "guest": [
-                {
-                    "name": "hog",
-                    "provisioned_gib": 0.5,
-                    "backend": {"kind": "cgroup", "path": str(group.relative_to(TEST_PARENT.parent))},
-                }
-            ],
-        }
-        config = runner_config_from_dict(data, base_dir=tmp_path, label="host.toml")
+        safety = {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.32, "stale_after_s": 30}
+        config = cgroup_config(
+            tmp_path, group, name="hog", provisioned_gib=0.5, policy="static", safety=safety
+        )
         env = gym.make("wsrl/LiveHost-v0", config=config, episode_steps=8).unwrapped
         obs, _ = env.reset(seed=0)
         assert obs["mask"].tolist() == [1]

@@ -12,9 +12,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from cgroup_fixtures import TEST_PARENT, hog, v1_memcg, zram_swap
+from cgroup_fixtures import hog, v1_memcg, zram_swap
 from test_backend_qemu import hand_over_serial_socket, wait_until
-from test_runner_support import ClockShiftBackend
+from test_runner_support import ClockShiftBackend, cgroup_config
 from testbed import QemuGuest
 
 from wsrl.backends.registry import build_backends
@@ -34,27 +34,10 @@ def test_runner_lowers_and_raises_a_real_cgroup_limit(tmp_path: Path) -> None:
     tick, never below the floor); when the process then grows past it and thrashes, the breaker sees
     the refaults and raises the limit to the provisioned size. The process survives throughout."""
     with zram_swap(1 * GIB), v1_memcg("runner") as group, hog(group, 300) as child:
-        data = {
-            "host": {
-                "name": "real",
-                "capacity_gib": 2,
-                "reserve_gib": 0,
-                "interval_s": 1,
-                "cgroup_root": str(TEST_PARENT.parent),
-            },
-            "policy": {"name_or_path": "wmo"},
-            "safety": {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.25},
-            "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
-            "record": {"dir": str(tmp_path / "trace")},
-            "guest": [
-                {
-                    "name": "hog",
-                    "provisioned_gib": 0.75,
-                    "backend": {"kind": "cgroup", "path": str(group.relative_to(TEST_PARENT.parent))},
-                }
-            ],
-        }
-        config = runner_config_from_dict(data, base_dir=tmp_path, label="host.toml")
+        safety = {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.25}
+        config = cgroup_config(
+            tmp_path, group, name="hog", provisioned_gib=0.75, policy="wmo", safety=safety, record=True
+        )
         limit_file = group / "memory.limit_in_bytes"
         with Runner(config) as runner:
             runner.start()
@@ -93,25 +76,8 @@ def test_runner_rides_out_clock_jumps_on_a_real_cgroup(tmp_path: Path) -> None:
     once (trusting it would have made every later reading look stale for two hours); a host clock
     stepped back an hour (the readings and the runner's clock together) starts a new time line."""
     with v1_memcg("clock") as group:
-        data = {
-            "host": {
-                "name": "real",
-                "capacity_gib": 2,
-                "interval_s": 1,
-                "cgroup_root": str(TEST_PARENT.parent),
-            },
-            "policy": {"name_or_path": "wmo"},
-            "safety": {"floor_gib": 0.25, "hold_intervals_before_fallback": 3},
-            "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
-            "guest": [
-                {
-                    "name": "cg",
-                    "provisioned_gib": 0.5,
-                    "backend": {"kind": "cgroup", "path": str(group.relative_to(TEST_PARENT.parent))},
-                }
-            ],
-        }
-        config = runner_config_from_dict(data, base_dir=tmp_path, label="host.toml")
+        safety = {"floor_gib": 0.25, "hold_intervals_before_fallback": 3}
+        config = cgroup_config(tmp_path, group, name="cg", provisioned_gib=0.5, policy="wmo", safety=safety)
         shifted = ClockShiftBackend(build_backends(config)[0])
         step_s = 0.0
         with Runner(config, backends=[shifted], wall_clock=lambda: time.time() + step_s) as runner:

@@ -102,6 +102,42 @@ def make_config(tmp_path: Path, **kwargs: Any) -> RunnerConfig:
     return runner_config_from_dict(config_data(tmp_path, **kwargs), base_dir=tmp_path, label="host.toml")
 
 
+def cgroup_config(
+    tmp_path: Path,
+    group: Path,
+    *,
+    name: str,
+    provisioned_gib: float,
+    policy: str,
+    safety: dict[str, Any],
+    record: bool = False,
+) -> RunnerConfig:
+    """One real v1 memcg ``group`` (under :data:`cgroup_fixtures.TEST_PARENT`) as the runner's only guest."""
+    root = group.parent.parent
+    data: dict[str, Any] = {
+        "host": {
+            "name": "real",
+            "capacity_gib": 2,
+            "reserve_gib": 0,
+            "interval_s": 1,
+            "cgroup_root": str(root),
+        },
+        "policy": {"name_or_path": policy},
+        "safety": safety,
+        "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
+        "guest": [
+            {
+                "name": name,
+                "provisioned_gib": provisioned_gib,
+                "backend": {"kind": "cgroup", "path": str(group.relative_to(root))},
+            }
+        ],
+    }
+    if record:
+        data["record"] = {"dir": str(tmp_path / "trace")}
+    return runner_config_from_dict(data, base_dir=tmp_path, label="host.toml")
+
+
 def leak_config(tmp_path: Path, **kwargs: Any) -> RunnerConfig:
     """One leaking guest on a swapless memcg, under a policy that shrinks it to nothing (OOM)."""
     (tmp_path / "leak.toml").write_text(LEAK_SCENARIO)
