@@ -98,7 +98,7 @@ class _Blocked:
 
 
 class GuestCalls:
-    """One worker thread per guest; every call has a deadline (see the module docstring).
+    """Backend calls on a few shared workers, each with a deadline (see the module docstring).
 
     Args:
         names: the guests' names (for the error messages), in backend order.
