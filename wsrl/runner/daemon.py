@@ -117,7 +117,7 @@ class Runner:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        from wsrl.policies import make_policy
+        from wsrl.policies import POLICIES, make_policy
 
         if mode not in MODES:
             raise WsrlError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -138,11 +138,7 @@ class Runner:
         self._closables: list[Any] = []
         allocator = Allocator(mode=config.policy.allocator)
         self.reloader: PolicyReloader | None = None
-        if (
-            policy is None
-            and config.policy.reload
-            and config.policy.name_or_path not in _reference_policies()
-        ):
+        if policy is None and config.policy.reload and config.policy.name_or_path not in POLICIES:
             # Watch before loading: a change while the first load runs is then loaded again.
             self.reloader = reloader_for(config.resolve(config.policy.name_or_path))
         self.primary = ControlLoop(policy if policy is not None else load_policy(config), allocator=allocator)
@@ -666,12 +662,6 @@ class Runner:
             outcomes.append(outcome)
             applied.append(outcome == "applied")
         return outcomes, applied
-
-
-def _reference_policies() -> frozenset[str]:
-    from wsrl.policies import POLICIES
-
-    return frozenset(POLICIES)
 
 
 def _page_bytes(target: float, floor: float, provisioned: float) -> int:
