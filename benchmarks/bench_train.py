@@ -1,7 +1,7 @@
 """Training throughput: env steps per second inside PPO, and the share of training time in the env.
 
 Run with ``make bench`` or ``python benchmarks/bench_train.py [--json] [--timesteps N] [--hosts H]
-[--device cpu|cuda] [--batch-size B] [--net-arch 64,64]``.
+[--workers W] [--device cpu|cuda] [--batch-size B] [--net-arch 64,64]``.
 
 An env step is one guest-step (one slot of :class:`wsrl.rl.vec_env.GuestVecEnv`: one guest of one
 simulated host for one 10 s control interval, histogram, observation and reward included). The
@@ -15,7 +15,8 @@ benchmark trains SB3 PPO on the ``dense`` scenario (64 memcg guests per host) re
   learner, i.e. the most PPO could reach with a free network.
 
 On a GPU machine pass ``--device cuda --hosts 64`` (4096 guests) and large batches to see how far
-the simulator keeps up with a GPU learner.
+the simulator keeps up with a GPU learner, and ``--workers W`` to step the hosts in W processes
+(:class:`wsrl.rl.parallel_vec_env.ParallelGuestVecEnv`, the same env split W ways).
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ import time
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.vec_env import VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from wsrl.rl.parallel_vec_env import ParallelGuestVecEnv
 from wsrl.rl.vec_env import GuestVecEnv
 
 
 class TimedVecEnv(VecEnvWrapper):
     """Counts the wall time spent inside the wrapped env's steps."""
 
-    def __init__(self, venv: GuestVecEnv) -> None:
+    def __init__(self, venv: VecEnv) -> None:
         super().__init__(venv)
         self.env_s = 0.0
 
@@ -49,13 +51,13 @@ class TimedVecEnv(VecEnvWrapper):
         return result
 
 
-def random_actions_rate(env: GuestVecEnv, steps: int) -> float:
+def random_actions_rate(env: VecEnv, steps: int) -> float:
     """Env steps per second with random actions and no learner (the ceiling for PPO)."""
     env.reset()
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     for _ in range(steps):
-        env.step(rng.uniform(-1, 1, (env.num_envs, 2)).astype(np.float32))
+        env.step(rng.uniform(-1, 1, (env.num_envs, *env.action_space.shape)).astype(np.float32))
     return steps * env.num_envs / (time.perf_counter() - started)
 
 
@@ -63,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--timesteps", type=int, default=200_000)
     parser.add_argument("--hosts", type=int, default=4, help="dense hosts (64 guests each)")
+    parser.add_argument("--workers", type=int, default=1, help="env processes (hosts split evenly)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-steps", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=2048)
@@ -72,7 +75,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    env = GuestVecEnv(["dense"], hosts_per_input=args.hosts, episode_steps=360, seed=0)
+    if args.hosts % args.workers:
+        parser.error(f"--hosts {args.hosts} does not split evenly over --workers {args.workers}")
+    if args.workers > 1:
+        env: VecEnv = ParallelGuestVecEnv(
+            ["dense"] * args.workers,
+            workers=args.workers,
+            hosts_per_input=args.hosts // args.workers,
+            episode_steps=360,
+            seed=0,
+        )
+    else:
+        env = GuestVecEnv(["dense"], hosts_per_input=args.hosts, episode_steps=360, seed=0)
     baseline = random_actions_rate(env, 50)
 
     timed = TimedVecEnv(env)
@@ -92,6 +106,7 @@ def main() -> None:
     result = {
         "guests": env.num_envs,
         "device": args.device,
+        "env_workers": args.workers,
         "torch_threads": args.threads,
         "timesteps": int(model.num_timesteps),
         "ppo_env_steps_per_s": round(model.num_timesteps / wall_s, 1),
@@ -101,8 +116,15 @@ def main() -> None:
     }
     if args.json:
         print(json.dumps(result))
-        return
-    print(f"PPO on {result['guests']} guests ({args.hosts} dense hosts), device {args.device}:")
+    else:
+        print_result(result, args.hosts, args.workers, args.device)
+    env.close()
+
+
+def print_result(result: dict, hosts: int, workers: int, device: str) -> None:
+    print(
+        f"PPO on {result['guests']} guests ({hosts} dense hosts, {workers} env processes), device {device}:"
+    )
     print(f"  env steps/s inside PPO:           {result['ppo_env_steps_per_s']:>12,.0f}")
     print(f"  share of training time in the env: {result['env_time_share']:>11.1%}")
     print(f"  env alone, random actions:        {result['random_actions_env_steps_per_s']:>12,.0f} steps/s")

@@ -95,6 +95,24 @@ def test_training_is_reproducible_under_a_seed(tmp_path: Path) -> None:
     assert not all(torch.equal(x, y) for x, y in zip(first, other, strict=True))
 
 
+def test_env_workers_change_speed_not_weights(tmp_path: Path) -> None:
+    """`wsrl train --workers 2` (the env split over two processes) trains the very same weights."""
+    path = small_config(tmp_path, seed=5)
+    config = load_agent_config(path)
+    config.eval.inputs = []
+    train(config, tmp_path / "local", progress_bar=False)
+    result = wsrl_cli(
+        "train", "--config", str(path), "--out", str(tmp_path / "split"), "--workers", "2", "--no-progress"
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "split" / "train.json").read_text())
+    assert record["config"]["env"]["workers"] == 2
+    local = algorithm_class("PPO").load(tmp_path / "local" / "model.zip", device="cpu")
+    split = algorithm_class("PPO").load(tmp_path / "split" / "model.zip", device="cpu")
+    for x, y in zip(local.policy.parameters(), split.policy.parameters(), strict=True):
+        assert torch.equal(x, y)
+
+
 @pytest.mark.parametrize("agent", ["sac", "recurrent_ppo"])
 def test_every_agent_config_trains(tmp_path: Path, agent: str) -> None:
     config = load_agent_config(small_config(tmp_path, agent))

@@ -2,4 +2,5 @@
 
 from wsrl.cli import main
 
-main()
+if __name__ == "__main__":  # spawned workers (ParallelGuestVecEnv) import this module too
+    main()

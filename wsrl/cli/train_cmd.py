@@ -52,6 +52,12 @@ def train_command(
         Path | None,
         typer.Option("--init", help="Start from this model.zip (a behaviour-cloned warm start)."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, max=256, help="Processes stepping the env (config's env.workers by default)."
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
 ) -> None:
     """Train an agent (PPO, SAC, RecurrentPPO) with TensorBoard logs, checkpoints and held-out evaluation."""
@@ -60,6 +66,8 @@ def train_command(
     from wsrl.rl.train import algorithm_class, train
 
     agent = load_agent_config(config, {"timesteps": timesteps, "seed": seed, "device": device})
+    if workers is not None:
+        agent = agent.model_copy(update={"env": agent.env.model_copy(update={"workers": workers})})
     _check_inputs(agent.env.inputs, "env.inputs", config)
     _check_inputs(agent.eval.inputs, "eval.inputs", config)
     init_model = None

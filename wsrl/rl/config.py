@@ -53,6 +53,9 @@ class EnvSection(BaseModel):
     inputs: list[str] = Field(min_length=1)
     hosts_per_input: int = Field(1, ge=1, le=4096)
     episode_steps: int = Field(360, ge=2)
+    workers: int = Field(1, ge=1, le=256)
+    """Processes stepping the inputs (:class:`~wsrl.rl.parallel_vec_env.ParallelGuestVecEnv`); 1 = in-process.
+    The env is the same either way (same seed, same episodes), so this changes speed, not results."""
 
 
 class EvalSection(BaseModel):

@@ -29,11 +29,12 @@ import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
-from stable_baselines3.common.vec_env import VecMonitor
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from wsrl.eval.runner import evaluate_policy
 from wsrl.policies.learned import LearnedPolicy, RecurrentStateSpec
 from wsrl.rl.config import AgentConfig
+from wsrl.rl.parallel_vec_env import ParallelGuestVecEnv
 from wsrl.rl.vec_env import GuestVecEnv
 
 TRAIN_RECORD = "train.json"
@@ -139,18 +140,20 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def make_env(config: AgentConfig) -> GuestVecEnv:
-    """The training vector env of a config."""
-    return GuestVecEnv(
-        config.env.inputs,
-        hosts_per_input=config.env.hosts_per_input,
-        episode_steps=config.env.episode_steps,
-        seed=config.seed,
-        reward=config.reward,
-    )
+def make_env(config: AgentConfig) -> VecEnv:
+    """The training vector env of a config: in-process, or split over ``env.workers`` processes."""
+    kwargs: dict[str, Any] = {
+        "hosts_per_input": config.env.hosts_per_input,
+        "episode_steps": config.env.episode_steps,
+        "seed": config.seed,
+        "reward": config.reward,
+    }
+    if config.env.workers > 1:
+        return ParallelGuestVecEnv(config.env.inputs, workers=config.env.workers, **kwargs)
+    return GuestVecEnv(config.env.inputs, **kwargs)
 
 
-def make_model(config: AgentConfig, env: GuestVecEnv, tensorboard_dir: Path | None) -> BaseAlgorithm:
+def make_model(config: AgentConfig, env: VecEnv, tensorboard_dir: Path | None) -> BaseAlgorithm:
     """A fresh SB3 model for a config."""
     cls = algorithm_class(config.algorithm)
     policy_kwargs = dict(config.policy)

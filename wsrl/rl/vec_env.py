@@ -16,6 +16,7 @@ episode's first. Every step's ``info`` also carries that guest's ``reward_terms`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,56 @@ def episode_seed(base_seed: int, batch: int, episode: int) -> int:
     return int(np.random.default_rng([int(base_seed), int(batch), int(episode)]).integers(2**31 - 1))
 
 
+@dataclasses.dataclass
+class EpisodeEnd:
+    """The end of one batch's episode: slots ``start:stop`` of the step it ended on."""
+
+    start: int
+    stop: int
+    length: int
+    elapsed_s: float
+    returns: np.ndarray
+    """``[stop - start]`` each slot's episode return."""
+    term_means: dict[str, np.ndarray]
+    """Each reward term's per-step mean over the episode, per slot."""
+    terminal_obs: np.ndarray
+    """``[stop - start, features]`` the episode's last observation (before the reset)."""
+
+
+@dataclasses.dataclass
+class StepArrays:
+    """One vector-env step as arrays: what :func:`step_infos` turns into SB3's list of dicts."""
+
+    obs: np.ndarray
+    reward: np.ndarray
+    done: np.ndarray
+    terms: dict[str, np.ndarray]
+    """Each reward term per slot."""
+    ends: list[EpisodeEnd]
+
+    def shifted(self, offset: int) -> StepArrays:
+        """The same step with slot numbers moved by ``offset`` (a worker's share of a larger env)."""
+        ends = [dataclasses.replace(e, start=e.start + offset, stop=e.stop + offset) for e in self.ends]
+        return dataclasses.replace(self, ends=ends)
+
+
+def step_infos(step: StepArrays) -> list[dict[str, Any]]:
+    """SB3's per-slot ``info`` dicts: reward terms, and at an episode's end its summary."""
+    columns = [step.terms[name].tolist() for name in REWARD_TERMS]
+    infos: list[dict[str, Any]] = [
+        {"reward_terms": dict(zip(REWARD_TERMS, values, strict=True))}
+        for values in zip(*columns, strict=True)
+    ]
+    for end in step.ends:
+        for k in range(end.stop - end.start):
+            info = infos[end.start + k]
+            info["terminal_observation"] = end.terminal_obs[k]
+            info["TimeLimit.truncated"] = True
+            info["episode"] = {"r": float(end.returns[k]), "l": end.length, "t": end.elapsed_s}
+            info["episode_terms"] = {name: float(end.term_means[name][k]) for name in REWARD_TERMS}
+    return infos
+
+
 class GuestVecEnv(VecEnv):
     """One slot per real guest over several host batches (see the module docstring).
 
@@ -55,6 +106,9 @@ class GuestVecEnv(VecEnv):
         seed: base seed; episode seeds derive from it, the batch index and the episode count.
         reward: reward weights.
         random_start: start episodes at a random offset into each input.
+        batch_ids: the number of each input's batch in episode seeds (default ``0..len(inputs)-1``).
+            :class:`~wsrl.rl.parallel_vec_env.ParallelGuestVecEnv` passes each worker's share of
+            the global numbering, so splitting inputs over processes replays the same episodes.
 
     """
 
@@ -67,10 +121,14 @@ class GuestVecEnv(VecEnv):
         seed: int = 0,
         reward: RewardWeights | None = None,
         random_start: bool = True,
+        batch_ids: Sequence[int] | None = None,
     ) -> None:
         if not inputs:
             raise ValueError("GuestVecEnv needs at least one input")
         self.inputs = list(inputs)
+        self.batch_ids = list(range(len(self.inputs))) if batch_ids is None else [int(b) for b in batch_ids]
+        if len(self.batch_ids) != len(self.inputs):
+            raise ValueError(f"{len(self.batch_ids)} batch ids for {len(self.inputs)} inputs")
         self.batches = [
             HostBatch(
                 input_setup_with_hosts(ref, hosts_per_input),
@@ -100,7 +158,7 @@ class GuestVecEnv(VecEnv):
         return array[slots[:, 0], slots[:, 1]]
 
     def _reset_batch(self, index: int) -> np.ndarray:
-        seed = episode_seed(self.base_seed, index, self._episodes[index])
+        seed = episode_seed(self.base_seed, self.batch_ids[index], self._episodes[index])
         self._episodes[index] += 1
         start, stop = self._offsets[index], self._offsets[index + 1]
         self._returns[start:stop] = 0.0
@@ -127,44 +185,54 @@ class GuestVecEnv(VecEnv):
         """Step every batch once; auto-resets batches whose episode ended."""
         if self._actions is None:
             raise RuntimeError("step_async must come before step_wait")
-        obs_parts, rewards, dones, infos = [], [], [], []
+        step = self.step_arrays(self._actions)
+        self._actions = None
+        return step.obs, step.reward, step.done, step_infos(step)
+
+    def step_arrays(self, actions: np.ndarray) -> StepArrays:
+        """Step every batch once with ``[num_envs, ACTION_DIM]`` actions; everything as arrays.
+
+        Batches whose episode ended are reset (their slots' ``obs`` is the new episode's first).
+        """
+        actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+        obs_parts, rewards, dones, ends = [], [], [], []
+        term_parts: dict[str, list[np.ndarray]] = {name: [] for name in REWARD_TERMS}
         for index, batch in enumerate(self.batches):
             start, stop = self._offsets[index], self._offsets[index + 1]
             slots = self._slots[index]
-            action = np.zeros((*batch.mask.shape, self._actions.shape[1]))
-            action[slots[:, 0], slots[:, 1]] = self._actions[start:stop]
+            action = np.zeros((*batch.mask.shape, actions.shape[1]))
+            action[slots[:, 0], slots[:, 1]] = actions[start:stop]
             result = batch.step(action)
             reward = self._rows(index, result.reward)
             obs = self._rows(index, result.obs)
-            terms = {name: self._rows(index, value) for name, value in result.terms.items()}
             self._returns[start:stop] += reward
             for name in REWARD_TERMS:
-                self._term_sums[name][start:stop] += terms[name]
-            batch_infos: list[dict[str, Any]] = [
-                {"reward_terms": {name: float(terms[name][k]) for name in REWARD_TERMS}}
-                for k in range(stop - start)
-            ]
+                terms = self._rows(index, result.terms[name])
+                self._term_sums[name][start:stop] += terms
+                term_parts[name].append(terms)
             if result.done:
                 length = batch.sim.steps
-                elapsed = round(time.monotonic() - self._started, 6)
-                for k, info in enumerate(batch_infos):
-                    info["terminal_observation"] = obs[k]
-                    info["TimeLimit.truncated"] = True
-                    info["episode"] = {"r": float(self._returns[start + k]), "l": length, "t": elapsed}
-                    info["episode_terms"] = {
-                        name: float(self._term_sums[name][start + k] / length) for name in REWARD_TERMS
-                    }
+                ends.append(
+                    EpisodeEnd(
+                        start=int(start),
+                        stop=int(stop),
+                        length=int(length),
+                        elapsed_s=round(time.monotonic() - self._started, 6),
+                        returns=self._returns[start:stop].copy(),
+                        term_means={n: self._term_sums[n][start:stop] / length for n in REWARD_TERMS},
+                        terminal_obs=obs.astype(np.float32),
+                    )
+                )
                 obs = self._reset_batch(index)
             obs_parts.append(obs)
             rewards.append(reward)
             dones.append(np.full(stop - start, result.done))
-            infos.extend(batch_infos)
-        self._actions = None
-        return (
-            np.concatenate(obs_parts).astype(np.float32),
-            np.concatenate(rewards).astype(np.float32),
-            np.concatenate(dones),
-            infos,
+        return StepArrays(
+            obs=np.concatenate(obs_parts).astype(np.float32),
+            reward=np.concatenate(rewards).astype(np.float32),
+            done=np.concatenate(dones),
+            terms={name: np.concatenate(parts) for name, parts in term_parts.items()},
+            ends=ends,
         )
 
     def close(self) -> None:
