@@ -249,3 +249,27 @@ def test_reward_terms_punish_ooms_far_above_everything() -> None:
     sim.step(np.where(sim.mask, sim.setup.guests.provisioned_bytes, 0.0))
     terms = reward_terms(before, snapshot_from_simulator(sim), weights)
     assert np.abs(terms["saved"][sim.mask]).max() < 1e-9 and (terms["oom"] == 0).all()
+
+
+@pytest.mark.parametrize("team", [0.0, 0.4, 1.0])
+def test_team_term_mixes_each_guest_reward_with_its_host_mean(team: float) -> None:
+    """reward = (1 - team) * own + team * host mean of own; padding stays 0; hosts stay apart."""
+    sim = Simulator(input_setup_with_hosts("envs/training/pair.toml", hosts=2))
+    sim.reset(3)
+    before = snapshot_from_simulator(sim)
+    provisioned = sim.setup.guests.provisioned_bytes
+    target = np.where(sim.mask, provisioned, 0.0)
+    target[0, 0] *= 0.3  # squeeze one guest of the first host only
+    sim.step(target)
+    after = snapshot_from_simulator(sim)
+    terms = reward_terms(before, after, RewardWeights(team=team))
+    own = sum(value for name, value in terms.items() if name != "team")
+    total = sum(terms.values())
+    for host in range(2):
+        real = sim.mask[host]
+        mean = own[host, real].mean()
+        np.testing.assert_allclose(total[host, real], (1 - team) * own[host, real] + team * mean, atol=1e-12)
+    assert (terms["team"][~sim.mask] == 0).all()
+    if team == 1.0:
+        assert np.ptp(total[0, sim.mask[0]]) < 1e-12
+    assert np.ptp(own[0, sim.mask[0]]) > 0  # the squeeze gave the first host's guests different outcomes

@@ -11,7 +11,15 @@ Each term mirrors a metric of ``docs/metrics.md`` so that what the agent is paid
 ``churn``      ``- w * |target change| / provisioned`` (``churn``)
 ``unfairness`` ``- w * |slowdown - host mean slowdown|`` (what ``jain_fairness`` measures)
 ``asked``      ``+ w * (1 - proposal / provisioned)``: memory the policy *asked* to give back
+``team``       ``w * (host mean of the terms above - this guest's sum of them)``, ``w`` in [0, 1]
 =============  ===============================================================================
+
+Why ``team``: each guest's terms pay it for its own outcome only, yet on a full host one guest's
+outcome is made by the others' proposals: a web container that keeps idle pages it does not need
+costs nothing in its own terms, while the bursting container that the allocator squeezes to make
+room pays the violation. With ``team = w`` a guest's reward is ``(1 - w) * own + w * host mean``
+(the cooperative reward of multi-agent RL), so giving room to a neighbour pays. On a host with room
+the host mean moves with every guest's own terms, so nothing else changes. Off (0) by default.
 
 Why ``asked``: on an overcommitted host the allocator, not the policy, sets every guest's size while
 proposals exceed capacity, so ``saved`` does not move when a policy asks for less, and a learner sees
@@ -32,7 +40,16 @@ from wsrl.pipeline.observation import PROMOTION_BUDGET_FRAC_PER_MIN
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.units import PAGE_BYTES
 
-REWARD_TERMS: tuple[str, ...] = ("saved", "violation", "refault", "oom", "churn", "unfairness", "asked")
+REWARD_TERMS: tuple[str, ...] = (
+    "saved",
+    "violation",
+    "refault",
+    "oom",
+    "churn",
+    "unfairness",
+    "asked",
+    "team",
+)
 """Reward components, each reported per guest in ``info["reward_terms"]``."""
 
 
@@ -48,6 +65,7 @@ class RewardWeights(BaseModel):
     churn: float = Field(0.5, ge=0)
     unfairness: float = Field(1.0, ge=0)
     asked: float = Field(0.0, ge=0)
+    team: float = Field(0.0, ge=0, le=1)
 
 
 def reward_terms(
@@ -86,4 +104,8 @@ def reward_terms(
         "unfairness": -weights.unfairness * np.abs(slowdown - mean_slowdown),
         "asked": weights.asked * (1.0 - np.clip(asked, 0.0, provisioned) * inv_prov),
     }
-    return {name: np.where(mask, value, 0.0) for name, value in terms.items()}
+    terms = {name: np.where(mask, value, 0.0) for name, value in terms.items()}
+    own = sum(terms.values())
+    host_mean = own.sum(axis=1, keepdims=True) / guests
+    terms["team"] = np.where(mask, weights.team * (host_mean - own), 0.0)
+    return terms
