@@ -84,9 +84,12 @@ def main() -> None:
             hosts_per_input=args.hosts // args.workers,
             episode_steps=360,
             seed=0,
+            info_reward_terms=False,  # as wsrl train runs it
         )
     else:
-        env = GuestVecEnv(["dense"], hosts_per_input=args.hosts, episode_steps=360, seed=0)
+        env = GuestVecEnv(
+            ["dense"], hosts_per_input=args.hosts, episode_steps=360, seed=0, info_reward_terms=False
+        )
     baseline = random_actions_rate(env, 50)
 
     timed = TimedVecEnv(env)

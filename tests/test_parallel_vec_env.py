@@ -9,6 +9,7 @@ import pytest
 
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.rl.parallel_vec_env import ParallelGuestVecEnv, input_shares
+from wsrl.rl.reward import REWARD_TERMS
 from wsrl.rl.vec_env import GuestVecEnv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,3 +65,16 @@ def test_workers_replay_the_in_process_env_exactly() -> None:
 def test_a_failing_worker_is_reported_with_its_error() -> None:
     with pytest.raises(RuntimeError, match=r"worker failed(.|\n)*no-such-scenario"):
         ParallelGuestVecEnv(["laptop", "no-such-scenario"], workers=2)
+
+
+def test_training_infos_leave_out_per_step_terms_but_keep_episode_ends() -> None:
+    env = ParallelGuestVecEnv(INPUTS[:2], workers=2, episode_steps=2, seed=1, info_reward_terms=False)
+    try:
+        env.reset()
+        actions = np.zeros((env.num_envs, ACTION_DIM), dtype=np.float32)
+        assert all(info == {} for info in env.step(actions)[3])
+        infos = env.step(actions)[3]
+        assert all("reward_terms" not in info and info["episode"]["l"] == 2 for info in infos)
+        assert all(set(info["episode_terms"]) == set(REWARD_TERMS) for info in infos)
+    finally:
+        env.close()

@@ -66,7 +66,8 @@ class ParallelGuestVecEnv(VecEnv):
     Args:
         inputs: scenario names/paths and ``traces:DIR`` references, as for ``GuestVecEnv``.
         workers: processes to split the inputs over (at most one per input).
-        hosts_per_input, episode_steps, seed, reward, random_start: as for ``GuestVecEnv``.
+        hosts_per_input, episode_steps, seed, reward, random_start, info_reward_terms: as for
+            ``GuestVecEnv``.
 
     """
 
@@ -80,11 +81,13 @@ class ParallelGuestVecEnv(VecEnv):
         seed: int = 0,
         reward: RewardWeights | None = None,
         random_start: bool = True,
+        info_reward_terms: bool = True,
     ) -> None:
         if not inputs:
             raise ValueError("ParallelGuestVecEnv needs at least one input")
         self.inputs = list(inputs)
         self.base_seed = int(seed)
+        self.info_reward_terms = info_reward_terms
         # spawn: the parent usually holds torch's thread pools, which a plain fork can deadlock, and
         # a fresh interpreter takes the one-thread environment set below.
         context = multiprocessing.get_context("spawn")
@@ -173,7 +176,7 @@ class ParallelGuestVecEnv(VecEnv):
             terms={name: np.concatenate([p.terms[name] for p in parts]) for name in parts[0].terms},
             ends=[end for p in parts for end in p.ends],
         )
-        return step.obs, step.reward, step.done, step_infos(step)
+        return step.obs, step.reward, step.done, step_infos(step, self.info_reward_terms)
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""

@@ -147,6 +147,7 @@ def make_env(config: AgentConfig) -> VecEnv:
         "episode_steps": config.env.episode_steps,
         "seed": config.seed,
         "reward": config.reward,
+        "info_reward_terms": False,  # nothing in training reads per-step terms; episode ends keep theirs
     }
     if config.env.workers > 1:
         return ParallelGuestVecEnv(config.env.inputs, workers=config.env.workers, **kwargs)
