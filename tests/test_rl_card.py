@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsrl.rl.card import best_reference, card_tables, evaluate_card, verdict
+from wsrl.rl.card import GPU_RECORD, best_reference, card_tables, evaluate_card, model_card, verdict
 from wsrl.rl.config import AgentConfig
 from wsrl.rl.export import export_policy
 from wsrl.rl.train import train
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def m(saved: float, violations: float, ooms: float = 0.0, fairness: float = 1.0) -> dict[str, float]:
@@ -83,3 +85,10 @@ def test_card_evaluates_an_exported_policy_against_every_reference(tmp_path: Pat
     assert isinstance(card["passed"], bool)
     text = card_tables(card)
     assert "(learned)" in text and "(best reference)" in text and "| vpa" in text
+    # The card itself, with and without a GPU throughput record beside the model.
+    assert "Not measured: no GPU" in model_card(tmp_path / "tiny", card)
+    (tmp_path / "tiny" / GPU_RECORD).write_text(
+        (REPO / "trained" / "ppo-overcommit" / GPU_RECORD).read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    text = model_card(tmp_path / "tiny", card)
+    assert "## Training on a GPU" in text and "| 16,384 | 16 | cuda | 256,256 |" in text

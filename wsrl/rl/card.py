@@ -135,6 +135,49 @@ def card_tables(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+GPU_RECORD = "gpu.json"
+"""Training throughput measured on a GPU machine, kept beside the model (benchmarks/bench_train_gpu.sh)."""
+
+
+def gpu_section(path: Path) -> str:
+    """The card's "Training on a GPU" section from ``gpu.json`` (or a line saying none was measured)."""
+    if not path.is_file():
+        return (
+            "## Training on a GPU\n\nNot measured: no GPU was lent to the sessions that trained this policy; "
+            "`bash benchmarks/bench_train_gpu.sh` records the figures into `gpu.json` when one is."
+        )
+    gpu = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        f"| {r['guests']:,} | {r['env_workers']} | {r['device']}"
+        + (f" ({r['torch_threads']} threads)" if r["device"] == "cpu" else "")
+        + f" | {r['net_arch']} | {r['ppo_env_steps_per_s']:,.0f} | {r['env_time_share']:.0%} "
+        f"| {r['random_actions_env_steps_per_s']:,.0f} |"
+        for r in gpu["runs"]
+    ]
+    lines = [
+        "## Training on a GPU",
+        "",
+        f"Measured {gpu['date']} on {gpu['device']} with `{gpu['command']}` (PPO on `dense` hosts; "
+        "an env step is one guest for one 10 s interval). The learner is SB3 PPO; the env is the "
+        "simulator and pipeline, in-process or split over processes "
+        "(`ParallelGuestVecEnv`, `wsrl train --workers`).",
+        "",
+        "| guests | env processes | learner | network | PPO env steps/s | time in env | env alone, steps/s |",
+        "|---:|---:|---|---|---:|---:|---:|",
+        *rows,
+    ]
+    train = gpu.get("train")
+    if train:
+        lines += [
+            "",
+            f"The shipped config on the GPU: `{train['command']}` trained {train['timesteps']:,} "
+            f"guest-steps on {train['num_envs']} guest slots in {train['wall_s']:.0f} s "
+            f"({train['env_steps_per_s']:,.0f}/s; this config's {train['num_envs']} slots are too few to "
+            "keep a GPU busy, so it trains as fast on 2 CPU cores).",
+        ]
+    return "\n".join(lines)
+
+
 def model_card(directory: Path, card: dict[str, Any]) -> str:
     """The model card (markdown) of a trained policy directory: how it was made and how it scored."""
     train = json.loads((directory / "train.json").read_text(encoding="utf-8"))
@@ -182,8 +225,8 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
         if bc
         else "- Warm start: none.",
         f"- Versions: {train['versions']}; git commit {train['git_commit']}.",
-        "- GPU: none was lent to the session that trained it; `benchmarks/bench_train.py --device cuda` "
-        "is the figure to record when one is.",
+        "",
+        gpu_section(directory / GPU_RECORD),
         "",
         f"## Held-out evaluation ({card['duration_s'] / 3600:.0f} h per input, seeds: {card['seeds']})",
         "",
