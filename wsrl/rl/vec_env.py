@@ -11,7 +11,8 @@ When a batch's episode ends, every slot of that batch is done at once: its ``inf
 ``terminal_observation`` and ``TimeLimit.truncated`` (episodes end by the time limit only), plus
 ``episode`` (``r``, ``l``, ``t``) for SB3's logger and the episode's mean reward terms; the batch
 restarts with the next seed of its own sequence and the returned observation is the new
-episode's first. Every step's ``info`` also carries that guest's ``reward_terms``.
+episode's first. Every step's ``info`` also carries that guest's ``reward_terms`` (unless built
+with ``info_reward_terms=False``, as training does).
 """
 
 from __future__ import annotations
