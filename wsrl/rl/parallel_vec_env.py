@@ -24,11 +24,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from wsrl.rl.reward import RewardWeights
 from wsrl.rl.spaces import guest_action_space, guest_observation_space
-from wsrl.rl.vec_env import GuestVecEnv, StepArrays, step_infos
+from wsrl.rl.vec_env import GuestVecEnv, SlotsShareOneEnv, StepArrays, step_infos
 
 
 def input_shares(count: int, workers: int) -> list[range]:
@@ -60,7 +59,7 @@ def _worker(conn: Connection, kwargs: dict[str, Any]) -> None:
         conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
 
-class ParallelGuestVecEnv(VecEnv):
+class ParallelGuestVecEnv(SlotsShareOneEnv):
     """:class:`~wsrl.rl.vec_env.GuestVecEnv` with its inputs stepped in ``workers`` processes.
 
     Args:
@@ -193,32 +192,6 @@ class ParallelGuestVecEnv(VecEnv):
                 process.join()
         for conn in self._conns:
             conn.close()
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """Attribute of the env behind each slot: this vec env (slots are not separate objects)."""
-        return [getattr(self, attr_name) for _ in self._indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute on this vec env (shared by all slots)."""
-        setattr(self, attr_name, value)
-
-    def env_method(
-        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
-    ) -> list[Any]:
-        """Call a method of this vec env once per selected slot."""
-        method = getattr(self, method_name)
-        return [method(*method_args, **method_kwargs) for _ in self._indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        """No slot is wrapped by a gymnasium wrapper."""
-        return [False for _ in self._indices(indices)]
-
-    def _indices(self, indices: VecEnvIndices) -> list[int]:
-        if indices is None:
-            return list(range(self.num_envs))
-        if isinstance(indices, int):
-            return [indices]
-        return list(indices)
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

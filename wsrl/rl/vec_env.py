@@ -104,7 +104,41 @@ def step_infos(step: StepArrays, reward_terms: bool = True) -> list[dict[str, An
     return infos
 
 
-class GuestVecEnv(VecEnv):
+class SlotsShareOneEnv(VecEnv):
+    """The VecEnv plumbing of an env whose slots are rows of arrays, not separate env objects.
+
+    Attribute access, method calls and wrapper checks go to the vec env itself, once per selected
+    slot (what SB3 expects back). Subclasses implement reset, stepping and close.
+    """
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """Attribute of the env behind each slot: the vec env itself."""
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute on the vec env (shared by all slots)."""
+        setattr(self, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
+        """Call a method of the vec env once per selected slot."""
+        method = getattr(self, method_name)
+        return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        """No slot is wrapped by a gymnasium wrapper."""
+        return [False for _ in self._get_indices(indices)]
+
+    def _get_indices(self, indices: VecEnvIndices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
+
+
+class GuestVecEnv(SlotsShareOneEnv):
     """One slot per real guest over several host batches (see the module docstring).
 
     Args:
@@ -249,29 +283,3 @@ class GuestVecEnv(VecEnv):
 
     def close(self) -> None:
         """Nothing to release: everything lives in this process."""
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """Attribute of the env behind each slot: the vec env itself (slots are not separate objects)."""
-        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute on the vec env (shared by all slots)."""
-        setattr(self, attr_name, value)
-
-    def env_method(
-        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
-    ) -> list[Any]:
-        """Call a method of the vec env once per selected slot."""
-        method = getattr(self, method_name)
-        return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        """No slot is wrapped by a gymnasium wrapper."""
-        return [False for _ in self._get_indices(indices)]
-
-    def _get_indices(self, indices: VecEnvIndices) -> list[int]:
-        if indices is None:
-            return list(range(self.num_envs))
-        if isinstance(indices, int):
-            return [indices]
-        return list(indices)
