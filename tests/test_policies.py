@@ -16,7 +16,15 @@ from wsrl.pipeline.allocator import Allocator
 from wsrl.pipeline.loop import ControlLoop
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
-from wsrl.policies import POLICIES, FarMemoryPolicy, VpaPolicy, WmoPolicy, make_policy
+from wsrl.policies import (
+    POLICIES,
+    REFERENCE_POLICIES,
+    FarMemoryPolicy,
+    SteadyOracleTeacher,
+    VpaPolicy,
+    WmoPolicy,
+    make_policy,
+)
 from wsrl.policies.esx import idle_tax_allocation
 from wsrl.policies.oracle import OraclePolicy, slo_page_bytes
 from wsrl.policies.senpai import SenpaiPolicy, SenpaiReclaimPolicy
@@ -183,7 +191,9 @@ def test_registry_makes_every_policy_by_name() -> None:
         "esx-idle-tax",
         "oracle",
         "oracle-zero",
+        "oracle-steady",
     }
+    assert set(REFERENCE_POLICIES) == set(POLICIES) - {"oracle-steady"}  # a teacher, not a reference
     for name in POLICIES:
         policy = make_policy(name)
         assert isinstance(policy, Policy)
@@ -559,7 +569,7 @@ def test_esx_shrinks_the_idle_guest_before_the_active_one() -> None:
 # -- oracle -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["oracle", "oracle-zero"])
+@pytest.mark.parametrize("name", ["oracle", "oracle-zero", "oracle-steady"])
 def test_oracle_needs_the_simulator(name: str) -> None:
     with pytest.raises(WsrlError, match=rf"'{name}'.*extra\['simulator'\].*simulation"):
         make_policy(name).reset(snap(0.0))
@@ -698,3 +708,44 @@ def test_oracle_follows_the_oom_restart_ramp() -> None:
         for step in after_kill[after_kill + 5 < len(jvm)]:
             assert jvm[step] < 0.5 * jvm[step - 1], (name, step)
             assert jvm[step + 5] > 1.5 * jvm[step], (name, step)
+
+
+# -- teacher ----------------------------------------------------------------------------------------
+
+
+def test_steady_oracle_teacher_is_the_oracle_except_on_bursty_guests() -> None:
+    """Every proposal is the oracle's, raised to vpa's exactly where the 2 h peak > 2x the working set."""
+    spiky = {"name": "spiky", "workload": "bursty-spikes", "provisioned_gib": 8, "floor_gib": 1}
+    scenario = {**FITS, "guest": [*FITS["guest"], spiky], "host": {"capacity_gib": 48, "reserve_gib": 1}}
+    oracle, vpa = OraclePolicy(), VpaPolicy()
+    expected: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    working_sets: list[np.ndarray] = []
+
+    def shadow(snapshot: HostSnapshot) -> None:
+        if not expected:
+            oracle.reset(snapshot)
+            vpa.reset(snapshot)
+        working_sets.append(snapshot.working_set_bytes())
+        peak = np.max(working_sets[-721:], axis=0)  # 2 h of 10 s steps, both ends included
+        bursty = peak > 2.0 * np.maximum(working_sets[-1], 1.0)
+        o, v = oracle.decide(snapshot), vpa.decide(snapshot)
+        expected.append(np.where(bursty, np.maximum(o, v), o))
+        flags.append(bursty)
+
+    result = run(SteadyOracleTeacher(), scenario, hours=3.0, seed=2, before_decide=shadow)
+    np.testing.assert_array_equal(np.stack(result.proposals), np.stack(expected))
+    bursty = np.stack(flags)[:, 0]
+    names = list(result.sim.setup.guests.names[0])
+    spiky_column = names.index("spiky")
+    assert bursty[:, spiky_column].mean() > 0.3  # idle between bursts most of the time
+    assert not np.delete(bursty, spiky_column, axis=1)[:, : len(FITS["guest"])].any()
+    assert result.ooms == 0
+
+
+def test_teacher_parameters_are_checked() -> None:
+    with pytest.raises(WsrlError, match="burst_ratio"):
+        make_policy("oracle-steady", burst_ratio=1.0)
+    with pytest.raises(WsrlError, match="window_s"):
+        make_policy("oracle-steady", window_s=0)
+

@@ -16,6 +16,13 @@ how it maps onto wsrl's snapshots.
 ``oracle``                simulation only: future demand spending half the SLO budget, the upper bound
 ``oracle-zero``           simulation only: next-step demand, the upper bound with zero refaults
 ========================  ================================================================
+
+Teachers are registered too, for ``wsrl bc --policy NAME``, but are not reference policies (no card
+or leaderboard measures a learned policy against them):
+
+========================  ================================================================
+``oracle-steady``         simulation only: the oracle on steady guests, vpa's hold on bursty ones
+========================  ================================================================
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ from wsrl.policies.far_memory import FarMemoryPolicy
 from wsrl.policies.oracle import OraclePolicy, ZeroRefaultOraclePolicy
 from wsrl.policies.senpai import SenpaiPolicy, SenpaiReclaimPolicy
 from wsrl.policies.static import StaticPolicy
+from wsrl.policies.teacher import SteadyOracleTeacher
 from wsrl.policies.vpa import VpaPolicy
 from wsrl.policies.wmo import WmoPolicy
 
-POLICIES: dict[str, Callable[..., Policy]] = {
+_REFERENCES: dict[str, Callable[..., Policy]] = {
     "static": StaticPolicy,
     "senpai": SenpaiPolicy,
     "senpai-reclaim": SenpaiReclaimPolicy,
@@ -43,8 +51,11 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "oracle": OraclePolicy,
     "oracle-zero": ZeroRefaultOraclePolicy,
 }
+TEACHER_POLICIES: dict[str, Callable[..., Policy]] = {"oracle-steady": SteadyOracleTeacher}
+"""Policies that exist to be cloned (``wsrl bc``), not to be measured against."""
+POLICIES: dict[str, Callable[..., Policy]] = {**_REFERENCES, **TEACHER_POLICIES}
 """Registry: policy name -> factory taking the policy's keyword parameters."""
-REFERENCE_POLICIES: tuple[str, ...] = tuple(POLICIES)
+REFERENCE_POLICIES: tuple[str, ...] = tuple(_REFERENCES)
 """The published controllers (and the oracle bound) every learned policy is measured against."""
 
 
@@ -69,12 +80,14 @@ def make_policy(name: str, **params: object) -> Policy:
 __all__ = [
     "POLICIES",
     "REFERENCE_POLICIES",
+    "TEACHER_POLICIES",
     "EsxIdleTaxPolicy",
     "FarMemoryPolicy",
     "OraclePolicy",
     "SenpaiPolicy",
     "SenpaiReclaimPolicy",
     "StaticPolicy",
+    "SteadyOracleTeacher",
     "VpaPolicy",
     "WmoPolicy",
     "ZeroRefaultOraclePolicy",

@@ -59,7 +59,7 @@ from wsrl.units import GIB
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$"
 """Host and guest names: they become metric labels, trace keys and audit fields."""
-SIM_ONLY_POLICIES: tuple[str, ...] = ("oracle", "oracle-zero")
+SIM_ONLY_POLICIES: tuple[str, ...] = ("oracle", "oracle-zero", "oracle-steady")
 """Reference policies that read the simulator's future: never usable on a live host."""
 DEFAULT_FALLBACK = "static"
 
