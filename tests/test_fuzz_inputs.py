@@ -961,3 +961,19 @@ def test_a_giant_json_line_is_discarded_as_it_arrives() -> None:
         seen_max = max(seen_max, decoder.buffered_bytes)
     assert seen_max < 1024 * 1024  # a partial line only ever holds less than the record cap
     assert [u.seq for u in units] == [6] and decoder.oversized == 1  # type: ignore[union-attr]
+
+
+def test_a_read_that_ends_in_noise_leaves_the_next_read_mid_line() -> None:
+    """Found by the stream fuzz test: noise, then a record line with no newline between them."""
+    record = (
+        b'{"v":1,"kind":"histogram","seq":0,"time_ms":1,"source":"lru_gen","memcg":null,'
+        b'"edges_ms":[1000,4000],"anon":[4096,0,8192],"file":[0,4096,0]}\n'
+    )
+    stream = b"\x00" * 9 + record
+    whole = StreamDecoder(SMALL_FRAME_CAP, SMALL_RECORD_CAP).feed(stream, 0.0)
+    split = _feed(StreamDecoder(SMALL_FRAME_CAP, SMALL_RECORD_CAP), stream, [9])
+    assert whole == split == []  # the "{" is inside the noise's line, however the reads fall
+    # After a newline the same record is read, also when the newline ends the previous read.
+    stream = b"\x00" * 9 + b"\n" + record
+    assert len(_feed(StreamDecoder(SMALL_FRAME_CAP, SMALL_RECORD_CAP), stream, [10])) == 1
+    assert len(StreamDecoder(SMALL_FRAME_CAP, SMALL_RECORD_CAP).feed(stream, 0.0)) == 1

@@ -441,6 +441,10 @@ class StreamDecoder:
         """Bytes at the front of the buffer known to hold no newline (a record line in progress)."""
         self._discard_remaining = 0
         self._discard_line = False
+        self._at_line_start = True
+        """Whether the last byte taken off the stream was a newline: only there does ``{`` begin a
+        record. A property of the stream, not of how it was cut into reads (a read that ends in
+        noise leaves the next read mid-line)."""
         self.dropped_bytes = 0
         """Bytes skipped: partial units, noise, and the bodies of oversized frames and lines."""
         self.bad_frames = 0
@@ -479,6 +483,8 @@ class StreamDecoder:
 
     def _consume(self, count: int) -> None:
         """Remove ``count`` bytes from the front of the buffer."""
+        if count:
+            self._at_line_start = self._buf[count - 1] == ord("\n")
         del self._buf[:count]
         self._line_scanned = 0
 
@@ -512,7 +518,7 @@ class StreamDecoder:
             return _NOTHING
         if not self._buf:
             return None
-        if self._buf[0] == ord("{"):
+        if self._buf[0] == ord("{") and self._at_line_start:
             return self._next_record(now)
         if self._buf.startswith(DUMP_MAGIC):
             return self._next_frame(now)
