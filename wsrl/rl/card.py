@@ -139,8 +139,11 @@ GPU_RECORD = "gpu.json"
 """Training throughput measured on a GPU machine, kept beside the model (benchmarks/bench_train_gpu.sh)."""
 
 
-def gpu_section(path: Path) -> str:
-    """The card's "Training on a GPU" section from ``gpu.json`` (or a line saying none was measured)."""
+def gpu_section(path: Path, cpu_train: dict[str, Any]) -> str:
+    """The card's "Training on a GPU" section from ``gpu.json`` (or a line saying none was measured).
+
+    ``cpu_train`` is the model's own ``train.json``: the GPU run of its config is set beside it.
+    """
     if not path.is_file():
         return (
             "## Training on a GPU\n\nNot measured: no GPU was lent to the sessions that trained this policy; "
@@ -172,8 +175,8 @@ def gpu_section(path: Path) -> str:
             "",
             f"The shipped config on the GPU: `{train['command']}` trained {train['timesteps']:,} "
             f"guest-steps on {train['num_envs']} guest slots in {train['wall_s']:.0f} s "
-            f"({train['env_steps_per_s']:,.0f}/s; this config's {train['num_envs']} slots are too few to "
-            "keep a GPU busy, so it trains as fast on 2 CPU cores).",
+            f"({train['env_steps_per_s']:,.0f}/s, against {cpu_train['env_steps_per_s']:,.0f}/s for the run "
+            f"this card describes, on {cpu_train['machine']['cpus']} CPUs).",
         ]
     return "\n".join(lines)
 
@@ -226,7 +229,7 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
         else "- Warm start: none.",
         f"- Versions: {train['versions']}; git commit {train['git_commit']}.",
         "",
-        gpu_section(directory / GPU_RECORD),
+        gpu_section(directory / GPU_RECORD, train),
         "",
         f"## Held-out evaluation ({card['duration_s'] / 3600:.0f} h per input, seeds: {card['seeds']})",
         "",

@@ -121,7 +121,7 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
             raise
         self.render_mode = None
         super().__init__(self._offsets[-1], guest_observation_space(), guest_action_space())
-        self._actions: np.ndarray | None = None
+        self._stepping = False
 
     @property
     def workers(self) -> int:
@@ -158,13 +158,13 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
         actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
         for k, conn in enumerate(self._conns):
             conn.send(("step", actions[self._offsets[k] : self._offsets[k + 1]]))
-        self._actions = actions
+        self._stepping = True
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         """Gather every worker's step (see :meth:`GuestVecEnv.step_wait`)."""
-        if self._actions is None:
+        if not self._stepping:
             raise RuntimeError("step_async must come before step_wait")
-        self._actions = None
+        self._stepping = False
         parts: list[StepArrays] = [
             self._receive(conn).shifted(self._offsets[k]) for k, conn in enumerate(self._conns)
         ]
