@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ import pytest
 from wsrl.errors import WsrlError
 from wsrl.eval.metrics import MetricsRecorder, RunMetrics
 from wsrl.histogram import DEFAULT_EDGES_MS
+from wsrl.pipeline.action import cold_age_action, cold_age_ms, headroom_action, headroom_frac
 from wsrl.pipeline.allocator import Allocator
 from wsrl.pipeline.loop import ControlLoop
+from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
 from wsrl.policies import (
@@ -26,8 +29,10 @@ from wsrl.policies import (
     make_policy,
 )
 from wsrl.policies.esx import idle_tax_allocation
+from wsrl.policies.learned import load_learned_policy
 from wsrl.policies.oracle import OraclePolicy, slo_page_bytes
 from wsrl.policies.senpai import SenpaiPolicy, SenpaiReclaimPolicy
+from wsrl.policies.teacher import BurstyGuests, RefinedTeacher
 from wsrl.policies.vpa import bucket_end_bytes
 from wsrl.sim.build import build_setup
 from wsrl.sim.config import load_scenario, scenario_from_dict
@@ -749,3 +754,78 @@ def test_teacher_parameters_are_checked() -> None:
     with pytest.raises(WsrlError, match="window_s"):
         make_policy("oracle-steady", window_s=0)
 
+
+SHIPPED = Path(__file__).resolve().parent.parent / "trained" / "ppo-overcommit"
+
+
+class RefinedShadow:
+    """Replays the refined teacher's rule on its own copies of the network and far memory."""
+
+    def __init__(self, teacher: RefinedTeacher, overcommitted: bool) -> None:
+        self.teacher = teacher
+        self.overcommitted = overcommitted
+        self.base, self.far, self.bursty = load_learned_policy(SHIPPED), FarMemoryPolicy(), BurstyGuests()
+        self.pending: list[np.ndarray] = []
+        self.lowered = self.capped = 0
+
+    def check_last(self) -> None:
+        """The teacher's last actions are the ones replayed for the snapshot it last decided."""
+        np.testing.assert_allclose(self.teacher.last_actions, self.pending.pop(), atol=1e-6)
+
+    def __call__(self, snapshot: HostSnapshot) -> None:
+        if self.pending:  # the teacher decided the previous snapshot after the shadow saw it
+            self.check_last()
+        else:
+            self.base.reset(snapshot)
+            self.far.reset(snapshot)
+            self.bursty.reset()
+        assert self.teacher.overcommitted(snapshot).tolist() == [self.overcommitted]
+        _, actions = self.base.act(snapshot)
+        self.far.decide(snapshot)
+        expected = actions.astype(float)
+        capped = np.minimum(actions[..., 0], cold_age_action(self.far.threshold_ms))
+        expected[..., 0] = np.where(self.bursty.update(snapshot), actions[..., 0], capped)
+        if self.overcommitted:  # only the bronze guest yields its headroom
+            bronze = np.asarray(snapshot.tier) == 2
+            expected[..., 1] = np.where(
+                bronze, np.minimum(actions[..., 1], headroom_action(0.0)), actions[..., 1]
+            )
+        self.lowered += int((expected[..., 0] < actions[..., 0] - 1e-6).sum())
+        self.capped += int((expected[..., 1] < actions[..., 1] - 1e-6).sum())
+        self.pending.append(expected[snapshot.mask])
+
+
+@pytest.mark.parametrize("overcommitted", [False, True])
+def test_refined_teacher_caps_the_networks_own_actions(overcommitted: bool) -> None:
+    """cold_age at most far memory's threshold on steady guests; headroom capped only for bronze guests
+    on an overcommitted host; the rest is the network's own, and decide() proposes exactly those."""
+    bronze_desk = {**TIGHT["guest"][1], "tier": "bronze"}
+    over = {
+        **TIGHT,
+        "host": {"capacity_gib": 12, "reserve_gib": 1},
+        "guest": [TIGHT["guest"][0], bronze_desk],
+    }
+    scenario = over if overcommitted else FITS
+    teacher = RefinedTeacher(load_learned_policy(SHIPPED), burst_headroom_frac=0.0)
+    shadow = RefinedShadow(teacher, overcommitted)
+    result = run(teacher, scenario, hours=1.0, seed=1, before_decide=shadow)
+    shadow.check_last()
+    assert teacher.last_rows.shape == (len(scenario["guest"]), FEATURE_COUNT)
+    assert (shadow.capped > 0) == overcommitted
+    if not overcommitted:
+        assert shadow.lowered > 0, "far memory never lowered the network's cold age"
+    assert result.ooms == 0
+
+
+def test_refined_teacher_parameters_are_checked() -> None:
+    with pytest.raises(ValueError, match="overcommit_min"):
+        RefinedTeacher(load_learned_policy(SHIPPED), overcommit_min=0)
+    with pytest.raises(ValueError, match="burst_headroom_frac"):
+        RefinedTeacher(load_learned_policy(SHIPPED), burst_headroom_frac=0.6)
+
+
+def test_action_inverses() -> None:
+    actions = np.linspace(-1.0, 1.0, 41)
+    np.testing.assert_allclose(cold_age_action(cold_age_ms(actions)), actions, atol=1e-9)
+    np.testing.assert_allclose(headroom_action(headroom_frac(actions)), actions, atol=1e-9)
+    assert cold_age_action(np.array([np.inf, 1.0, 1e12])).tolist() == [1.0, -1.0, 1.0]

@@ -222,3 +222,33 @@ def test_bc_warm_start_then_fine_tune_from_the_cli(tmp_path: Path) -> None:
         "bc", "--config", str(REPO / "agents" / "recurrent_ppo.toml"), "--out", str(tmp_path / "r")
     )
     assert done.returncode == 2 and "RecurrentPPO" in done.stderr
+
+
+def test_distill_refines_a_trained_run_from_the_cli(tmp_path: Path) -> None:
+    config = small_config(tmp_path)
+    base = tmp_path / "base"
+    assert wsrl_cli("train", "--config", str(config), "--out", str(base), "--no-progress").returncode == 0
+    refined = tmp_path / "refined"
+    args = ["distill", "--config", str(config), "--base", str(base), "--out", str(refined)]
+    done = wsrl_cli(*args)
+    assert done.returncode == 2 and "manifest.json" in done.stderr  # not exported yet: one line
+    assert "Traceback" not in done.stderr
+    assert wsrl_cli("export", str(base)).returncode == 0
+    done = wsrl_cli(*args, "--duration", "10m", "--epochs", "2", "--dagger")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((refined / "train.json").read_text())
+    base_record = json.loads((base / "train.json").read_text())
+    assert {k: v for k, v in record.items() if k != "distill"} == base_record  # the base's provenance
+    distilled = record["distill"]
+    assert distilled["base"] == str(base) and distilled["dagger"] is True
+    assert distilled["teacher"] == {"name": "refined", "overcommit_min": 1.1, "burst_headroom_frac": 0.17}
+    assert distilled["samples"] == 2 * distilled["dagger_samples"] > 0
+    assert distilled["final_mse"] < 0.1
+    assert wsrl_cli("export", str(refined)).returncode == 0  # ready for the runner
+    manifest = json.loads((refined / "manifest.json").read_text())
+    assert manifest["provenance"]["train"]["distill"]["samples"] == distilled["samples"]
+
+    done = wsrl_cli(*args[:2], str(small_config(tmp_path, "sac")), *args[3:])
+    assert done.returncode == 2 and "PPO" in done.stderr
+    done = wsrl_cli(*args, "--burst-headroom", "0.9")
+    assert done.returncode == 2 and "burst_headroom_frac" in done.stderr

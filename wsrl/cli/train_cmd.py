@@ -199,3 +199,110 @@ def bc_command(
         f"cloned {result.samples:,} decisions (MSE {result.final_mse:.2e}) into {out / 'model.zip'}; "
         f"fine-tune with: wsrl train --config {config} --init {out / 'model.zip'} --out DIR"
     )
+
+
+def distill_command(
+    config: Annotated[
+        Path, typer.Option("--config", help="PPO agent config: the network and the inputs distilled on.")
+    ],
+    base: Annotated[
+        Path,
+        typer.Option(
+            "--base", help="Trained and exported run to refine (model.zip, train.json, model.onnx)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: model.zip and train.json.")],
+    duration: Annotated[str, typer.Option("--duration", help="Simulated time per input and round.")] = "3h",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the samples.")] = 10,
+    dagger: Annotated[
+        bool, typer.Option("--dagger/--no-dagger", help="Add a round in the states the student reaches.")
+    ] = False,
+    overcommit_min: Annotated[
+        float,
+        typer.Option(
+            "--overcommit-min", help="Teacher: provisioned / usable above which headroom is capped."
+        ),
+    ] = 1.1,
+    burst_headroom: Annotated[
+        float,
+        typer.Option("--burst-headroom", help="Teacher: headroom cap on such hosts (share of provisioned)."),
+    ] = 0.17,
+) -> None:
+    """Refine a trained policy: distill the `refined` teacher (its own actions, capped) back into it.
+
+    The teacher is ``--base``'s exported network with far memory's cold-age threshold as a ceiling
+    on its ``cold_age`` and, on overcommitted hosts, a cap on its ``headroom``
+    (:class:`wsrl.policies.teacher.RefinedTeacher`). The student starts from ``--base``'s weights.
+    ``out`` gets ``--base``'s ``train.json`` with a ``distill`` record added: `wsrl export OUT` next.
+    """
+    _training_stack()
+    from stable_baselines3 import PPO
+
+    from wsrl.policies.learned import load_learned_policy
+    from wsrl.policies.teacher import RefinedTeacher
+    from wsrl.rl.config import load_agent_config
+    from wsrl.rl.distill import distill
+    from wsrl.rl.train import make_model
+    from wsrl.rl.vec_env import GuestVecEnv
+    from wsrl.units import parse_duration_s
+
+    agent = load_agent_config(config)
+    if agent.algorithm != "PPO":
+        raise WsrlError(f"{config}: distillation refines PPO policies, not {agent.algorithm}")
+    _check_inputs(agent.env.inputs, "env.inputs", config)
+    try:
+        duration_s = parse_duration_s(duration)
+    except ValueError as exc:
+        raise WsrlError(f"option --duration: {exc}") from None
+    base_train = base / "train.json"
+    if not (base / "model.zip").is_file() or not base_train.is_file():
+        raise WsrlError(f"--base {base}: needs model.zip and train.json (a `wsrl train` output)")
+
+    def make_teacher() -> RefinedTeacher:
+        # load_learned_policy raises one line if --base is not exported yet
+        return RefinedTeacher(
+            load_learned_policy(base), overcommit_min=overcommit_min, burst_headroom_frac=burst_headroom
+        )
+
+    try:
+        make_teacher()  # checked before minutes of collecting; every input gets a fresh one
+    except ValueError as exc:
+        raise WsrlError(f"teacher: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    model = make_model(agent, GuestVecEnv(agent.env.inputs[:1], episode_steps=agent.env.episode_steps), None)
+    try:
+        model.policy.load_state_dict(PPO.load(base / "model.zip", device="cpu").policy.state_dict())
+    except RuntimeError as exc:
+        raise WsrlError(f"--base {base}: its network does not match {config}'s: {exc}") from None
+    result = distill(
+        model, make_teacher, agent.env.inputs, duration_s, agent.seed, epochs=epochs, dagger=dagger
+    )
+    model.save(out / "model.zip")
+    record = json.loads(base_train.read_text(encoding="utf-8"))
+    record["distill"] = {
+        "base": str(base),
+        "config_path": str(config),
+        "inputs": list(agent.env.inputs),
+        "seed": agent.seed,
+        "teacher": {
+            "name": "refined",
+            "overcommit_min": overcommit_min,
+            "burst_headroom_frac": burst_headroom,
+        },
+        "duration_s": duration_s,
+        "epochs": epochs,
+        "dagger": dagger,
+        "samples": result.samples,
+        "dagger_samples": result.dagger_samples,
+        "final_mse": result.final_mse,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    tmp = out / "train.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "train.json")
+    Console().print(
+        f"distilled {result.samples:,} teacher actions (MSE {result.final_mse:.2e}) "
+        f"into {out / 'model.zip'}; "
+        f"export with: wsrl export {out}"
+    )

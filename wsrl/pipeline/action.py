@@ -59,6 +59,22 @@ def headroom_frac(action: np.ndarray) -> np.ndarray:
     return MAX_HEADROOM_FRAC * ((a + 1.0) / 2.0) ** 2
 
 
+def cold_age_action(age_ms: np.ndarray) -> np.ndarray:
+    """The ``cold_age`` action for thresholds in ms: the inverse of :func:`cold_age_ms`.
+
+    Clipped into the range's ends; ``inf`` (no threshold: nothing is cold) gives ``+1``.
+    """
+    age = np.nan_to_num(np.asarray(age_ms, dtype=float), nan=MAX_COLD_AGE_MS, posinf=MAX_COLD_AGE_MS)
+    log_age = np.log(np.clip(age, MIN_COLD_AGE_MS, MAX_COLD_AGE_MS))
+    return 2.0 * (log_age - _LOG_AGES[0]) / (_LOG_AGES[-1] - _LOG_AGES[0]) - 1.0
+
+
+def headroom_action(frac: np.ndarray) -> np.ndarray:
+    """The ``headroom`` action for shares of the provisioned size: the inverse of :func:`headroom_frac`."""
+    share = np.clip(np.nan_to_num(np.asarray(frac, dtype=float)), 0.0, MAX_HEADROOM_FRAC)
+    return 2.0 * np.sqrt(share / MAX_HEADROOM_FRAC) - 1.0
+
+
 def peak_keep_share(action: np.ndarray) -> np.ndarray:
     """Share of the recent working-set peak kept for ``peak_keep`` actions in ``[-1, 1]`` (clipped)."""
     a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)

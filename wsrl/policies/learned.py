@@ -105,6 +105,23 @@ class LearnedPolicy:
 
     def decide(self, snapshot: HostSnapshot) -> np.ndarray:
         """``[hosts, guests]`` proposed target bytes from the network's per-guest actions."""
+        _, actions = self.act(snapshot)
+        return self.targets(actions, snapshot)
+
+    def targets(self, actions: np.ndarray, snapshot: HostSnapshot) -> np.ndarray:
+        """``[hosts, guests]`` proposals for ``[hosts, guests, ACTION_DIM]`` actions.
+
+        ``snapshot`` is the one :meth:`act` last observed: its working-set peaks feed ``peak_keep``.
+        """
+        return action_to_target_bytes(actions, snapshot, self._builder.working_set_peak_bytes)
+
+    def act(self, snapshot: HostSnapshot) -> tuple[np.ndarray, np.ndarray]:
+        """Observe ``snapshot`` and run the network: ``(rows, actions)``.
+
+        ``rows`` are the real guests' observation rows (``[real guests, FEATURE_COUNT]``, float32,
+        in mask order), ``actions`` the ``[hosts, guests, ACTION_DIM]`` actions (zeros on padding).
+        Advances the observation history: call once per snapshot (:meth:`decide` does).
+        """
         if snapshot is self._first_snapshot and self._first_obs is not None:
             obs = self._first_obs  # reset already built it (and advanced the builder's history)
         else:
@@ -119,7 +136,7 @@ class LearnedPolicy:
                 actions[mask] = self._checked_actions(self.forward(rows), len(rows))  # type: ignore[arg-type]
         else:
             self._step_recurrent(rows, mask, actions)
-        return action_to_target_bytes(actions, snapshot, self._builder.working_set_peak_bytes)
+        return rows, actions
 
     def _clear_state(self, shape: tuple[int, int]) -> None:
         spec = self.recurrent_state

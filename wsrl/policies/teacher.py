@@ -1,6 +1,9 @@
-"""``oracle-steady``: a teacher for behaviour cloning, not a reference policy (simulation only).
+"""Teachers for behaviour cloning and distillation, not reference policies.
 
-Behaviour cloning (``wsrl bc``) copies a teacher's decisions into a learned policy's warm start.
+``oracle-steady`` (simulation only, :class:`SteadyOracleTeacher`) is cloned from recorded decisions
+(``wsrl bc``); ``refined`` (:class:`RefinedTeacher`) is distilled in action space (``wsrl distill``).
+
+**oracle-steady.** Behaviour cloning copies a teacher's decisions into a learned policy's warm start.
 The budget oracle (:class:`~wsrl.policies.oracle.OraclePolicy`) is the best teacher where a
 guest's future follows from its past, and a misleading one where it does not: it shrinks a bursty
 guest right up to its next burst, which it knows is coming and a causal student cannot know. A
@@ -26,9 +29,52 @@ from collections import deque
 
 import numpy as np
 
+from wsrl.pipeline.action import ACTION_DIM, MAX_HEADROOM_FRAC, cold_age_action, headroom_action
+from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.pipeline.snapshot import HostSnapshot
+from wsrl.policies.far_memory import FarMemoryPolicy
+from wsrl.policies.learned import LearnedPolicy
 from wsrl.policies.oracle import OraclePolicy
 from wsrl.policies.vpa import VpaPolicy
+from wsrl.sim.arrays import TIER_NAMES
+
+BRONZE_TIER = TIER_NAMES.index("bronze")
+
+
+class BurstyGuests:
+    """Which guests are bursty now (the rule of the module docstring, and why 2.0).
+
+    A guest is bursty while its working-set peak over the last ``window_s`` is above ``burst_ratio``
+    times its current working set.
+
+    Args:
+        burst_ratio: the peak-to-current ratio above which a guest is bursty (> 1).
+        window_s: the peak's window, seconds.
+
+    """
+
+    def __init__(self, *, burst_ratio: float = 2.0, window_s: float = 7200.0) -> None:
+        if not burst_ratio > 1.0:
+            raise ValueError(f"burst_ratio must be > 1, got {burst_ratio}")
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
+        self.burst_ratio = float(burst_ratio)
+        self.window_ms = int(window_s * 1000)
+        self._working_sets: deque[tuple[int, np.ndarray]] = deque()
+
+    def reset(self) -> None:
+        """Forget the working-set history."""
+        self._working_sets.clear()
+
+    def update(self, snapshot: HostSnapshot) -> np.ndarray:
+        """``[hosts, guests]`` whether each guest counts as bursty now (adds ``snapshot`` to the history)."""
+        working_set = snapshot.working_set_bytes()
+        now_ms = int(snapshot.time_ms)
+        self._working_sets.append((now_ms, working_set))
+        while self._working_sets and self._working_sets[0][0] < now_ms - self.window_ms:
+            self._working_sets.popleft()
+        peak = np.max(np.stack([ws for _, ws in self._working_sets]), axis=0)
+        return peak > self.burst_ratio * np.maximum(working_set, 1.0)
 
 
 class SteadyOracleTeacher:
@@ -44,35 +90,113 @@ class SteadyOracleTeacher:
     name = "oracle-steady"
 
     def __init__(self, *, burst_ratio: float = 2.0, window_s: float = 7200.0) -> None:
-        if not burst_ratio > 1.0:
-            raise ValueError(f"burst_ratio must be > 1, got {burst_ratio}")
-        if not window_s > 0:
-            raise ValueError(f"window_s must be > 0, got {window_s}")
-        self.burst_ratio = float(burst_ratio)
-        self.window_ms = int(window_s * 1000)
+        self._bursty = BurstyGuests(burst_ratio=burst_ratio, window_s=window_s)
         self.oracle = OraclePolicy()
         self.oracle.name = self.name  # its "needs the simulator" error names the policy the user chose
         self.vpa = VpaPolicy()
-        self._working_sets: deque[tuple[int, np.ndarray]] = deque()
 
     def reset(self, snapshot: HostSnapshot) -> None:
         """Reset both policies and forget the working-set history."""
         self.oracle.reset(snapshot)
         self.vpa.reset(snapshot)
-        self._working_sets.clear()
+        self._bursty.reset()
 
     def bursty(self, snapshot: HostSnapshot) -> np.ndarray:
         """``[hosts, guests]`` whether each guest counts as bursty now (updates the history)."""
-        working_set = snapshot.working_set_bytes()
-        now_ms = int(snapshot.time_ms)
-        self._working_sets.append((now_ms, working_set))
-        while self._working_sets and self._working_sets[0][0] < now_ms - self.window_ms:
-            self._working_sets.popleft()
-        peak = np.max(np.stack([ws for _, ws in self._working_sets]), axis=0)
-        return peak > self.burst_ratio * np.maximum(working_set, 1.0)
+        return self._bursty.update(snapshot)
 
     def decide(self, snapshot: HostSnapshot) -> np.ndarray:
         """The oracle's proposal, raised to vpa's on bursty guests."""
         oracle = self.oracle.decide(snapshot)
         vpa = self.vpa.decide(snapshot)
         return np.where(self.bursty(snapshot), np.maximum(oracle, vpa), oracle)
+
+
+class RefinedTeacher:
+    """A learned policy's own actions, tightened by two rules: the teacher of ``wsrl distill``.
+
+    PPO leaves two things on the table that rules can take (docs/learning.md, "Refinement"):
+
+    * **Cold age on steady guests.** The policy trained from vpa's decisions keeps its ``cold_age``
+      knob at the top of its range (2 h) on every kind of guest and sizes with headroom alone, so
+      memory idle for minutes is never handed back. Far memory's control plane
+      (:class:`~wsrl.policies.far_memory.FarMemoryPolicy`, Lagar-Cavilla et al., ASPLOS'19) picks a
+      per-guest threshold whose promotion rate meets the same refault SLO; here it caps the
+      network's ``cold_age``. Not on bursty guests (:class:`BurstyGuests`): between a build's
+      compiles or a service's bursts their memory looks idle and is not, and the network holds it.
+    * **Bronze guests share burst room.** On a host provisioned beyond ``overcommit_min`` times
+      what it can give (``capacity - reserve``), a bronze guest's ``headroom`` is capped at
+      ``burst_headroom_frac`` of its size: its bursts are served from the memory the host keeps
+      free, shared by all, rather than from room it holds for itself, which on a full host is
+      memory no one else may use. Bronze is the tier an operator marks as yielding first (the
+      allocator weighs it a quarter of gold); gold and silver guests keep their own room. The cap
+      (0.17) was chosen on a training host, ``envs/training/dense-containers.toml``, as the one
+      that met the acceptance rule there with the widest margin (docs/learning.md).
+
+    Everything else (the ``peak_keep`` floor, headroom elsewhere) is the network's own. The teacher
+    works in action space so that a student initialised from the same network only has to learn
+    the two caps: :meth:`decide` leaves the observation rows and the actions it chose in
+    :attr:`last_rows` and :attr:`last_actions`.
+
+    Args:
+        base: the learned policy refined (feed-forward; its observation builder is the student's).
+        overcommit_min: provisioned / (capacity - reserve) above which a host counts as
+            overcommitted (> 0).
+        burst_headroom_frac: the bronze guests' headroom cap on such hosts, a share of the
+            provisioned size (0 to :data:`~wsrl.pipeline.action.MAX_HEADROOM_FRAC`).
+
+    """
+
+    name = "refined"
+
+    def __init__(
+        self, base: LearnedPolicy, *, overcommit_min: float = 1.1, burst_headroom_frac: float = 0.17
+    ) -> None:
+        if base.recurrent_state is not None:
+            raise ValueError(f"policy {base.name!r} is recurrent; the teacher needs a feed-forward one")
+        if not overcommit_min > 0:
+            raise ValueError(f"overcommit_min must be > 0, got {overcommit_min}")
+        if not 0.0 <= burst_headroom_frac <= MAX_HEADROOM_FRAC:
+            raise ValueError(f"burst_headroom_frac out of [0, {MAX_HEADROOM_FRAC}]: {burst_headroom_frac}")
+        self.base = base
+        self.far_memory = FarMemoryPolicy()
+        self.bursty = BurstyGuests()
+        self.overcommit_min = float(overcommit_min)
+        self.burst_headroom_frac = float(burst_headroom_frac)
+        self.last_rows = np.zeros((0, FEATURE_COUNT), dtype=np.float32)
+        self.last_actions = np.zeros((0, ACTION_DIM), dtype=np.float32)
+
+    def reset(self, snapshot: HostSnapshot) -> None:
+        """Reset the base policy and far memory's thresholds."""
+        self.base.reset(snapshot)
+        self.far_memory.reset(snapshot)
+        self.bursty.reset()
+
+    def overcommitted(self, snapshot: HostSnapshot) -> np.ndarray:
+        """``[hosts]`` whether each host is provisioned beyond ``overcommit_min`` x what it can give."""
+        provisioned = np.where(snapshot.mask, snapshot.provisioned_bytes, 0.0).sum(axis=1)
+        usable = np.maximum(np.asarray(snapshot.capacity_bytes) - np.asarray(snapshot.reserve_bytes), 1.0)
+        return provisioned > self.overcommit_min * usable
+
+    def actions(self, snapshot: HostSnapshot) -> np.ndarray:
+        """``[hosts, guests, ACTION_DIM]`` the base network's actions with both caps applied.
+
+        Advances the base policy's observation history, far memory's thresholds and the burst
+        history: call once per snapshot (:meth:`decide` does).
+        """
+        rows, actions = self.base.act(snapshot)
+        self.far_memory.decide(snapshot)  # advances its per-guest thresholds
+        actions = actions.astype(np.float64)
+        capped_age = np.minimum(actions[..., 0], cold_age_action(self.far_memory.threshold_ms))
+        actions[..., 0] = np.where(self.bursty.update(snapshot), actions[..., 0], capped_age)
+        cap = headroom_action(self.burst_headroom_frac)
+        yields = self.overcommitted(snapshot)[:, None] & (np.asarray(snapshot.tier) >= BRONZE_TIER)
+        actions[..., 1] = np.where(yields, np.minimum(actions[..., 1], cap), actions[..., 1])
+        mask = np.asarray(snapshot.mask, dtype=bool)
+        self.last_rows = rows
+        self.last_actions = actions[mask].astype(np.float32)
+        return actions
+
+    def decide(self, snapshot: HostSnapshot) -> np.ndarray:
+        """The proposals of the capped actions."""
+        return self.base.targets(self.actions(snapshot), snapshot)

@@ -181,6 +181,23 @@ def gpu_section(path: Path, cpu_train: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _distill_line(distilled: dict[str, Any] | None) -> str:
+    """The model card's line on the refinement stage (``train.json``'s ``distill`` record)."""
+    if not distilled:
+        return "- Refinement: none."
+    teacher = distilled["teacher"]
+    rounds = " plus a DAgger round in the states the student reaches" if distilled.get("dagger") else ""
+    return (
+        f"- Refinement (`wsrl distill --config {distilled['config_path']}`): "
+        f"{distilled['samples']:,} actions of the `refined` teacher (this run's PPO network, "
+        "its cold age capped by far memory's threshold "
+        f"on steady guests, bronze guests' headroom capped at {teacher['burst_headroom_frac']:.0%} on hosts "
+        f"provisioned over {teacher['overcommit_min']}x; wsrl/policies/teacher.py), "
+        f"{distilled['duration_s'] / 3600:.0f} h per input{rounds}, fitted from the PPO weights to "
+        f"MSE {distilled['final_mse']:.1e}."
+    )
+
+
 def model_card(directory: Path, card: dict[str, Any]) -> str:
     """The model card (markdown) of a trained policy directory: how it was made and how it scored."""
     train = json.loads((directory / "train.json").read_text(encoding="utf-8"))
@@ -189,14 +206,17 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
     bc_path = Path(init).parent / "bc.json" if init else None
     bc = json.loads(bc_path.read_text(encoding="utf-8")) if bc_path and bc_path.is_file() else None
     bc_wall = bc["wall_s"] if bc and "wall_s" in bc else 0.0
-    total_min = (bc_wall + train["wall_s"]) / 60.0
+    distilled = train.get("distill")
+    distill_wall = distilled["wall_s"] if distilled else 0.0
+    total_min = (bc_wall + train["wall_s"] + distill_wall) / 60.0
     verdicts = "\n".join(
         f"- `{ref}`: best reference `{c['best_reference']}`; "
         + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in c["verdict"].items())
         for ref, c in card["checks"].items()
     )
     root = str(Path(__file__).resolve().parents[2]) + "/"
-    inputs = "\n".join(f"  - `{ref.replace(root, '')}`" for ref in config["env"]["inputs"])
+    data_refs = distilled["inputs"] if distilled else config["env"]["inputs"]
+    inputs = "\n".join(f"  - `{ref.replace(root, '')}`" for ref in data_refs)
     hp = ", ".join(f"{k}={v}" for k, v in config["hyperparameters"].items())
     lines = [
         f"# {directory.name}: model card",
@@ -214,11 +234,15 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
         "## How it was trained",
         "",
         "- Command (from scratch, on this 2-core machine): `make train` "
-        "(Bitbrains split, behaviour cloning of vpa, PPO fine-tuning, export, this card).",
+        "(Bitbrains split, behaviour cloning of vpa, PPO fine-tuning, "
+        + ("refinement by distillation, " if distilled else "")
+        + "export, this card).",
         f"- Wall time: {total_min:.1f} min of learning ({bc_wall:.0f} s recording and cloning vpa's "
         f"decisions, {train['wall_s']:.0f} s PPO for {train['timesteps']:,} guest-steps at "
-        f"{train['env_steps_per_s']:,.0f}/s on {train['num_envs']} guest slots), on "
-        f"{train['machine']['cpus']} CPUs; the card's evaluation took {card['eval_wall_s']:.0f} s more.",
+        f"{train['env_steps_per_s']:,.0f}/s on {train['num_envs']} guest slots"
+        + (f", {distill_wall:.0f} s refining" if distilled else "")
+        + f"), on {train['machine']['cpus']} CPUs; "
+        f"the card's evaluation took {card['eval_wall_s']:.0f} s more.",
         f"- Config: `{train['config_path']}`, seed {train['seed']}; {hp}; network {config['policy']}.",
         f"- Reward weights: {config['reward']}.",
         "- Training data (nothing held out below is in it):",
@@ -227,6 +251,7 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
         f"({bc['duration_s'] / 3600:.0f} h each), cloned to MSE {bc['final_mse']:.1e}."
         if bc
         else "- Warm start: none.",
+        _distill_line(distilled),
         f"- Versions: {train['versions']}; git commit {train['git_commit']}.",
         "",
         gpu_section(directory / GPU_RECORD, train),
