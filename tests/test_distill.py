@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shipped import shipped_base
 from stable_baselines3 import PPO
 
 from wsrl.eval.runner import evaluate_policy, input_setup
@@ -19,7 +20,8 @@ from wsrl.rl.distill import BOUND_MARGIN, collect_teacher_actions, distill, labe
 from wsrl.rl.train import learned_policy_from_model, make_env, make_model
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "trained" / "ppo-overcommit"
+# The shipped policy's PPO network (before refinement): a fixed base for the refined teacher.
+SHIPPED = shipped_base()
 # Two small inputs: a 1.25x overcommitted container host with bronze bursty services (both caps
 # apply) and a roomy pair of VMs.
 INPUTS = [str(REPO / "envs" / "training" / name) for name in ("spiky-containers.toml", "pair.toml")]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shipped import shipped_base
 
 from wsrl.errors import WsrlError
 from wsrl.eval.metrics import MetricsRecorder, RunMetrics
@@ -755,7 +755,8 @@ def test_teacher_parameters_are_checked() -> None:
         make_policy("oracle-steady", window_s=0)
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "trained" / "ppo-overcommit"
+# The shipped policy's PPO network (before refinement): a fixed base for the refined teacher.
+SHIPPED = shipped_base()
 
 
 class RefinedShadow:

@@ -252,3 +252,13 @@ def test_distill_refines_a_trained_run_from_the_cli(tmp_path: Path) -> None:
     assert done.returncode == 2 and "PPO" in done.stderr
     done = wsrl_cli(*args, "--burst-headroom", "0.9")
     assert done.returncode == 2 and "burst_headroom_frac" in done.stderr
+
+
+def test_refine_config_has_the_ppo_network_and_every_ppo_input() -> None:
+    """wsrl distill loads agents/ppo.toml's weights into agents/ppo-refine.toml's network."""
+    ppo = load_agent_config(REPO / "agents" / "ppo.toml")
+    refine = load_agent_config(REPO / "agents" / "ppo-refine.toml")
+    assert refine.algorithm == ppo.algorithm == "PPO"
+    assert refine.policy == ppo.policy
+    assert set(ppo.env.inputs) < set(refine.env.inputs)
+    assert any(ref.endswith("dense-containers.toml") for ref in refine.env.inputs)
