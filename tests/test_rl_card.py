@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from wsrl.rl.card import GPU_RECORD, best_reference, card_tables, evaluate_card, model_card, verdict
@@ -92,3 +93,21 @@ def test_card_evaluates_an_exported_policy_against_every_reference(tmp_path: Pat
     )
     text = model_card(tmp_path / "tiny", card)
     assert "## Training on a GPU" in text and "| 16,384 | 16 | cuda | 256,256 |" in text
+    assert "- Refinement: none." in text
+    # A refined run: its train.json carries a distill record; the card adds its line and time.
+    record = json.loads((tmp_path / "tiny" / "train.json").read_text(encoding="utf-8"))
+    record["distill"] = {
+        "config_path": "agents/ppo-refine.toml",
+        "inputs": ["laptop", "dense"],
+        "teacher": {"name": "refined", "overcommit_min": 1.1, "burst_headroom_frac": 0.17},
+        "duration_s": 10800.0,
+        "dagger": True,
+        "samples": 1234,
+        "final_mse": 4.7e-4,
+        "wall_s": 600.0,
+    }
+    (tmp_path / "tiny" / "train.json").write_text(json.dumps(record), encoding="utf-8")
+    text = model_card(tmp_path / "tiny", card)
+    assert "- Refinement (`wsrl distill --config agents/ppo-refine.toml`): 1,234 actions" in text
+    assert "headroom capped at 17% on hosts provisioned over 1.1x" in text and "DAgger round" in text
+    assert "600 s refining" in text and "  - `dense`" in text

@@ -220,20 +220,21 @@ def distill_command(
     overcommit_min: Annotated[
         float,
         typer.Option(
-            "--overcommit-min", help="Teacher: provisioned / usable above which headroom is capped."
+            "--overcommit-min", help="Teacher: provisioned / usable above which bronze headroom is capped."
         ),
     ] = 1.1,
     burst_headroom: Annotated[
         float,
-        typer.Option("--burst-headroom", help="Teacher: headroom cap on such hosts (share of provisioned)."),
+        typer.Option("--burst-headroom", help="Teacher: bronze headroom cap there (share of provisioned)."),
     ] = 0.17,
 ) -> None:
     """Refine a trained policy: distill the `refined` teacher (its own actions, capped) back into it.
 
     The teacher is ``--base``'s exported network with far memory's cold-age threshold as a ceiling
-    on its ``cold_age`` and, on overcommitted hosts, a cap on its ``headroom``
-    (:class:`wsrl.policies.teacher.RefinedTeacher`). The student starts from ``--base``'s weights.
-    ``out`` gets ``--base``'s ``train.json`` with a ``distill`` record added: `wsrl export OUT` next.
+    on its ``cold_age`` for steady guests and, on overcommitted hosts, a cap on bronze guests'
+    ``headroom`` (:class:`wsrl.policies.teacher.RefinedTeacher`). The student starts from
+    ``--base``'s weights. ``out`` gets ``--base``'s ``train.json`` with a ``distill`` record
+    added: `wsrl export OUT` next.
     """
     _training_stack()
     from stable_baselines3 import PPO
