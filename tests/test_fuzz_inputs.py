@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wsrl.backends.base import BackendError
@@ -738,6 +738,7 @@ def test_crosvm_output_of_random_bytes_is_a_parse_error(data: bytes) -> None:
     actual=JSON_VALUES,
     extra=JSON_VALUES,
 )
+@example(stats={"\n": []}, actual=0, extra=None)  # found by hypothesis: a key that broke the line
 def test_crosvm_balloon_stats_of_any_values(stats: dict[str, Any], actual: object, extra: object) -> None:
     for document in (
         {"BalloonStats": {"stats": stats, "balloon_actual": actual}},

@@ -158,10 +158,12 @@ def parse_balloon_stats(data: bytes) -> BalloonStats:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+            # The key is crosvm's text: escaped and bounded, so the message stays one line.
+            shown = key if key.isidentifier() else json.dumps(key)[:40]
             raise ParseError(
                 "crosvm",
-                f"$.BalloonStats.stats.{key}",
-                key,
+                f"$.BalloonStats.stats.{shown}" if key.isidentifier() else f"$.BalloonStats.stats[{shown}]",
+                shown,
                 f"expected an unsigned integer or null, got {brief_repr(value)[:40]}",
             )
         if value != _U64_MAX:
