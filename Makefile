@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test soak lint demo bench fidelity leaderboard testbed clean train bitbrains-split
+.PHONY: setup test soak fuzz lint demo bench fidelity leaderboard testbed clean train bitbrains-split
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 test: $(STAMP) testbed
 	$(PY) -m ruff check wsrl tests benchmarks
 	$(PY) -m pytest -q -m "not soak"
+
+# The property tests with fresh random inputs (`make test` replays a fixed set): a few minutes.
+fuzz: $(STAMP)
+	WSRL_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q tests/test_fuzz_inputs.py tests/test_formats_fuzz_binary.py \
+		tests/test_formats_fuzz_text.py tests/test_histogram.py tests/test_allocator.py tests/test_sim_model.py
 
 # The fault-injection soak on real components (root, QEMU, v1 memcg, zram; docs/reliability.md):
 # WSRL_SOAK_S seconds (default 600) plus set-up. Writes out/soak/figures.json.
