@@ -198,10 +198,10 @@ class ObservationBuilder:
                 self._ws_peaks[k] = working_set + excess
 
         guests = mask.sum(axis=1, keepdims=True).astype(float)
-        usable = np.maximum(snapshot.capacity_bytes - snapshot.reserve_bytes, 1.0)[:, None]
+        usable = snapshot.usable_bytes()[:, None]
         visible = np.where(mask, np.nan_to_num(snapshot.visible_bytes), 0.0)
         host_free = (usable[:, 0] - visible.sum(axis=1))[:, None] / usable
-        overcommit = provisioned.sum(axis=1, keepdims=True) / usable
+        overcommit = snapshot.overcommit()[:, None]
         shares = np.where(mask, snapshot.shares, 0.0).astype(float)
         mean_share = shares.sum(axis=1, keepdims=True) / np.maximum(guests, 1.0)
         relative_share = np.divide(shares, mean_share, out=np.zeros(mask.shape), where=mean_share > 0)

@@ -93,6 +93,15 @@ class HostSnapshot:
         weights = cold_weights([int(e) for e in self.edges_ms], idle_ms)
         return self.hist_bytes.sum(axis=2) @ weights
 
+    def usable_bytes(self) -> np.ndarray:
+        """``[hosts]`` memory the host can give its guests: capacity minus reserve (at least 1)."""
+        return np.maximum(np.asarray(self.capacity_bytes) - np.asarray(self.reserve_bytes), 1.0)
+
+    def overcommit(self) -> np.ndarray:
+        """``[hosts]`` provisioned bytes of the real guests over :meth:`usable_bytes`."""
+        provisioned = np.where(self.mask, self.provisioned_bytes, 0.0).sum(axis=1)
+        return provisioned / self.usable_bytes()
+
     def working_set_bytes(self, window_ms: int = WORKING_SET_WINDOW_MS) -> np.ndarray:
         """``[hosts, guests]`` resident bytes touched within ``window_ms`` (plus unevictable memory)."""
         unevictable = np.maximum(self.usage_bytes - self.resident_page_bytes(), 0.0)

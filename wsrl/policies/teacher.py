@@ -174,9 +174,7 @@ class RefinedTeacher:
 
     def overcommitted(self, snapshot: HostSnapshot) -> np.ndarray:
         """``[hosts]`` whether each host is provisioned beyond ``overcommit_min`` x what it can give."""
-        provisioned = np.where(snapshot.mask, snapshot.provisioned_bytes, 0.0).sum(axis=1)
-        usable = np.maximum(np.asarray(snapshot.capacity_bytes) - np.asarray(snapshot.reserve_bytes), 1.0)
-        return provisioned > self.overcommit_min * usable
+        return snapshot.overcommit() > self.overcommit_min
 
     def actions(self, snapshot: HostSnapshot) -> np.ndarray:
         """``[hosts, guests, ACTION_DIM]`` the base network's actions with both caps applied.
