@@ -15,12 +15,20 @@ from pathlib import Path
 TRAINED = Path(__file__).resolve().parent.parent / "trained" / "ppo-overcommit"
 
 
+def private_copy(
+    source: Path, destination: Path, names: tuple[str, ...] = ("model.onnx", "manifest.json")
+) -> Path:
+    """Copy a policy's ``names`` from ``source`` into ``destination`` (created) with mode 0644."""
+    destination.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(source / name, destination / name)
+        (destination / name).chmod(0o644)
+    return destination
+
+
 @functools.cache
 def shipped_base() -> Path:
     """A private copy of ``trained/ppo-overcommit/base``: the PPO network the shipped policy refines."""
     copy = Path(tempfile.mkdtemp(prefix="wsrl-base-"))
     atexit.register(shutil.rmtree, copy, ignore_errors=True)
-    for name in ("model.onnx", "manifest.json", "model.zip"):
-        shutil.copyfile(TRAINED / "base" / name, copy / name)
-        (copy / name).chmod(0o644)
-    return copy
+    return private_copy(TRAINED / "base", copy, ("model.onnx", "manifest.json", "model.zip"))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
+from shipped import private_copy
 
 from wsrl.eval.runner import evaluate_policy
 from wsrl.pipeline.action import ACTION_NAMES
@@ -19,11 +19,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "trained" / "ppo-overcommit"
 def test_shipped_policy_matches_this_build_and_runs(tmp_path: Path) -> None:
     # A copy with owner-only write bits: a checkout's modes depend on the umask, the loader's
     # permission check does not.
-    copy = tmp_path / "ppo-overcommit"
-    copy.mkdir()
-    for name in ("model.onnx", "manifest.json"):
-        shutil.copyfile(SHIPPED / name, copy / name)
-        (copy / name).chmod(0o644)
+    copy = private_copy(SHIPPED, tmp_path / "ppo-overcommit")
     manifest = json.loads((copy / "manifest.json").read_text())
     assert manifest["obs_spec_version"] == OBS_SPEC_VERSION
     assert manifest["feature_names"] == list(FEATURE_NAMES)

@@ -45,6 +45,7 @@ from typing import Any
 
 import pytest
 from cgroup_fixtures import TEST_PARENT, Hog, require_v1_memcg, zram_swap
+from shipped import private_copy
 from test_backend_qemu import hand_over_serial_socket, wait_until
 from testbed import QemuGuest
 
@@ -155,10 +156,7 @@ class Soak:
 
     def install_policy(self) -> None:
         """A private copy of the shipped policy, owned by this user and writable by no one else."""
-        self.policy.mkdir(mode=0o755)
-        for name in ("manifest.json", "model.onnx"):
-            shutil.copyfile(SHIPPED_POLICY / name, self.policy / name)
-            (self.policy / name).chmod(0o644)
+        private_copy(SHIPPED_POLICY, self.policy)
 
     # -- the VM ------------------------------------------------------------------------------
 
