@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from wsrl.eval.metrics import METRIC_NAMES, PER_GUEST_KEYS, MetricsRecorder, RunMetrics, Slo, jain_index
+from wsrl.eval.metrics import METRIC_NAMES, PER_GUEST_KEYS, MetricsRecorder, RunMetrics, jain_index
 from wsrl.pipeline.snapshot import HostSnapshot
+from wsrl.slo import Slo
 from wsrl.units import GIB, PAGE_BYTES
 
 EDGES_MS = np.array([60_000, 120_000, 600_000])

@@ -15,7 +15,7 @@ import pytest
 from wsrl.errors import WsrlError
 from wsrl.eval.runner import input_setup
 from wsrl.pipeline.loop import ControlLoop
-from wsrl.pipeline.observation import FEATURE_NAMES, PROMOTION_BUDGET_FRAC_PER_MIN, ObservationBuilder
+from wsrl.pipeline.observation import FEATURE_NAMES, ObservationBuilder
 from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
 from wsrl.pipeline.trace_snapshot import read_trace_host, trace_host_names, trace_snapshots
 from wsrl.policies import make_policy
@@ -25,6 +25,7 @@ from wsrl.sim.build import build_setup
 from wsrl.sim.config import load_scenario
 from wsrl.sim.run import run_simulation
 from wsrl.sim.simulator import Simulator
+from wsrl.slo import PROMOTION_BUDGET_FRAC_PER_MIN
 from wsrl.trace.reader import TraceReader
 from wsrl.trace.writer import TraceWriter
 from wsrl.units import PAGE_BYTES

@@ -19,13 +19,13 @@ vectorised over ``[hosts, guests]`` and its memory does not grow with the run's 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from wsrl.pipeline.snapshot import WORKING_SET_WINDOW_MS, HostSnapshot
+from wsrl.pipeline.snapshot import HostSnapshot
+from wsrl.slo import Slo
 from wsrl.units import PAGE_BYTES
 
 METRIC_NAMES: tuple[str, ...] = (
@@ -46,45 +46,6 @@ STALL_BIN_EDGES = np.concatenate([[0.0], 10.0 ** (np.arange(-600, 1) / 100.0)])
 ``(0, 1e-6]`` and 100 log-spaced bins per decade up to 1 (each 2.3 % wide)."""
 MAX_MEAN_STALL_FRAC = 1.0 - 1e-6
 """Mean stall fractions are capped here before slowdown is computed (slowdown <= 1e6)."""
-
-
-@dataclass(frozen=True)
-class Slo:
-    """A guest's service-level objective, checked per interval.
-
-    The defaults are Google's far-memory target (Lagar-Cavilla et al., ASPLOS 2019): promotions
-    (refaults) under 0.2 % of the working set per minute, the working set being the memory touched
-    within 120 s.
-
-    Attributes:
-        promotion_frac_per_min: the largest refault rate allowed, as a share of the working set
-            per minute (0.002 = 0.2 %/min).
-        working_set_window_ms: memory touched within this window is the working set (read off the
-            histogram, plus unevictable memory).
-        interval_s: the length of an SLO interval, seconds.
-        oom_violates: an OOM kill in an interval breaks the SLO.
-
-    """
-
-    promotion_frac_per_min: float = 0.002
-    working_set_window_ms: int = WORKING_SET_WINDOW_MS
-    interval_s: float = 60.0
-    oom_violates: bool = True
-
-    def __post_init__(self) -> None:
-        if not (self.promotion_frac_per_min >= 0 and math.isfinite(self.promotion_frac_per_min)):
-            raise ValueError(
-                f"promotion_frac_per_min must be finite and >= 0, got {self.promotion_frac_per_min}"
-            )
-        if not self.working_set_window_ms > 0:
-            raise ValueError(f"working_set_window_ms must be > 0, got {self.working_set_window_ms}")
-        if not (self.interval_s >= 0.001 and math.isfinite(self.interval_s)):
-            raise ValueError(f"interval_s must be finite and >= 0.001, got {self.interval_s}")
-
-    @property
-    def interval_ms(self) -> int:
-        """The interval in whole milliseconds."""
-        return round(self.interval_s * 1000.0)
 
 
 @dataclass

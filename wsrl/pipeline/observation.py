@@ -25,7 +25,8 @@ import math
 import numpy as np
 
 from wsrl.histogram import cold_weights
-from wsrl.pipeline.snapshot import WORKING_SET_WINDOW_MS, HostSnapshot
+from wsrl.pipeline.snapshot import HostSnapshot
+from wsrl.slo import PROMOTION_BUDGET_FRAC_PER_MIN, WORKING_SET_WINDOW_MS
 from wsrl.units import GIB, PAGE_BYTES
 
 OBS_SPEC_VERSION = 1
@@ -43,10 +44,6 @@ OBS_IDLE_MS: tuple[int, ...] = (
     7_200_000,
 )
 """Idle ages at which cold anon and cold file memory are read off the histogram."""
-
-PROMOTION_BUDGET_FRAC_PER_MIN = 0.002
-"""Refault budget the refault features are scaled by: 0.2 % of the working set per minute (the
-default SLO of ``docs/metrics.md``, Google far memory, ASPLOS'19). A ratio of 1 is at budget."""
 
 SLOW_EMA_S = 300.0
 """Time constant of the slow refault and OOM averages, seconds."""

@@ -46,8 +46,9 @@ from __future__ import annotations
 import numpy as np
 
 from wsrl.pipeline.allocator import DEFAULT_IDLE_TAX
-from wsrl.pipeline.snapshot import WORKING_SET_WINDOW_MS, HostSnapshot
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies.common import TickClock, masked
+from wsrl.slo import WORKING_SET_WINDOW_MS
 
 _BISECTION_STEPS = 80
 

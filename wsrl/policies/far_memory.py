@@ -57,8 +57,9 @@ from __future__ import annotations
 import numpy as np
 
 from wsrl.histogram import cold_weights
-from wsrl.pipeline.snapshot import WORKING_SET_WINDOW_MS, HostSnapshot
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies.common import elapsed_s, masked, oom_since, refault_bytes
+from wsrl.slo import PROMOTION_BUDGET_FRAC_PER_MIN, SLO_INTERVAL_S, WORKING_SET_WINDOW_MS
 
 MS_PER_MIN = 60_000.0
 
@@ -68,9 +69,9 @@ class FarMemoryPolicy:
 
     Args:
         promotion_slo_frac_per_min: allowed promotions per minute as a fraction of the working
-            set (``P`` = 0.002).
-        min_threshold_s: lowest cold age threshold (120 s).
-        control_period_s: how often the threshold is chosen (60 s: the SLO is per minute).
+            set (``P``; default the SLO's budget, 0.002, :mod:`wsrl.slo`).
+        min_threshold_s: lowest cold age threshold (default the working-set window, 120 s).
+        control_period_s: how often the threshold is chosen (default the SLO interval, 60 s).
         history_percentile: the percentile of the guest's per-period best thresholds applied
             (the paper's K; 98).
         working_set_window_ms: the working-set window the SLO is relative to (120 s).
@@ -87,9 +88,9 @@ class FarMemoryPolicy:
     def __init__(
         self,
         *,
-        promotion_slo_frac_per_min: float = 0.002,
-        min_threshold_s: float = 120.0,
-        control_period_s: float = 60.0,
+        promotion_slo_frac_per_min: float = PROMOTION_BUDGET_FRAC_PER_MIN,
+        min_threshold_s: float = WORKING_SET_WINDOW_MS / 1000.0,
+        control_period_s: float = SLO_INTERVAL_S,
         history_percentile: float = 98.0,
         working_set_window_ms: int = WORKING_SET_WINDOW_MS,
     ) -> None:

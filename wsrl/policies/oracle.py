@@ -1,7 +1,7 @@
 """``oracle``: knows the future demand; the upper bound on savings within the SLO (simulation only).
 
 **What it proposes.** For each guest, the smallest size whose refaults stay under a share
-(``budget_share``, default 0.7) of the SLO's promotion budget (:class:`wsrl.eval.metrics.Slo`:
+(``budget_share``, default 0.7) of the SLO's promotion budget (:class:`wsrl.slo.Slo`:
 0.2 % of the working set per minute), with no OOM. It spends the budget on the coldest pages:
 under the simulator's LRU (Che's approximation, :mod:`wsrl.sim.che`) a size leaves resident exactly
 the pages touched within a characteristic time ``T``; a population of ``s`` bytes touched at rate
@@ -68,15 +68,14 @@ import math
 import numpy as np
 
 from wsrl.errors import WsrlError
-from wsrl.eval.metrics import Slo
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies.common import masked
 from wsrl.sim.arrays import ACTUATOR_BALLOON, DemandSource
 from wsrl.sim.che import MAX_T_S, MIN_T_S, population_sum, solve_characteristic_time
 from wsrl.sim.simulator import Simulator
+from wsrl.slo import DEFAULT_SLO
 from wsrl.units import PAGE_BYTES
 
-_SLO = Slo()
 DEFAULT_BUDGET_SHARE = 0.7
 """Share of the SLO's promotion budget the oracle plans to spend (see the module docstring)."""
 DEFAULT_HORIZON_S = 7200.0
@@ -187,8 +186,8 @@ class OraclePolicy:
         lookahead_steps: int = 30,
         horizon_s: float = DEFAULT_HORIZON_S,
         margin_bytes: float = PAGE_BYTES,
-        promotion_frac_per_min: float = _SLO.promotion_frac_per_min,
-        working_set_window_ms: int = _SLO.working_set_window_ms,
+        promotion_frac_per_min: float = DEFAULT_SLO.promotion_frac_per_min,
+        working_set_window_ms: int = DEFAULT_SLO.working_set_window_ms,
     ) -> None:
         if lookahead_steps < 1 or not horizon_s > 0 or margin_bytes < 0:
             raise ValueError("lookahead_steps must be >= 1, horizon_s > 0 and margin_bytes >= 0")

@@ -36,8 +36,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsrl.pipeline.observation import PROMOTION_BUDGET_FRAC_PER_MIN
 from wsrl.pipeline.snapshot import HostSnapshot
+from wsrl.slo import PROMOTION_BUDGET_FRAC_PER_MIN
 from wsrl.units import PAGE_BYTES
 
 REWARD_TERMS: tuple[str, ...] = (
