@@ -56,12 +56,12 @@ from wsrl.backends.qemu import (
     parse_memory_size_summary,
     parse_query_balloon,
 )
+from wsrl.config_tools import model_keys
 from wsrl.errors import ConfigError, HistogramError, ParseError, TraceError
 from wsrl.formats import FormatOptions, parse_bytes
 from wsrl.formats import crosvm as crosvm_format
 from wsrl.histogram import Histogram
 from wsrl.runner.config import RunnerConfig, load_runner_config, runner_config_from_dict
-from wsrl.sim.config_files import model_keys
 from wsrl.trace.reader import TraceReader
 from wsrl.trace.record import GuestSample
 from wsrl.trace.schema import TRACE_SCHEMA

@@ -469,7 +469,7 @@ def _unit() -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("name", ["vm-host.toml", "container-host.toml"])
 def test_deploy_configs_validate_and_fit_the_unit_sandbox(tmp_path: Path, name: str) -> None:
-    from wsrl.sim.config_files import read_toml
+    from wsrl.config_tools import read_toml
 
     data = read_toml(DEPLOY / name)
     if data["policy"]["name_or_path"] not in ("far-memory", "wmo", "vpa", "static", "senpai"):

@@ -37,9 +37,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wsrl.config_tools import read_toml, validate_file
 from wsrl.eval.runner import TRACE_PREFIX
 from wsrl.rl.reward import RewardWeights
-from wsrl.sim.config_files import read_toml, validate_file
 from wsrl.units import parse_duration_s
 
 ALGORITHMS: tuple[str, ...] = ("PPO", "SAC", "RecurrentPPO")

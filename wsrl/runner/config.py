@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from wsrl.backends.base import GuestSpec
+from wsrl.config_tools import StrictModel, parse_toml_bytes, validate_file
 from wsrl.errors import ConfigError, WsrlError
 from wsrl.histogram import DEFAULT_EDGES_MS, validate_edges
 from wsrl.runner.config_backends import (
@@ -53,8 +54,6 @@ from wsrl.runner.config_backends import (
 from wsrl.security import MAX_CONFIG_BYTES, UntrustedFileError, read_trusted_file
 from wsrl.sim import defaults
 from wsrl.sim.arrays import TIER_NAMES
-from wsrl.sim.config_files import parse_toml_bytes, validate_file
-from wsrl.sim.config_patterns import StrictModel
 from wsrl.units import GIB
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$"

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from wsrl.sim.config_patterns import StrictModel
+from wsrl.config_tools import StrictModel
 
 BACKEND_KINDS: tuple[str, ...] = ("cgroup", "qemu", "crosvm", "sim")
 DEFAULT_SOCKET_DIRS: tuple[str, ...] = ("/run", "/var/run", "/var/lib/wsrl", "/tmp")

@@ -13,13 +13,14 @@ unknown keys are errors so that typos do not pass silently.
 This module is the import point; the parts live in :mod:`~wsrl.sim.config_patterns` (pattern
 parameters), :mod:`~wsrl.sim.config_workload` (workload files), :mod:`~wsrl.sim.config_scenario`
 (scenario files), :mod:`~wsrl.sim.config_trace` (the trace keys of a guest entry) and
-:mod:`~wsrl.sim.config_files` (finding, reading and error messages).
+:mod:`~wsrl.sim.config_files` (finding files by name); reading TOML and error messages are
+:mod:`wsrl.config_tools`.
 """
 
 from __future__ import annotations
 
 from wsrl.errors import ConfigError
-from wsrl.sim.config_files import ENVS_ENV_VAR, envs_dir, repo_root, validation_problems
+from wsrl.sim.config_files import ENVS_ENV_VAR, envs_dir, repo_root
 from wsrl.sim.config_patterns import (
     PATTERN_KINDS,
     BurstsPattern,
@@ -76,5 +77,4 @@ __all__ = [
     "repo_root",
     "resolve_trace_dir",
     "scenario_from_dict",
-    "validation_problems",
 ]

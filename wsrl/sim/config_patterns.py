@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, so typos do not pass silently."""
-
-    model_config = ConfigDict(extra="forbid")
+from wsrl.config_tools import StrictModel
 
 
 class ConstantPattern(StrictModel):

@@ -14,11 +14,11 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from wsrl.config_tools import StrictModel, read_toml, validate_file
 from wsrl.errors import ConfigError
 from wsrl.sim import defaults
 from wsrl.sim.arrays import ACTUATOR_NAMES, TIER_NAMES
-from wsrl.sim.config_files import find_file, listing, read_toml, validate_file
-from wsrl.sim.config_patterns import StrictModel
+from wsrl.sim.config_files import find_file, listing
 from wsrl.sim.config_trace import parse_trace_start, resolve_trace_dir, select_trace_guests
 from wsrl.sim.config_workload import WorkloadConfig, load_workload
 from wsrl.units import GIB, MIB

@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from wsrl.sim.config_files import find_file, listing, read_toml, validate_file
-from wsrl.sim.config_patterns import BurstsPattern, Pattern, StrictModel, SwitchingPattern
+from wsrl.config_tools import StrictModel, read_toml, validate_file
+from wsrl.sim.config_files import find_file, listing
+from wsrl.sim.config_patterns import BurstsPattern, Pattern, SwitchingPattern
 from wsrl.units import GIB, MIB
 
 
