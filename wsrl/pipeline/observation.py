@@ -29,7 +29,7 @@ from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.slo import PROMOTION_BUDGET_FRAC_PER_MIN, WORKING_SET_WINDOW_MS
 from wsrl.units import GIB, PAGE_BYTES
 
-OBS_SPEC_VERSION = 1
+OBS_SPEC_VERSION = 2
 """Bumped whenever a feature is added, removed or computed differently (checked by manifests)."""
 
 OBS_IDLE_MS: tuple[int, ...] = (
