@@ -71,7 +71,7 @@ leaderboard: $(STAMP)
 # The simulator against the real kernel: a memory cgroup with zram swap under a ladder of limits
 # (root only, about 12 minutes). Writes docs/fidelity-measured.json and the table in docs/fidelity.md.
 fidelity: $(STAMP)
-	$(PY) -m wsrl.sim.fidelity.measure --out docs/fidelity-measured.json
+	$(PY) -m wsrl.lab.measure --out docs/fidelity-measured.json
 	$(PY) -m wsrl.sim.fidelity.compare docs/fidelity-measured.json --doc docs/fidelity.md
 
 # The VM-disjoint, time-forward split of the shared Bitbrains history that learned policies train on

@@ -2,7 +2,7 @@
 
 Everything here creates real kernel state and undoes it in ``finally`` blocks: groups are removed
 after their processes are killed, the zram device is swapped off and reset, child processes are
-killed by pid. The zram device is shared with :mod:`wsrl.sim.fidelity.measure` (whose test runs
+killed by pid. The zram device is shared with the kernel lab, :mod:`wsrl.lab.measure` (whose test runs
 ``measure --quick``); :func:`zram_swap` takes an exclusive ``flock`` on :data:`ZRAM_LOCK_PATH` and
 waits for the device to be free, so two runs on one machine take turns instead of failing.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from wsrl.sim.fidelity.measure import CGROUP_V1_MEMORY_ROOT, ZramSwap, active_swaps, rmdir_retry
+from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, ZramSwap, active_swaps, rmdir_retry
 from wsrl.units import GIB
 
 ZRAM_LOCK_PATH = Path("/run/lock/wsrl-zram0.lock")

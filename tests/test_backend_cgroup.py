@@ -39,8 +39,8 @@ from wsrl.backends.registry import build_backends
 from wsrl.errors import ConfigError
 from wsrl.formats import parse_bytes
 from wsrl.histogram import merge_nodes
+from wsrl.lab.kernel import rmdir_retry
 from wsrl.runner.config import runner_config_from_dict
-from wsrl.sim.fidelity.measure import rmdir_retry
 from wsrl.units import GIB, MIB
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,6 +1,6 @@
 """The fidelity harness against the real kernel: a real cgroup v1 memcg and real zram swap.
 
-Runs ``python -m wsrl.sim.fidelity.measure --quick`` (about 25 s) and checks that what it measured
+Runs ``python -m wsrl.lab.measure --quick`` (about 25 s) and checks that what it measured
 is physically sensible. It needs root, the cgroup v1 memory controller and zram0: when any is
 missing it fails, never skips. The timing rules of the full ladder are checked without the kernel.
 """
@@ -17,15 +17,9 @@ from typing import Any
 
 import pytest
 
-from wsrl.sim.fidelity.measure import (
-    CGROUP_V1_MEMORY_ROOT,
-    QUICK_DURATION_S,
-    QUICK_WARMUP_S,
-    active_swaps,
-    default_cases,
-    quick_cases,
-)
-from wsrl.sim.fidelity.workload import (
+from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, active_swaps
+from wsrl.lab.ladder import QUICK_DURATION_S, QUICK_WARMUP_S, default_cases, quick_cases
+from wsrl.lab.workload import (
     PopulationSpec,
     WorkloadSpecError,
     parse_spec,
@@ -58,7 +52,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _require_kernel()
     out = tmp_path_factory.mktemp("fidelity") / "quick.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wsrl.sim.fidelity.measure", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "wsrl.lab.measure", "--quick", "--out", str(out)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -172,7 +166,7 @@ def test_bad_specs_are_user_errors() -> None:
 
 def test_workload_cli_reports_a_bad_spec_in_one_line() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "wsrl.sim.fidelity.workload", "--spec", '{"populations": 3}'],
+        [sys.executable, "-m", "wsrl.lab.workload", "--spec", '{"populations": 3}'],
         cwd=REPO,
         capture_output=True,
         text=True,

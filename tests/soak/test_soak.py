@@ -49,8 +49,8 @@ from shipped import private_copy
 from test_backend_qemu import hand_over_serial_socket, wait_until
 from testbed import QemuGuest
 
+from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, rmdir_retry
 from wsrl.runner.audit import read_audit
-from wsrl.sim.fidelity.measure import CGROUP_V1_MEMORY_ROOT, rmdir_retry
 from wsrl.trace.reader import TraceReader
 from wsrl.trace.validate import validate_trace
 from wsrl.units import GIB

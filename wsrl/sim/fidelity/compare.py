@@ -1,7 +1,7 @@
 """Predict what the real-kernel ladder measured, and put both side by side.
 
 ``python -m wsrl.sim.fidelity.compare MEASURED.json [--doc docs/fidelity.md] [--json]`` reads the
-output of :mod:`wsrl.sim.fidelity.measure`, runs the simulator on the same populations, limits and
+output of :mod:`wsrl.lab.measure`, runs the simulator on the same populations, limits and
 swap settings, and prints (or writes into the ``--doc`` file between its markers) a table of
 measured against predicted refaults, stall, OOMs and per-population residency.
 
@@ -210,7 +210,7 @@ def write_into_doc(doc: Path, table: str, source: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m wsrl.sim.fidelity.compare", description=__doc__)
-    parser.add_argument("measured", type=Path, help="JSON written by wsrl.sim.fidelity.measure")
+    parser.add_argument("measured", type=Path, help="JSON written by wsrl.lab.measure")
     parser.add_argument("--doc", type=Path, help="Markdown file whose marked table to rewrite")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     args = parser.parse_args(argv)

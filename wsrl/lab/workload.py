@@ -29,9 +29,9 @@ every page has been touched by the pattern since the fill and the kernel's LRU h
 window of at least :data:`MIN_WINDOW_S` seconds and :data:`MIN_WINDOW_TOUCHES` touches of every
 population, the slowest included.
 
-Run standalone: ``python -m wsrl.sim.fidelity.workload --spec JSON`` prints one JSON line, the
+Run standalone: ``python -m wsrl.lab.workload --spec JSON`` prints one JSON line, the
 result, on stdout (progress on stderr). With ``--control`` (used by
-:mod:`wsrl.sim.fidelity.measure`) every event goes to stdout as a JSON line, the process waits for
+:mod:`wsrl.lab.ladder`) every event goes to stdout as a JSON line, the process waits for
 a ``go`` line on stdin before it allocates, and for stdin to close before it exits, so that the
 harness can set the memory limit first and read the counters while the memory is still held.
 """
@@ -535,9 +535,9 @@ def load_spec_argument(text: str) -> WorkloadSpec:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m wsrl.sim.fidelity.workload --spec JSON [--control]``."""
+    """Command line: ``python -m wsrl.lab.workload --spec JSON [--control]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m wsrl.sim.fidelity.workload", description=__doc__.split("\n")[0]
+        prog="python -m wsrl.lab.workload", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--spec", required=True, help="workload spec as JSON text, or @PATH of a JSON file")
     parser.add_argument("--control", action="store_true", help="harness protocol on stdin/stdout")

@@ -1,6 +1,6 @@
 """Run known page populations in a real memcg under a ladder of limits and record what the kernel did.
 
-For every case (a list of populations, see :mod:`wsrl.sim.fidelity.workload`) and every rung of its
+For every case (a list of populations, see :mod:`wsrl.lab.workload`) and every rung of its
 ladder (a limit, as a fraction of the populations' total size or of their anon size, with swap on
 or off), the harness:
 
@@ -21,7 +21,7 @@ or off), the harness:
    it happens, then removes the group.
 
 Each case's warm-up and window default to
-:func:`~wsrl.sim.fidelity.workload.steady_state_timing` of its populations: a warm-up of twice the
+:func:`~wsrl.lab.workload.steady_state_timing` of its populations: a warm-up of twice the
 longest access interval, so that the kernel's LRU has reached the steady state the model predicts,
 and a window of at least 10 s and 100 touches of every population. ``--quick`` runs a smoke test
 with fixed short phases instead (not a steady state).
@@ -30,19 +30,16 @@ Swap is zram: ``/sys/block/zram0`` is sized, ``mkswap``-ed and ``swapon``-ed for
 afterwards; the run refuses to start when zram0 is already in use. Everything the run creates
 (groups, swap, processes, files) is removed on success, failure, KeyboardInterrupt and SIGTERM.
 
-Command line: ``python -m wsrl.sim.fidelity.measure [--quick] --out PATH.json``.
+Command line: ``python -m wsrl.lab.measure [--quick] --out PATH.json`` (:mod:`wsrl.lab.measure`);
+the machine side is :mod:`wsrl.lab.kernel`.
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
-import errno
 import json
-import math
 import os
-import platform
 import select
 import shutil
 import signal
@@ -55,29 +52,33 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import numpy as np
-
 import wsrl
 from wsrl.errors import WsrlError
-from wsrl.sim.fidelity.workload import (
+from wsrl.lab.kernel import (
+    CGROUP_V1_MEMORY_ROOT,
+    CGROUP_V2_ROOT,
+    ZRAM_SIZE_BYTES,
+    Cleanup,
+    FidelitySetupError,
+    RungGroups,
+    ZramSwap,
+    check_machine,
+    machine_info,
+    rmdir_retry,
+)
+from wsrl.lab.table import format_row
+from wsrl.lab.workload import (
     HOST_PAGE_BYTES,
     PopulationSpec,
     WorkloadSpec,
     check_disk_dir,
     ensure_file,
     file_path,
-    filesystem_type,
     steady_state_timing,
 )
-from wsrl.units import GIB, MIB
+from wsrl.units import MIB
 
 SCHEMA = "wsrl.fidelity.measured/1"
-CGROUP_V1_MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
-CGROUP_V2_ROOT = Path("/sys/fs/cgroup/unified")
-PSI_MEMORY_PATH = Path("/proc/pressure/memory")
-ZRAM_DEVICE = "zram0"
-ZRAM_SIZE_BYTES = 1 * GIB
-ZRAM_SWAP_PRIORITY = 100
 DEFAULT_LADDER = (1.2, 1.0, 0.9, 0.75, 0.6, 0.45)
 # --quick is a smoke test of the harness, not a steady state: fixed short phases for every case.
 QUICK_WARMUP_S = 2.0
@@ -86,20 +87,6 @@ QUICK_DURATION_S = 3.0
 _START_TIMEOUT_S = 60.0
 _FILL_TIMEOUT_S = 120.0
 _SLACK_TIMEOUT_S = 120.0
-# memory.stat fields read at each snapshot (hierarchical totals), and their names in the output.
-_STAT_FIELDS = {
-    "total_workingset_refault_anon": "refault_anon",
-    "total_workingset_refault_file": "refault_file",
-    "total_pgmajfault": "pgmajfault",
-    "total_pgfault": "pgfault",
-    "total_swap": "swap_bytes",
-    "total_rss": "rss_bytes",
-    "total_cache": "cache_bytes",
-    "total_active_anon": "active_anon_bytes",
-    "total_inactive_anon": "inactive_anon_bytes",
-    "total_active_file": "active_file_bytes",
-    "total_inactive_file": "inactive_file_bytes",
-}
 # Snapshot keys that are cumulative counters (reported as deltas and per-second rates).
 _COUNTERS = (
     "refault_anon",
@@ -112,10 +99,6 @@ _COUNTERS = (
     "sys_pswpin",
     "sys_pswpout",
 )
-
-
-class FidelitySetupError(WsrlError):
-    """The machine lacks what the measurement needs (root, cgroup v1 memory, zram, PSI), or it is in use."""
 
 
 class FidelityRunError(WsrlError):
@@ -148,7 +131,7 @@ class Case:
     """Populations and the ladder of limits they are run under.
 
     ``warmup_s`` and ``duration_s`` left at ``None`` are the populations'
-    :func:`~wsrl.sim.fidelity.workload.steady_state_timing`.
+    :func:`~wsrl.lab.workload.steady_state_timing`.
     """
 
     name: str
@@ -235,233 +218,6 @@ def quick_cases() -> list[Case]:
             duration_s=QUICK_DURATION_S,
         ),
     ]
-
-
-# --------------------------------------------------------------------------------------------
-# Small kernel-file helpers.
-
-
-def _write(path: Path, value: str | int) -> None:
-    with open(path, "w", encoding="ascii") as f:
-        f.write(str(value))
-
-
-def _read_int(path: Path) -> int:
-    return int(path.read_text(encoding="ascii").split()[0])
-
-
-def read_flat_keyed(path: Path) -> dict[str, int]:
-    """Parse a ``key value`` per line file (``memory.stat``, ``/proc/vmstat``, ``oom_control``)."""
-    out: dict[str, int] = {}
-    for line in path.read_text(encoding="ascii").splitlines():
-        key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            out[key] = int(value)
-    return out
-
-
-def read_psi_totals_us(path: Path) -> tuple[int, int]:
-    """``some`` and ``full`` total stall microseconds of a PSI file."""
-    totals = {"some": 0, "full": 0}
-    for line in path.read_text(encoding="ascii").splitlines():
-        kind, *fields = line.split()
-        for field in fields:
-            if field.startswith("total="):
-                totals[kind] = int(field[len("total=") :])
-    return totals["some"], totals["full"]
-
-
-def active_swaps() -> list[str]:
-    """Devices listed in ``/proc/swaps``."""
-    lines = Path("/proc/swaps").read_text(encoding="ascii").splitlines()[1:]
-    return [line.split()[0] for line in lines if line.strip()]
-
-
-# --------------------------------------------------------------------------------------------
-# Cleanup, swap and groups.
-
-
-class Cleanup:
-    """A LIFO stack of undo actions, run once each, whatever happens.
-
-    Actions are run by :meth:`run_all` (from a ``finally``) and, as a last resort, at interpreter
-    exit. A failing action is recorded and the others still run.
-    """
-
-    def __init__(self) -> None:
-        self._actions: list[tuple[str, Callable[[], None]]] = []
-        self.errors: list[str] = []
-
-    def push(self, what: str, action: Callable[[], None]) -> Callable[[], None]:
-        """Register ``action``; return it, for :meth:`run_now`."""
-        self._actions.append((what, action))
-        return action
-
-    def run_now(self, action: Callable[[], None]) -> None:
-        """Run one registered action now and forget it."""
-        for i, (what, registered) in enumerate(self._actions):
-            if registered is action:
-                del self._actions[i]
-                self._run(what, action)
-                return
-
-    def _run(self, what: str, action: Callable[[], None]) -> None:
-        try:
-            action()
-        except Exception as exc:
-            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
-
-    def run_all(self) -> None:
-        """Run every pending action, newest first."""
-        while self._actions:
-            what, action = self._actions.pop()
-            self._run(what, action)
-
-
-class ZramSwap:
-    """zram0 as a swap device for the duration of the run."""
-
-    def __init__(self, device: str = ZRAM_DEVICE, size_bytes: int = ZRAM_SIZE_BYTES) -> None:
-        self.device = device
-        self.dev_path = f"/dev/{device}"
-        self.sys_path = Path("/sys/block") / device
-        self.size_bytes = size_bytes
-        self.owned = False
-
-    def check_free(self) -> None:
-        """Fail unless the device exists, is unused and the swap tools are installed."""
-        if not self.sys_path.is_dir():
-            raise FidelitySetupError(
-                f"{self.sys_path} does not exist: this kernel has no zram device (load the zram module)"
-            )
-        if self.dev_path in active_swaps():
-            raise FidelitySetupError(
-                f"{self.dev_path} is already an active swap device; refusing to touch it"
-            )
-        disksize = _read_int(self.sys_path / "disksize")
-        if disksize != 0:
-            raise FidelitySetupError(
-                f"{self.dev_path} is already in use (disksize {disksize}); reset it or wait for its owner"
-            )
-        for tool in ("mkswap", "swapon", "swapoff"):
-            if shutil.which(tool) is None:
-                raise FidelitySetupError(f"{tool!r} is not on PATH (util-linux)")
-
-    def start(self) -> None:
-        """Size the device, make it swap and turn it on."""
-        try:
-            _write(self.sys_path / "disksize", self.size_bytes)
-        except OSError as exc:
-            raise FidelitySetupError(
-                f"cannot size {self.dev_path}: {exc.strerror} (in use by someone else?)"
-            ) from exc
-        self.owned = True  # from here on, stop() must undo it
-        _run_tool(["mkswap", self.dev_path])
-        _run_tool(["swapon", "-p", str(ZRAM_SWAP_PRIORITY), self.dev_path])
-
-    def stop(self) -> None:
-        """Turn the swap off (if on) and reset the device, only if this object set it up."""
-        if not self.owned:
-            return
-        if self.dev_path in active_swaps():
-            _run_tool(["swapoff", self.dev_path])
-        _write(self.sys_path / "reset", 1)
-        self.owned = False
-
-    def info(self) -> dict[str, Any]:
-        """Compression algorithm and size, for the output."""
-        algorithm = (self.sys_path / "comp_algorithm").read_text(encoding="ascii").split()
-        chosen = next((a.strip("[]") for a in algorithm if a.startswith("[")), None)
-        return {"device": self.dev_path, "size_bytes": self.size_bytes, "comp_algorithm": chosen}
-
-
-def _run_tool(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
-    if done.returncode != 0:
-        raise FidelitySetupError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-
-
-def rmdir_retry(path: Path, timeout_s: float = 10.0) -> None:
-    """``rmdir`` a cgroup, retrying while it is still busy (a task just exited)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-class RungGroups:
-    """The v1 memcg of one rung (and its v2 twin, for per-group PSI, where available)."""
-
-    def __init__(self, v1_parent: Path, v2_parent: Path | None, name: str) -> None:
-        self.v1 = v1_parent / name
-        self.v2 = v2_parent / name if v2_parent is not None else None
-        self.swap_control = "none"
-
-    def create(self) -> None:
-        """Make the groups."""
-        self.v1.mkdir()
-        if self.v2 is not None:
-            self.v2.mkdir()
-
-    def join(self) -> None:
-        """Move the calling process into the groups (run in the child between fork and exec)."""
-        pid = str(os.getpid())
-        _write(self.v1 / "cgroup.procs", pid)
-        if self.v2 is not None:
-            _write(self.v2 / "cgroup.procs", pid)
-
-    def set_limit(self, limit_bytes: int, swap: bool) -> None:
-        """Set the memory limit; without swap, also cap memory+swap at the same value."""
-        _write(self.v1 / "memory.limit_in_bytes", limit_bytes)
-        if swap:
-            self.swap_control = "allowed"
-            return
-        memsw = self.v1 / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
-            _write(memsw, limit_bytes)
-            self.swap_control = "memsw_limit"
-        else:  # no swap accounting: memcg swappiness 0 keeps its anon out of swap
-            _write(self.v1 / "memory.swappiness", 0)
-            self.swap_control = "swappiness_0"
-
-    def usage_bytes(self) -> int:
-        """Current ``memory.usage_in_bytes``."""
-        return _read_int(self.v1 / "memory.usage_in_bytes")
-
-    def snapshot(self) -> dict[str, float]:
-        """Every counter the rung reports, read now."""
-        stat = read_flat_keyed(self.v1 / "memory.stat")
-        snap: dict[str, float] = {"t_s": time.monotonic()}
-        for field, key in _STAT_FIELDS.items():
-            snap[key] = stat.get(field, 0)
-        snap["usage_bytes"] = _read_int(self.v1 / "memory.usage_in_bytes")
-        snap["max_usage_bytes"] = _read_int(self.v1 / "memory.max_usage_in_bytes")
-        snap["failcnt"] = _read_int(self.v1 / "memory.failcnt")
-        memsw_failcnt = self.v1 / "memory.memsw.failcnt"
-        snap["memsw_failcnt"] = _read_int(memsw_failcnt) if memsw_failcnt.exists() else 0
-        snap["oom_kill"] = read_flat_keyed(self.v1 / "memory.oom_control").get("oom_kill", 0)
-        vmstat = read_flat_keyed(Path("/proc/vmstat"))
-        snap["sys_pswpin"] = vmstat.get("pswpin", 0)
-        snap["sys_pswpout"] = vmstat.get("pswpout", 0)
-        snap["psi_some_us"], snap["psi_full_us"] = read_psi_totals_us(PSI_MEMORY_PATH)
-        if self.v2 is not None:
-            snap["group_psi_some_us"], snap["group_psi_full_us"] = read_psi_totals_us(
-                self.v2 / "memory.pressure"
-            )
-        return snap
-
-    def remove(self) -> None:
-        """Remove the groups (their tasks must have exited)."""
-        if self.v2 is not None:
-            rmdir_retry(self.v2)
-        rmdir_retry(self.v1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,7 +336,7 @@ def run_rung(
         argv = [
             sys.executable,
             "-m",
-            "wsrl.sim.fidelity.workload",
+            "wsrl.lab.workload",
             "--control",
             "--spec",
             json.dumps(spec.to_json()),
@@ -685,57 +441,6 @@ def run_rung(
 
 # --------------------------------------------------------------------------------------------
 # The whole run.
-
-
-def check_machine() -> None:
-    """Fail with a clear message unless root, cgroup v1 memory and PSI are available."""
-    if os.geteuid() != 0:
-        raise FidelitySetupError("must run as root (it creates memcgs and turns on zram swap)")
-    if not (CGROUP_V1_MEMORY_ROOT / "memory.limit_in_bytes").exists():
-        raise FidelitySetupError(
-            f"no cgroup v1 memory controller at {CGROUP_V1_MEMORY_ROOT} (memory.limit_in_bytes missing)"
-        )
-    if not (CGROUP_V1_MEMORY_ROOT / "memory.stat").exists():
-        raise FidelitySetupError(f"{CGROUP_V1_MEMORY_ROOT}/memory.stat missing")
-    if not PSI_MEMORY_PATH.exists():
-        raise FidelitySetupError(
-            f"{PSI_MEMORY_PATH} missing: the kernel has no PSI (or psi=0 on the command line)"
-        )
-
-
-def machine_info(zram: ZramSwap, file_dir: Path) -> dict[str, Any]:
-    """Kernel and memory-management settings the measurement depends on."""
-
-    def text(path: str) -> str | None:
-        try:
-            return Path(path).read_text(encoding="ascii").strip()
-        except OSError:
-            return None
-
-    meminfo: dict[str, int] = {}
-    for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
-        key, _, value = line.partition(":")
-        meminfo[key] = int(value.split()[0]) * 1024 if value.split() else 0
-    thp = text("/sys/kernel/mm/transparent_hugepage/enabled")
-    return {
-        "kernel_release": platform.release(),
-        "kernel_version": platform.version(),
-        "machine": platform.machine(),
-        "page_size_bytes": HOST_PAGE_BYTES,
-        "cpus": os.cpu_count(),
-        "mem_total_bytes": meminfo.get("MemTotal"),
-        "cgroup_v1_memory": str(CGROUP_V1_MEMORY_ROOT),
-        "cgroup_v2_psi": (CGROUP_V2_ROOT / "cgroup.procs").exists(),
-        "zram": zram.info(),
-        "other_swap_devices": [d for d in active_swaps() if d != zram.dev_path],
-        "vm_swappiness": int(text("/proc/sys/vm/swappiness") or -1),
-        "vm_page_cluster": int(text("/proc/sys/vm/page-cluster") or -1),
-        "transparent_hugepage": thp,
-        "mglru": Path("/sys/kernel/mm/lru_gen/enabled").exists(),
-        "file_dir_fs": filesystem_type(file_dir),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
 
 
 def run_measurements(
@@ -865,102 +570,3 @@ def run_measurements(
         "cleanup_errors": cleanup.errors,
         "results": results,
     }
-
-
-def _fmt(value: float | None, width: int, decimals: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return f"{'-':>{width}}"
-    return f"{value:{width}.{decimals}f}"
-
-
-TABLE_HEADER = (
-    f"{'case':<16} {'rung':<18} {'limit MiB':>9} {'outcome':<10} {'anon rf/s':>9} {'file rf/s':>9} "
-    f"{'anon rf/touch':>13} {'majflt/s':>9} {'psi some':>8} {'grp some':>8} {'grp full':>8} "
-    f"{'busy':>6} {'oom':>3}  resident fraction"
-)
-
-
-def format_row(result: dict[str, Any]) -> str:
-    """One line of the human table for a rung result."""
-    w = result.get("window") or {}
-    workload = result.get("workload") or {}
-    resident = " ".join(
-        f"{p['name']}:{_fmt(p.get('resident_fraction_mean'), 0, 2)}" for p in workload.get("populations", [])
-    )
-    limit = result.get("populations_limit_bytes")
-    return (
-        f"{result['case']:<16} {result['rung']['label']:<18} {_fmt(limit / MIB if limit else None, 9, 1)} "
-        f"{result['outcome']:<10} {_fmt(w.get('refault_anon_per_s'), 9, 1)} "
-        f"{_fmt(w.get('refault_file_per_s'), 9, 1)} {_fmt(w.get('anon_refaults_per_touch'), 13, 4)} "
-        f"{_fmt(w.get('pgmajfault_per_s'), 9, 1)} {_fmt(w.get('psi_some_fraction'), 8, 4)} "
-        f"{_fmt(w.get('group_psi_some_fraction'), 8, 4)} {_fmt(w.get('group_psi_full_fraction'), 8, 4)} "
-        f"{_fmt(workload.get('busy_fraction'), 6, 3)} {result['oom_kills']:>3}  {resident}"
-    )
-
-
-def format_table(doc: dict[str, Any]) -> str:
-    """The human table of a whole measurement document."""
-    return "\n".join([TABLE_HEADER, *(format_row(r) for r in doc["results"])])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m wsrl.sim.fidelity.measure [--quick] --out PATH.json``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m wsrl.sim.fidelity.measure", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--out", required=True, type=Path, help="where to write the JSON document")
-    parser.add_argument(
-        "--quick", action="store_true", help="2 small cases, a few rungs, short windows (< 40 s)"
-    )
-    parser.add_argument(
-        "--warmup-s",
-        type=float,
-        default=None,
-        help="unmeasured pattern time per rung, for every case (default: each case's steady-state "
-        "timing, twice its longest access interval)",
-    )
-    parser.add_argument(
-        "--duration-s",
-        type=float,
-        default=None,
-        help="measured window per rung, for every case (default: each case's, at least 10 s)",
-    )
-    parser.add_argument("--file-dir", type=Path, default=None, help="disk directory for file populations")
-    args = parser.parse_args(argv)
-    cases = quick_cases() if args.quick else default_cases()
-    header_pending = [True]
-
-    def progress(line: str) -> None:
-        if header_pending:
-            print(TABLE_HEADER, file=sys.stderr, flush=True)
-            header_pending.clear()
-        print(line, file=sys.stderr, flush=True)
-
-    try:
-        doc = run_measurements(
-            cases,
-            warmup_s=args.warmup_s,
-            duration_s=args.duration_s,
-            file_dir=args.file_dir,
-            progress=progress,
-        )
-    except WsrlError as exc:
-        print(f"wsrl: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("wsrl: interrupted; everything created was removed", file=sys.stderr)
-        return 130
-    doc["settings"]["quick"] = args.quick
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
-    print(f"{len(doc['results'])} rungs in {doc['elapsed_s']:.1f} s -> {args.out}", file=sys.stderr)
-    if doc["cleanup_errors"]:
-        print("cleanup errors:\n  " + "\n  ".join(doc["cleanup_errors"]), file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
