@@ -36,7 +36,7 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import numpy as np
-from wsrl.pipeline.loop import ControlLoop
+from wsrl.pipeline.control import PolicyStage
 from wsrl.policies import make_policy
 from wsrl.runner.config import runner_config_from_dict
 from wsrl.runner.daemon import Runner
@@ -66,7 +66,7 @@ with Runner(config) as runner:
         runner.tick()
     snapshot = runner.observe()
     decision = timed(runner.primary.step, snapshot, decisions)
-    static = ControlLoop(make_policy("static"))
+    static = PolicyStage(make_policy("static"), runner.stack.allocator)
     static.reset(snapshot)
     baseline = timed(static.step, snapshot, decisions)
     ticks = []

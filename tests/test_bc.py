@@ -16,11 +16,10 @@ from wsrl.cli.learn_cmd import export_minari_command
 from wsrl.errors import WsrlError
 from wsrl.eval.runner import evaluate_policy, input_setup
 from wsrl.pipeline.action import ACTION_DIM, MAX_HEADROOM_FRAC, action_to_target_bytes
-from wsrl.pipeline.loop import ControlLoop
 from wsrl.pipeline.observation import FEATURE_COUNT, ObservationBuilder, cold_bytes_by_type
 from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
 from wsrl.pipeline.trace_snapshot import read_trace_host
-from wsrl.policies import make_policy
+from wsrl.policies import make_policy, make_stack
 from wsrl.rl.bc import (
     bc_dataset,
     behaviour_clone,
@@ -63,7 +62,7 @@ def live_snapshots(policy: str, ref: str, steps: int, seed: int) -> list[HostSna
     sim = Simulator(setup)
     sim.reset(seed)
     snapshot = snapshot_from_simulator(sim)
-    loop = ControlLoop(make_policy(policy))
+    loop = make_stack(policy)
     loop.reset(snapshot)
     snapshots = [snapshot]
     for _ in range(steps):

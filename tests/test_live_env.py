@@ -46,7 +46,7 @@ def test_rails_stay_on_whatever_the_agent_asks(tmp_path) -> None:  # type: ignor
     # so the agent keeps squeezing and the rate and floor rails are what stop it.
     config = sim_config(
         tmp_path,
-        safety={"max_shrink_frac_per_interval": 0.05},
+        safety={"max_shrink_frac_per_s": 0.005},
         breaker={"on_psi": False, "on_refaults": False},
     )
     env = gym.make("wsrl/LiveHost-v0", config=config, pace=False, episode_steps=40).unwrapped
@@ -74,7 +74,7 @@ def test_live_env_on_a_real_memory_cgroup(tmp_path) -> None:  # type: ignore[no-
     every second: a v1 memcg squeezed far below that can OOM-kill it in a reclaim-speed race even
     with swap on (testbed.md), which the rails cannot prevent below a floor set too low."""
     with zram_swap(1 * GIB), v1_memcg("live") as group, hog(group, 300) as child:
-        safety = {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.32, "stale_after_s": 30}
+        safety = {"max_shrink_frac_per_s": 0.1, "floor_gib": 0.32, "stale_after_s": 30}
         config = cgroup_config(
             tmp_path, group, name="hog", provisioned_gib=0.5, policy="static", safety=safety
         )

@@ -305,7 +305,7 @@ def test_misuse_is_refused():
 
 def test_end_to_end_on_the_laptop_scenario():
     """A policy asking for 60 % of provisioned, through the control loop, for one simulated hour."""
-    from wsrl.pipeline.loop import ControlLoop
+    from wsrl.pipeline.control import ControlSpec
     from wsrl.pipeline.snapshot import snapshot_from_simulator
     from wsrl.sim.build import build_setup
     from wsrl.sim.config import load_scenario
@@ -323,7 +323,9 @@ def test_end_to_end_on_the_laptop_scenario():
     sim = Simulator(build_setup(load_scenario("laptop")))
     sim.reset(3)
     snap = snapshot_from_simulator(sim)
-    loop = ControlLoop(SixtyPercent())
+    from wsrl.policies import make_stack
+
+    loop = make_stack(SixtyPercent(), ControlSpec.unguarded())
     loop.reset(snap)
     recorder = MetricsRecorder(snap)
     visible, provisioned = [], []

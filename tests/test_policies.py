@@ -15,7 +15,7 @@ from wsrl.eval.metrics import MetricsRecorder, RunMetrics
 from wsrl.histogram import DEFAULT_EDGES_MS
 from wsrl.pipeline.action import cold_age_action, cold_age_ms, headroom_action, headroom_frac
 from wsrl.pipeline.allocator import Allocator
-from wsrl.pipeline.loop import ControlLoop
+from wsrl.pipeline.control import ControlSpec
 from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
@@ -27,6 +27,7 @@ from wsrl.policies import (
     VpaPolicy,
     WmoPolicy,
     make_policy,
+    make_stack,
 )
 from wsrl.policies.esx import idle_tax_allocation
 from wsrl.policies.learned import load_learned_policy
@@ -148,7 +149,7 @@ def run(
     sim = Simulator(build_setup(config))
     sim.reset(seed)
     pol = make_policy(policy) if isinstance(policy, str) else policy
-    loop = ControlLoop(pol)
+    loop = make_stack(pol, ControlSpec.unguarded())  # each policy as published: no rate rail, no breaker
     snapshot = snapshot_from_simulator(sim)
     loop.reset(snapshot)
     recorder = MetricsRecorder(snapshot)

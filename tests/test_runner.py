@@ -1,4 +1,6 @@
-"""The runner's config (errors name their key) and each safety rail on crafted ``[1, guests]`` arrays.
+"""The runner's config (errors name their key) and its input checks on crafted ``[1, guests]`` arrays.
+
+The rails themselves are tested in ``test_rails.py`` (they belong to the control stack).
 
 End-to-end runs on the simulator backend are in ``test_runner_sim.py``, the command line in
 ``test_runner_cli.py`` and a learned ONNX policy in ``test_runner_learned.py``.
@@ -19,7 +21,7 @@ from wsrl.errors import ConfigError
 from wsrl.histogram import ALL_NODES, Histogram
 from wsrl.runner import safety
 from wsrl.runner.config import load_runner_config, runner_config_from_dict
-from wsrl.units import GIB, PAGE_BYTES
+from wsrl.units import GIB
 
 # -- config -----------------------------------------------------------------------------------------
 
@@ -38,8 +40,8 @@ def test_valid_config_and_defaults(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     assert config.host.interval_s == 10
     assert config.policy.fallback == "static"
-    assert config.safety.max_shrink_frac_per_interval == 0.05
-    assert config.safety.max_growth_frac_per_interval is None
+    assert config.safety.max_shrink_frac_per_s == 0.005
+    assert config.safety.max_growth_frac_per_s is None
     assert config.safety.on_exit == "relax"
     assert config.metrics.bind == "127.0.0.1" and config.metrics.port == 0
     specs = config.guest_specs()
@@ -68,8 +70,8 @@ def test_floor_defaults_guest_then_safety_then_fraction(tmp_path: Path) -> None:
         (lambda d: d["host"].update(histogram_edges_ms=[5, 2]), "host.histogram_edges_ms", "increasing"),
         (lambda d: d["host"].update(name="bad name"), "host.name", "pattern"),
         (
-            lambda d: d["safety"].update(max_shrink_frac_per_interval=2),
-            "safety.max_shrink_frac_per_interval",
+            lambda d: d["safety"].update(max_shrink_frac_per_s=2),
+            "safety.max_shrink_frac_per_s",
             "<= 1",
         ),
         (lambda d: d["safety"].update(on_exit="explode"), "safety.on_exit", "relax"),
@@ -216,88 +218,18 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     assert config.resolve(config.audit.path) == folder / "logs" / "audit.jsonl"
 
 
-# -- rails on crafted arrays --------------------------------------------------------------------
-
-PROV = np.array([[8.0, 4.0, 2.0]]) * GIB
-FLOOR = np.array([[1.0, 1.0, 0.5]]) * GIB
 
 
-def test_floor_rail_never_below_floor_nor_above_provisioned() -> None:
-    target = np.array([[0.2, 9.0, math.nan]]) * GIB
-    result = safety.floor_rail(target, FLOOR, PROV)
-    np.testing.assert_allclose(result.values, [[1 * GIB, 4 * GIB, 2 * GIB]])
-    assert result.changed.tolist() == [[True, True, True]]
-    assert "floor" in result.reasons[0, 0]
-    assert "provisioned" in result.reasons[0, 1]
-    assert "not a number" in result.reasons[0, 2]
-    inside = np.array([[2.0, 3.0, 1.0]]) * GIB
-    untouched = safety.floor_rail(inside, FLOOR, PROV)
-    assert not untouched.changed.any() and untouched.reasons.tolist() == [["", "", ""]]
 
 
-def test_rate_rail_bounds_shrink_and_lets_growth_through() -> None:
-    current = np.array([[8.0, 2.0, 1.0]]) * GIB
-    target = np.array([[1.0, 4.0, 0.9]]) * GIB
-    result = safety.rate_rail(target, current, PROV, max_shrink_frac=0.05)
-    # Shrink: at most 5 % of 8 GiB. Growth: all at once. A small shrink within the bound: as asked.
-    np.testing.assert_allclose(result.values, [[7.6 * GIB, 4 * GIB, 0.9 * GIB]])
-    assert result.changed.tolist() == [[True, False, False]]
-    assert "shrink limited" in result.reasons[0, 0]
 
 
-def test_rate_rail_growth_limit_and_breaker_exemption() -> None:
-    current = np.array([[2.0, 2.0, 1.0]]) * GIB
-    target = np.array([[8.0, 4.0, 2.0]]) * GIB
-    exempt = np.array([[False, True, False]])
-    result = safety.rate_rail(
-        target, current, PROV, max_shrink_frac=0.05, max_growth_frac=0.25, exempt=exempt
-    )
-    np.testing.assert_allclose(result.values, [[4 * GIB, 4 * GIB, 1.5 * GIB]])
-    assert "growth limited" in result.reasons[0, 0]
-    assert not result.changed[0, 1]
 
 
-def test_host_reserve_rail_trims_growth_only() -> None:
-    current = np.array([[4.0, 2.0, 1.0]]) * GIB
-    target = np.array([[6.0, 4.0, 0.5]]) * GIB  # 10.5 GiB asked; room is 12 - 4 = 8 GiB
-    result = safety.host_reserve_rail(target, current, 12 * GIB, 4 * GIB)
-    assert result.values.sum() == pytest.approx(8 * GIB)
-    # 2.5 GiB too much: both growths (2 GiB each) lose 1.25 GiB; the shrinking guest is left alone.
-    np.testing.assert_allclose(result.values, [[4.75 * GIB, 2.75 * GIB, 0.5 * GIB]])
-    assert result.changed.tolist() == [[True, True, False]]
-    assert "capacity - reserve" in result.reasons[0, 0]
-    # Exempt growth is kept; when only exempt guests grow, nobody is shrunk to make room.
-    exempt = np.array([[True, True, False]])
-    kept = safety.host_reserve_rail(target, current, 12 * GIB, 4 * GIB, exempt=exempt)
-    np.testing.assert_allclose(kept.values, target)
-    fits = safety.host_reserve_rail(current, current, 12 * GIB, 4 * GIB)
-    assert not fits.changed.any()
 
 
-def test_hold_and_breaker_rails() -> None:
-    current = np.array([[4.0, 2.0, 1.0]]) * GIB
-    target = np.array([[3.0, 3.0, 0.5]]) * GIB
-    held = safety.hold_rail(target, current, np.array([[True, False, False]]))
-    np.testing.assert_allclose(held.values, [[4 * GIB, 3 * GIB, 0.5 * GIB]])
-    assert held.changed.tolist() == [[True, False, False]]
-    tripped = np.array([[False, True, False]])
-    is_open = np.array([[False, True, True]])
-    result = safety.breaker_rail(target, current, PROV, tripped, is_open)
-    # Tripped: provisioned now. Open: no shrink. Closed: as proposed.
-    np.testing.assert_allclose(result.values, [[3 * GIB, 4 * GIB, 1 * GIB]])
-    assert "deflated" in result.reasons[0, 1] and "no shrinking" in result.reasons[0, 2]
-    assert not result.changed[0, 0]
 
 
-def test_rail_log_records_each_change_with_its_reason() -> None:
-    log = safety.RailLog(3)
-    target = np.array([[0.1, 3.0, 9.0]]) * GIB
-    out = log.add(target, safety.floor_rail(target, FLOOR, PROV))
-    assert out[0, 0] == FLOOR[0, 0]
-    assert log.rails_of(0) == ["floor"] and log.rails_of(1) == [] and log.rails_of(2) == ["floor"]
-    entry = log.entries[0][0]
-    assert entry["from_bytes"] == round(0.1 * GIB) and entry["to_bytes"] == GIB
-    assert entry["reason"].startswith("raised to the floor")
 
 
 def _reading(name: str = "g", **values: Any) -> GuestReading:
@@ -374,27 +306,6 @@ def test_check_inputs_refuses_a_clock_ahead_and_follows_a_clock_stepped_back() -
     assert verdict.stepped_back[0].tolist() == [False, False, True, False, False]
 
 
-def test_oom_memory_remembers_the_size_killed_at_for_a_while() -> None:
-    memory = safety.OomMemory(2, memory_s=60, margin_frac=0.05)
-    provisioned = np.full((1, 2), 8 * GIB)
-    none = np.zeros((1, 2), dtype=bool)
-    assert memory.update(none, np.full((1, 2), GIB), provisioned, 0.0).tolist() == [[0.0, 0.0]]
-    bar = memory.update(np.array([[True, False]]), np.array([[2 * GIB, GIB]]), provisioned, 1_000.0)
-    assert bar[0, 0] == pytest.approx(2 * GIB + 0.4 * GIB) and bar[0, 1] == 0.0
-    # A second kill at a lower size never lowers the bar; one at a higher size raises it.
-    assert (
-        memory.update(np.array([[True, False]]), np.array([[GIB, GIB]]), provisioned, 2_000.0)[0, 0]
-        == bar[0, 0]
-    )
-    higher = memory.update(np.array([[True, False]]), np.array([[3 * GIB, GIB]]), provisioned, 3_000.0)
-    assert higher[0, 0] == pytest.approx(3.4 * GIB)
-    assert memory.update(none, provisioned, provisioned, 62_000.0)[0, 0] == pytest.approx(3.4 * GIB)
-    assert memory.update(none, provisioned, provisioned, 63_001.0)[0, 0] == 0.0  # forgotten after memory_s
-    rail = safety.oom_memory_rail(np.array([[GIB, GIB]]), higher)
-    assert rail.values[0].tolist() == [pytest.approx(3.4 * GIB), GIB]
-    assert rail.changed[0].tolist() == [True, False] and "OOM-killed below" in rail.reasons[0, 0]
-    off = safety.OomMemory(1, memory_s=0, margin_frac=0.05)
-    assert off.update(np.array([[True]]), np.array([[GIB]]), np.array([[8 * GIB]]), 0.0)[0, 0] == 0.0
 
 
 def test_input_health_holds_then_falls_back_then_recovers() -> None:
@@ -407,43 +318,8 @@ def test_input_health_holds_then_falls_back_then_recovers() -> None:
     assert int(immediate.update(np.array([[True]]))[0, 0]) == safety.FALLBACK
 
 
-def test_circuit_breaker_trips_on_oom_psi_refaults_and_cools_down() -> None:
-    breaker = safety.CircuitBreaker(3, psi_some_avg10_pct=50, refault_frac_per_min=0.1, cooldown_s=30)
-    valid = np.ones((1, 3), dtype=bool)
-
-    def tick(t_s: float, ooms: list[int], psi: list[float], refaults: list[float]) -> safety.BreakerUpdate:
-        readings = [
-            _reading(
-                time_ms=int(t_s * 1000), oom_kills_total=o, psi_some_avg10=p, refault_total=r, usage_bytes=GIB
-            )
-            for o, p, r in zip(ooms, psi, refaults, strict=True)
-        ]
-        return breaker.update(_inputs(*readings), valid, t_s * 1000)
-
-    first = tick(1000, [3, 0, 0], [0, 0, 0], [0, 0, 0])
-    assert not first.tripped.any()  # an OOM count from before the runner started is history
-    # One minute later: one new OOM kill; PSI 80 %; 20 % of 1 GiB refaulted (in 4 KiB pages).
-    pages = 0.2 * GIB / PAGE_BYTES
-    second = tick(1060, [4, 0, 0], [0, 80, 0], [0, 0, pages])
-    assert second.tripped.tolist() == [[True, True, True]]
-    assert second.reasons[0, 0] == "OOM kill"
-    assert "PSI" in second.reasons[0, 1] and "refaults 20.0%" in second.reasons[0, 2]
-    assert second.refault_pages_per_s[0, 2] == pytest.approx(pages / 60)
-    calm = tick(1080, [4, 0, 0], [0, 0, 0], [0, 0, pages])
-    assert calm.open.all() and not calm.tripped.any() and not calm.closed.any()
-    after = tick(1095, [4, 0, 0], [0, 0, 0], [0, 0, pages])
-    assert not after.open.any() and after.closed.all()
-    assert "cooldown over" in after.reasons[0, 0]
 
 
-def test_disabled_breaker_never_trips() -> None:
-    breaker = safety.CircuitBreaker(1, enabled=False)
-    valid = np.ones((1, 1), dtype=bool)
-    breaker.update(_inputs(_reading(time_ms=1000)), valid, 1000)
-    update = breaker.update(
-        _inputs(_reading(time_ms=2000, oom_kills_total=5, psi_some_avg10=99)), valid, 2000
-    )
-    assert not update.tripped.any() and not update.open.any()
 
 
 def test_expiry_reason() -> None:
@@ -503,3 +379,24 @@ def test_systemd_unit_is_hardened_and_stops_cleanly() -> None:
     assert float(unit["TimeoutStopSec"][0]) >= 30
     assert "/sys/fs/cgroup" in unit["ReadWritePaths"][0].split()
     assert unit["ExecStart"][0].endswith("wsrl run --config /etc/wsrl/host.toml")
+
+
+def test_a_per_tick_rate_key_is_refused_with_its_per_second_replacement(tmp_path: Path) -> None:
+    data = config_data(tmp_path, safety={"max_shrink_frac_per_interval": 0.05})
+    problems = _problems(tmp_path, data)
+    assert any(
+        "max_shrink_frac_per_interval was replaced by max_shrink_frac_per_s" in why for _, why in problems
+    ), problems
+
+
+def test_the_config_maps_onto_one_control_spec(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        safety={"max_shrink_frac_per_s": 0.01, "host_reserve_gib": 3},
+        breaker={"on_psi": False, "cooldown_s": 30},
+    )
+    spec = config.control_spec()
+    assert spec.max_shrink_frac_per_s == 0.01 and spec.max_rate_step_s == config.host.interval_s
+    assert spec.host_reserve_bytes == 3 * GIB and spec.fallback == config.policy.fallback
+    assert spec.breaker.psi_some_avg10_pct is None and spec.breaker.cooldown_s == 30
+    assert spec.breaker.refault_frac_per_min == 0.10 and spec.contain_policy_errors

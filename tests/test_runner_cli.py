@@ -107,7 +107,7 @@ def test_dry_run_once_applies_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
-        (lambda d: d["safety"].update(max_shrink_frac_per_interval=0), "safety.max_shrink_frac_per_interval"),
+        (lambda d: d["safety"].update(max_shrink_frac_per_s=0), "safety.max_shrink_frac_per_s"),
         (lambda d: d["guest"][1]["backend"].update(kind="hyperv"), "guest[1].backend.kind"),
         (
             lambda d: d["guest"][0].update(backend={"kind": "qemu", "qmp_socket": "/etc/x.sock"}),

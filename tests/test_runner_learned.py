@@ -70,7 +70,7 @@ def test_learned_policy_in_shadow_mode_is_logged_while_the_fallback_acts(
         for guest in outcome.record["guests"]:
             assert guest["source"] == "static"
             assert guest["shadow"]["policy"] == "tiny-ppo"
-            assert guest["shadow"]["decision"]["guarded_bytes"] is not None
+            assert guest["shadow"]["decision"]["allotted_bytes"] is not None
 
 
 def test_tampered_model_is_refused_at_start(tmp_path: Path, exported: Path) -> None:

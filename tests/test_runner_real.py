@@ -34,7 +34,7 @@ def test_runner_lowers_and_raises_a_real_cgroup_limit(tmp_path: Path) -> None:
     tick, never below the floor); when the process then grows past it and thrashes, the breaker sees
     the refaults and raises the limit to the provisioned size. The process survives throughout."""
     with zram_swap(1 * GIB), v1_memcg("runner") as group, hog(group, 300) as child:
-        safety = {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.25}
+        safety = {"max_shrink_frac_per_s": 0.1, "floor_gib": 0.25}
         config = cgroup_config(
             tmp_path, group, name="hog", provisioned_gib=0.75, policy="wmo", safety=safety, record=True
         )
@@ -117,7 +117,7 @@ def test_runner_inflates_and_deflates_a_real_balloon_from_lru_gen(tmp_path: Path
         data = {
             "host": {"name": "vm-host", "capacity_gib": 2, "reserve_gib": 0, "interval_s": 1},
             "policy": {"name_or_path": "wmo"},
-            "safety": {"max_shrink_frac_per_interval": 0.1, "floor_gib": 0.625},
+            "safety": {"max_shrink_frac_per_s": 0.1, "floor_gib": 0.625},
             "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
             "guest": [
                 {

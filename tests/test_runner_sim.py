@@ -83,7 +83,7 @@ def test_aggressive_policy_never_crosses_floor_and_shrinks_at_bounded_rate(tmp_p
             assert guest["target_bytes"] >= spec.floor_bytes
             drop = before[name] - guest["target_bytes"]
             assert drop <= 0.05 * spec.provisioned_bytes + PAGE_BYTES  # shrink bounded per interval
-            decided = guest["decision"]["guarded_bytes"]
+            decided = guest["decision"]["allotted_bytes"]
             rails = [r["rail"] for r in guest["rails"]]
             if decided > before[name] + PAGE_BYTES and "host_reserve" not in rails:
                 grew += 1  # growth is immediate: the whole way in one interval
@@ -97,7 +97,7 @@ def test_aggressive_policy_never_crosses_floor_and_shrinks_at_bounded_rate(tmp_p
     assert [r["tick"] for r in records] == list(range(1, ticks + 1))  # one parseable record per tick
     assert len(audit_records(tmp_path, "start")) == 1 and len(audit_records(tmp_path, "exit")) == 1
     shrinks = [r for rec in records for g in rec["guests"] for r in g["rails"] if r["rail"] == "rate"]
-    assert shrinks and all("shrink limited to 0.05 of provisioned" in r["reason"] for r in shrinks)
+    assert shrinks and all("shrink limited to 0.005 of provisioned per s" in r["reason"] for r in shrinks)
     floors = [g for rec in records for g in rec["guests"] if "raised to floor" in g["decision"]["allocator"]]
     assert floors, "wmo never asked for less than a floor: the floor was not exercised"
 
@@ -226,7 +226,7 @@ def test_stalled_source_is_skipped_and_the_others_are_served(tmp_path: Path) -> 
 
 
 def test_oom_memory_keeps_a_guest_above_the_size_it_was_killed_at(tmp_path: Path) -> None:
-    config = leak_config(tmp_path, safety={"max_shrink_frac_per_interval": 0.5, "floor_gib": 0.25})
+    config = leak_config(tmp_path, safety={"max_shrink_frac_per_s": 0.05, "floor_gib": 0.25})
     runner = Runner(config)
     runner.start()
     outcomes = [runner.tick() for _ in range(30)]
@@ -275,7 +275,7 @@ def test_shadow_mode_fallback_acts_configured_policy_is_logged(tmp_path: Path) -
             assert guest["source"] == "static"
             shadow = guest["shadow"]
             assert shadow["policy"] == "wmo" and shadow["decision"]["proposal_bytes"] is not None
-            differs += shadow["decision"]["guarded_bytes"] != guest["decision"]["guarded_bytes"]
+            differs += shadow["decision"]["allotted_bytes"] != guest["decision"]["allotted_bytes"]
     assert differs > 0  # wmo's decisions were computed and logged next to static's
     # What the actuators hold is static's decision (after the rails), not wmo's.
     last = _by_name(ticks[-1].record)

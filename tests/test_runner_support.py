@@ -142,7 +142,7 @@ def leak_config(tmp_path: Path, **kwargs: Any) -> RunnerConfig:
     """One leaking guest on a swapless memcg, under a policy that shrinks it to nothing (OOM)."""
     (tmp_path / "leak.toml").write_text(LEAK_SCENARIO)
     kwargs.setdefault("policy_params", {"idle_threshold_ms": 0})
-    kwargs.setdefault("safety", {"max_shrink_frac_per_interval": 0.5, "floor_gib": 0.25})
+    kwargs.setdefault("safety", {"max_shrink_frac_per_s": 0.05, "floor_gib": 0.25})
     kwargs.setdefault("breaker", {"on_psi": False, "on_refaults": False, "cooldown_s": 60})
     return make_config(
         tmp_path,

@@ -14,11 +14,10 @@ import pytest
 
 from wsrl.errors import WsrlError
 from wsrl.eval.runner import input_setup
-from wsrl.pipeline.loop import ControlLoop
 from wsrl.pipeline.observation import FEATURE_NAMES, ObservationBuilder
 from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
 from wsrl.pipeline.trace_snapshot import read_trace_host, trace_host_names, trace_snapshots
-from wsrl.policies import make_policy
+from wsrl.policies import make_stack
 from wsrl.rl.bc import record_decisions
 from wsrl.rl.reward import RewardWeights, reward_terms
 from wsrl.sim.build import build_setup
@@ -146,7 +145,7 @@ def test_policy_trace_replays_observations_decisions_and_rewards(tmp_path: Path)
     sim = Simulator(setup)
     sim.reset(seed)
     snapshot = snapshot_from_simulator(sim)
-    loop = ControlLoop(make_policy("far-memory"))
+    loop = make_stack("far-memory")  # record_decisions' stack: the default rails
     loop.reset(snapshot)
     live, live_quantised, requests = [snapshot], [quantised(snapshot, sim)], []
     for _ in range(steps):

@@ -249,7 +249,7 @@ def host_toml(soak: Soak, groups: dict[str, Path]) -> str:
         f'[host]\nname = "soak"\ncapacity_gib = 3\nreserve_gib = 0\ninterval_s = {INTERVAL_S}\n'
         f'cgroup_root = "{root}"\n\n'
         f'[policy]\nname_or_path = "{soak.policy}"\n\n'
-        f"[safety]\nmax_shrink_frac_per_interval = 0.1\nfloor_gib = {CG_FLOOR_GIB}\n"
+        f"[safety]\nmax_shrink_frac_per_s = 0.1\nfloor_gib = {CG_FLOOR_GIB}\n"
         "hold_intervals_before_fallback = 2\ndecision_expiry_s = 15\n\n"
         "[safety.breaker]\ncooldown_s = 30\n\n"
         f'[audit]\npath = "{soak.audit}"\nfsync = true\n\n'

@@ -2,8 +2,9 @@
 
 A run is (policy x input x seed): the input is a scenario (name or TOML path) or a trace
 directory replayed by trace-driven guests (``traces:DIR``). Every run steps the simulator through
-the same control pipeline production uses (:class:`~wsrl.pipeline.loop.ControlLoop`) and records
-the fixed metrics of :mod:`wsrl.eval.metrics`. Grids run serially, in a process pool, or on Ray;
+the one control stack production uses (:class:`~wsrl.pipeline.control.ControlStack`: allocator
+and every rail, configured by a :class:`~wsrl.pipeline.control.ControlSpec`) and records the fixed
+metrics of :mod:`wsrl.eval.metrics`. Grids run serially, in a process pool, or on Ray;
 each run is a pure function of its :class:`RunSpec`, so all three give identical results.
 """
 
@@ -20,10 +21,10 @@ import numpy as np
 
 from wsrl.errors import WsrlError
 from wsrl.eval.metrics import METRIC_NAMES, MetricsRecorder
-from wsrl.pipeline.loop import ControlLoop
+from wsrl.pipeline.control import ControlSpec
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import snapshot_from_simulator
-from wsrl.policies import POLICIES, make_policy
+from wsrl.policies import POLICIES, make_policy, make_stack
 from wsrl.policies.learned import is_exported_policy, load_learned_policy
 from wsrl.sim.arrays import SimSetup
 from wsrl.sim.build import build_setup
@@ -44,12 +45,13 @@ EXECUTORS: tuple[str, ...] = ("serial", "process", "ray")
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One evaluation run: what to run, on what, for how long, with which seed."""
+    """One evaluation run: what to run, on what, for how long, with which seed, under which rails."""
 
     policy: str
     input: str
     seed: int
     duration_s: float
+    control: ControlSpec = field(default_factory=ControlSpec)
 
 
 @dataclass
@@ -145,12 +147,14 @@ def run_one(spec: RunSpec) -> RunResult:
 
     ``spec.policy`` is a registered policy name or an exported learned policy's directory.
     """
-    result = evaluate_policy(policy_of(spec.policy), spec.input, spec.seed, spec.duration_s)
+    result = evaluate_policy(policy_of(spec.policy), spec.input, spec.seed, spec.duration_s, spec.control)
     result.policy = spec.policy
     return result
 
 
-def evaluate_policy(policy: Policy, input_ref: str, seed: int, duration_s: float) -> RunResult:
+def evaluate_policy(
+    policy: Policy, input_ref: str, seed: int, duration_s: float, control: ControlSpec | None = None
+) -> RunResult:
     """Run a policy object on one input with one seed and measure it (what every run does).
 
     Args:
@@ -158,14 +162,15 @@ def evaluate_policy(policy: Policy, input_ref: str, seed: int, duration_s: float
         input_ref: a scenario name or path, or ``traces:DIR``.
         seed: the demand seed.
         duration_s: simulated time, seconds.
+        control: allocator and rails (default: the production runner's defaults).
 
     """
     setup = input_setup(input_ref)
     sim = Simulator(setup)
     sim.reset(seed)
     snapshot = snapshot_from_simulator(sim)
-    loop = ControlLoop(policy)
-    loop.reset(snapshot)
+    stack = make_stack(policy, control)
+    stack.reset(snapshot)
     recorder = MetricsRecorder(snapshot)
     steps = max(1, math.ceil(duration_s / sim.step_s))
     every = max(1, steps // SERIES_POINTS)
@@ -178,7 +183,7 @@ def evaluate_policy(policy: Policy, input_ref: str, seed: int, duration_s: float
         "demand_bytes": [],
     }
     for index in range(steps):
-        decision = loop.step(snapshot)
+        decision = stack.step(snapshot)
         sim.step(decision.target_bytes)
         snapshot = snapshot_from_simulator(sim)
         recorder.observe(snapshot)
@@ -198,12 +203,19 @@ def evaluate_policy(policy: Policy, input_ref: str, seed: int, duration_s: float
     )
 
 
-def grid(policies: Sequence[str], inputs: Sequence[str], seeds: int, duration_s: float) -> list[RunSpec]:
-    """Every (policy x input x seed) run, in a fixed order."""
+def grid(
+    policies: Sequence[str],
+    inputs: Sequence[str],
+    seeds: int,
+    duration_s: float,
+    control: ControlSpec | None = None,
+) -> list[RunSpec]:
+    """Every (policy x input x seed) run, in a fixed order, all under ``control`` (default rails)."""
     if seeds < 1:
         raise WsrlError(f"--seeds must be >= 1, got {seeds}")
+    control = control or ControlSpec()
     return [
-        RunSpec(policy=p, input=i, seed=s, duration_s=duration_s)
+        RunSpec(policy=p, input=i, seed=s, duration_s=duration_s, control=control)
         for i in inputs
         for p in policies
         for s in range(seeds)

@@ -1,9 +1,9 @@
 """Reference policies: the published baselines a learned policy has to beat, by registry name.
 
 Every policy implements :class:`wsrl.pipeline.policy.Policy` (``name``, ``reset``, ``decide``) on
-``[hosts, guests]`` arrays and runs through the shared allocator and guard
-(:class:`wsrl.pipeline.loop.ControlLoop`). ``docs/policies.md`` describes each one, its source and
-how it maps onto wsrl's snapshots.
+``[hosts, guests]`` arrays and runs through the one control stack (allocator and rails,
+:class:`wsrl.pipeline.control.ControlStack`; :func:`make_stack` builds it with its fallback).
+``docs/policies.md`` describes each one, its source and how it maps onto wsrl's snapshots.
 
 ========================  ================================================================
 ``static``                no overcommit: provisioned sizes
@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wsrl.errors import WsrlError
+from wsrl.pipeline.control import ControlSpec, ControlStack
 from wsrl.pipeline.policy import Policy
 from wsrl.policies.esx import EsxIdleTaxPolicy
 from wsrl.policies.far_memory import FarMemoryPolicy
@@ -77,6 +78,18 @@ def make_policy(name: str, **params: object) -> Policy:
         raise WsrlError(f"policy {name!r}: {exc}") from None
 
 
+def make_stack(policy: Policy | str, spec: ControlSpec | None = None) -> ControlStack:
+    """The one control stack for ``policy`` (an object or a registry name), its fallback from ``spec``.
+
+    Raises:
+        WsrlError: an unknown policy or fallback name, or a bad parameter.
+
+    """
+    spec = spec or ControlSpec()
+    acting = make_policy(policy) if isinstance(policy, str) else policy
+    return ControlStack(acting, make_policy(spec.fallback, **dict(spec.fallback_params)), spec)
+
+
 __all__ = [
     "POLICIES",
     "REFERENCE_POLICIES",
@@ -92,4 +105,5 @@ __all__ = [
     "WmoPolicy",
     "ZeroRefaultOraclePolicy",
     "make_policy",
+    "make_stack",
 ]

@@ -31,7 +31,7 @@ paper gives no values: 0.5 and 0.1 here, about one and five minutes), and ``A`` 
 the two averages and the latest sample.
 
 How the policy and the allocator split the work: the allocator runs after every policy
-(:class:`~wsrl.pipeline.loop.ControlLoop`) and, in ``idle-tax`` mode, approximates the same rule in
+(:class:`~wsrl.pipeline.control.ControlStack`) and, in ``idle-tax`` mode, approximates the same rule in
 one shot (weights ``S / (f + k (1 - f))`` with ``f`` from the current visible size and the 120 s
 working set). This policy computes ESX's allocation itself, as ESX does, from its own smoothed
 working-set estimate and solved to the fixed point (``f`` depends on the allocation it changes), so
@@ -69,7 +69,8 @@ def idle_tax_allocation(snapshot: HostSnapshot, active_bytes: np.ndarray, idle_t
     def allocation(level: np.ndarray) -> np.ndarray:
         funded = shares * level
         pages = np.where(funded >= active, active + (funded - active) / k, funded)
-        return np.clip(pages, low, high)
+        clipped: np.ndarray = np.clip(pages, low, high)
+        return clipped
 
     # The level at which every guest reaches its provisioned size bounds the search from above.
     needed = np.divide(active + k * (high - active), shares, out=np.zeros_like(high), where=shares > 0)

@@ -1,10 +1,11 @@
 """One batch of simulated hosts driven through the shared control pipeline: the engine of every env.
 
 A :class:`HostBatch` owns one :class:`~wsrl.sim.simulator.Simulator` (any number of hosts of one
-scenario or trace), the same :class:`~wsrl.pipeline.loop.ControlLoop` (allocator and guard) that
-evaluation and production use, and one :class:`~wsrl.pipeline.observation.ObservationBuilder`.
-Its step takes ``[hosts, guests, ACTION_DIM]`` actions, turns them into proposals with
-:func:`~wsrl.pipeline.action.action_to_target_bytes`, lets the allocator and guard make them fit,
+scenario or trace), the one :class:`~wsrl.pipeline.control.ControlStack` (allocator, fallback and
+every rail) that evaluation and production use, and one
+:class:`~wsrl.pipeline.observation.ObservationBuilder`. Its step takes ``[hosts, guests,
+ACTION_DIM]`` actions, turns them into proposals with
+:func:`~wsrl.pipeline.action.action_to_target_bytes`, lets the stack make them fit and pass the rails,
 steps the simulator once for all hosts, and returns the new observation and reward terms, all as
 arrays in one numpy pass. The gymnasium envs and the SB3 vector env are views over batches.
 
@@ -21,9 +22,10 @@ import math
 import numpy as np
 
 from wsrl.pipeline.action import action_to_target_bytes
-from wsrl.pipeline.loop import ControlLoop, Decision
+from wsrl.pipeline.control import ControlSpec, StackDecision
 from wsrl.pipeline.observation import ObservationBuilder
 from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
+from wsrl.policies import make_stack
 from wsrl.rl.reward import RewardWeights, reward_terms
 from wsrl.sim.arrays import DemandSource, SimSetup
 from wsrl.sim.simulator import Simulator
@@ -62,7 +64,7 @@ def max_start_s(setup: SimSetup, episode_s: float) -> float:
 
 
 class _Proposal:
-    """The policy slot of the control loop: hands on whatever proposal was set for this step."""
+    """The policy slot of the control stack: hands on whatever proposal was set for this step."""
 
     name = "learned"
 
@@ -84,7 +86,7 @@ class BatchStep:
     obs: np.ndarray
     reward: np.ndarray
     terms: dict[str, np.ndarray]
-    decision: Decision
+    decision: StackDecision
     done: bool
 
 
@@ -96,6 +98,7 @@ class HostBatch:
         episode_steps: control steps per episode.
         reward: reward weights.
         random_start: start episodes at a random offset (otherwise at time 0).
+        control: allocator and rails (default: the production runner's defaults).
 
     """
 
@@ -106,6 +109,7 @@ class HostBatch:
         episode_steps: int,
         reward: RewardWeights | None = None,
         random_start: bool = True,
+        control: ControlSpec | None = None,
     ) -> None:
         if episode_steps < 1:
             raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
@@ -117,7 +121,7 @@ class HostBatch:
         self.random_start = random_start
         self.max_start_s = max_start_s(setup, self.episode_steps * self.sim.step_s)
         self._policy = _Proposal()
-        self.loop = ControlLoop(self._policy)
+        self.stack = make_stack(self._policy, control)
         self.builder = ObservationBuilder()
         self.snapshot: HostSnapshot | None = None
 
@@ -136,7 +140,7 @@ class HostBatch:
             self.demand.offset_s = 0.0
         self.sim.reset(seed)
         self.snapshot = snapshot_from_simulator(self.sim)
-        self.loop.reset(self.snapshot)
+        self.stack.reset(self.snapshot)
         return self.builder.reset(self.snapshot)
 
     def step(self, action: np.ndarray) -> BatchStep:
@@ -147,7 +151,7 @@ class HostBatch:
         self._policy.proposal_bytes = action_to_target_bytes(
             action, before, self.builder.working_set_peak_bytes
         )
-        decision = self.loop.step(before)
+        decision = self.stack.step(before)
         self.sim.step(decision.target_bytes)
         after = snapshot_from_simulator(self.sim)
         terms = reward_terms(before, after, self.reward_weights, decision.proposal_bytes)

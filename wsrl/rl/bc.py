@@ -46,6 +46,7 @@ from wsrl.pipeline.snapshot import HostSnapshot
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
+    from wsrl.pipeline.control import ControlSpec
     from wsrl.pipeline.policy import Policy
     from wsrl.rl.reward import RewardWeights
 
@@ -154,11 +155,12 @@ def record_decisions(
     *,
     record: Literal["proposal", "applied"] = "proposal",
     actor: str | Policy | None = None,
+    control: ControlSpec | None = None,
 ) -> list[Path]:
     """Run a policy through the evaluator's loop on each input and record it as a trace with decisions.
 
-    The loop is :func:`wsrl.eval.runner.evaluate_policy`'s (same setup, simulator, allocator and
-    guard). Each step records the state the policy saw with the target the loop applied at it;
+    The loop is :func:`wsrl.eval.runner.evaluate_policy`'s (same setup, simulator and control stack:
+    allocator and rails). Each step records the state the policy saw with the target the loop applied at it;
     a final row records the state after the last step (no decision), so a trace of ``n`` steps
     has ``n + 1`` samples per guest and ``n`` decisions.
 
@@ -169,11 +171,12 @@ def record_decisions(
         seed: the demand seed.
         out_dir: parent directory; input ``i`` goes to ``out_dir/<i>-<label>`` (a new trace).
         record: ``proposal`` (the policy's request, clipped into ``[floor, provisioned]``) or
-            ``applied`` (the target after the allocator and guard); see the module docstring.
+            ``applied`` (the target after the allocator and rails); see the module docstring.
         actor: another policy that drives the simulation while ``policy_name`` only labels the
             states it visits (DAgger: the expert's decisions in the states the learner reaches,
             e.g. the overcommitted, refaulting states a perfect expert never gets into itself).
             ``None``: the recorded policy drives.
+        control: allocator and rails (default: the production runner's defaults).
 
     Returns:
         The trace directories, in the order of ``inputs``.
@@ -183,9 +186,9 @@ def record_decisions(
 
     """
     from wsrl.eval.runner import input_setup, policy_of
-    from wsrl.pipeline.loop import ControlLoop
     from wsrl.pipeline.snapshot import snapshot_from_simulator
     from wsrl.pipeline.trace_snapshot import STATIC_META_KEY, static_meta
+    from wsrl.policies import make_stack
     from wsrl.sim.record import step_table
     from wsrl.sim.simulator import Simulator
     from wsrl.trace.writer import TraceWriter, list_parts
@@ -208,9 +211,9 @@ def record_decisions(
         sim = Simulator(setup)
         sim.reset(seed)
         snapshot = snapshot_from_simulator(sim)
-        loop = ControlLoop(policy)
-        loop.reset(snapshot)
-        driving = loop if driver is None else ControlLoop(driver)
+        stack = make_stack(policy, control)
+        stack.reset(snapshot)
+        driving = stack if driver is None else make_stack(driver, control)
         if driver is not None:
             driving.reset(snapshot)
         steps = max(1, math.ceil(duration_s / sim.step_s))
@@ -233,7 +236,7 @@ def record_decisions(
             flush_rows=50_000,
         ) as writer:
             for _ in range(steps):
-                decision = loop.step(snapshot)
+                decision = stack.step(snapshot)
                 recorded = (
                     decision.target_bytes
                     if record == "applied"

@@ -39,6 +39,7 @@ from wsrl.backends.base import GuestSpec
 from wsrl.config_tools import StrictModel, parse_toml_bytes, validate_file
 from wsrl.errors import ConfigError, WsrlError
 from wsrl.histogram import DEFAULT_EDGES_MS, validate_edges
+from wsrl.pipeline.control import BreakerSpec, ControlSpec
 from wsrl.runner.config_backends import (
     BACKEND_KINDS,
     DEFAULT_SOCKET_DIRS,
@@ -160,6 +161,12 @@ class BreakerSection(StrictModel):
     """How long a tripped guest stays on the fallback policy (restarted by every new trip)."""
 
 
+_RENAMED_RATES = {
+    "max_shrink_frac_per_interval": "max_shrink_frac_per_s",
+    "max_growth_frac_per_interval": "max_growth_frac_per_s",
+}
+
+
 class SafetySection(StrictModel):
     """``[safety]``: the rails the runner applies after the pipeline."""
 
@@ -167,8 +174,10 @@ class SafetySection(StrictModel):
     """Default floor of every guest (a guest's own ``floor_gib`` overrides it)."""
     floor_frac: float = Field(0.25, ge=0, le=1)
     """Default floor as a share of the provisioned size, where no ``floor_gib`` is given."""
-    max_shrink_frac_per_interval: float = Field(0.05, gt=0, le=1)
-    max_growth_frac_per_interval: float | None = Field(None, gt=0)
+    max_shrink_frac_per_s: float = Field(0.005, gt=0, le=1)
+    """Give back at most this share of a guest's provisioned size per second of control time (0.005:
+    5 % per 10-second tick). Per time, not per tick: ticks woken early never shrink faster."""
+    max_growth_frac_per_s: float | None = Field(None, gt=0)
     """``None`` (default): growth is immediate, the safe direction."""
     host_reserve_gib: float | None = Field(None, ge=0)
     """Memory the sum of all targets must leave free; default ``host.reserve_gib``."""
@@ -190,6 +199,18 @@ class SafetySection(StrictModel):
     oom_margin_frac: float = Field(0.05, ge=0, le=1)
     on_exit: OnExit = "relax"
     breaker: BreakerSection = Field(default_factory=BreakerSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_rates(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in _RENAMED_RATES.items():
+                if old in data:
+                    raise ValueError(
+                        f"{old} was replaced by {new}: rates are per second of control time now "
+                        f"(a share per tick divided by host.interval_s; 0.05 per 10 s tick = 0.005)"
+                    )
+        return data
 
     @model_validator(mode="after")
     def _timeouts_fit(self) -> SafetySection:
@@ -337,6 +358,30 @@ class RunnerConfig(StrictModel):
         """What the host-reserve rail keeps free: ``safety.host_reserve_gib`` or ``host.reserve_gib``."""
         reserve = self.safety.host_reserve_gib
         return (self.host.reserve_gib if reserve is None else reserve) * GIB
+
+    def control_spec(self) -> ControlSpec:
+        """The control stack this config asks for: allocator, fallback and every rail."""
+        safety = self.safety
+        breaker = safety.breaker
+        return ControlSpec(
+            allocator=self.policy.allocator,
+            fallback=self.policy.fallback,
+            fallback_params=tuple(sorted(self.policy.fallback_params.items())),
+            max_shrink_frac_per_s=safety.max_shrink_frac_per_s,
+            max_growth_frac_per_s=safety.max_growth_frac_per_s,
+            max_rate_step_s=self.host.interval_s,
+            host_reserve_bytes=self.host_reserve_bytes,
+            oom_memory_s=safety.oom_memory_s,
+            oom_margin_frac=safety.oom_margin_frac,
+            breaker=BreakerSpec(
+                enabled=breaker.enabled,
+                on_oom=breaker.on_oom,
+                psi_some_avg10_pct=breaker.psi_some_avg10_pct if breaker.on_psi else None,
+                refault_frac_per_min=breaker.refault_frac_per_min if breaker.on_refaults else None,
+                cooldown_s=breaker.cooldown_s,
+            ),
+            contain_policy_errors=True,
+        )
 
     def socket_dirs(self) -> list[str]:
         """Every directory a socket may live in."""

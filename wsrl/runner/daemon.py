@@ -6,14 +6,13 @@ One :meth:`Runner.tick`:
 2. sort the readings (:func:`~wsrl.runner.safety.check_inputs`): missing, stale or malformed inputs
    put a guest on hold, then on the fallback policy (:class:`~wsrl.runner.safety.InputHealth`);
 3. build one :class:`~wsrl.pipeline.snapshot.HostSnapshot` with
-   :func:`~wsrl.backends.base.snapshot_from_readings` (usable readings only) and run the configured
-   policy, and the fallback policy beside it (so it is warm when it takes over), each through
-   :class:`~wsrl.pipeline.loop.ControlLoop` (policy -> allocator -> guard), as simulation does;
-4. per guest pick the acting decision (the configured policy; the fallback where inputs went bad,
-   the circuit breaker is open or the policy failed; in shadow mode the shadow actor);
-5. the rails of :mod:`~wsrl.runner.safety`, in order: hold, breaker deflate, OOM memory, rate,
-   host reserve, floor/ceiling;
-6. drop the whole decision if it expired (inputs older than ``decision_expiry_s``), else apply
+   :func:`~wsrl.backends.base.snapshot_from_readings` (usable readings only) and decide through the
+   one control stack (:class:`~wsrl.pipeline.control.ControlStack`: the acting policy and the
+   fallback beside it, the allocator, the choice per guest, and every rail: hold, breaker, OOM
+   memory, rate per second, host reserve, floor/ceiling), exactly as training and evaluation do;
+   the runner adds only what it knows about its inputs (:class:`~wsrl.pipeline.control.GuestConditions`);
+   in shadow mode the configured policy is computed beside the acting one for the audit;
+4. drop the whole decision if it expired (inputs older than ``decision_expiry_s``), else apply
    per guest (never in dry-run mode), then audit, record and export metrics.
 
 Every backend call (start, read, apply, relax) runs on a shared worker with a deadline
@@ -42,8 +41,17 @@ import numpy as np
 
 from wsrl.backends.base import GuestBackend, GuestReading, snapshot_from_readings
 from wsrl.errors import WsrlError
-from wsrl.pipeline.allocator import Allocator
-from wsrl.pipeline.loop import ControlLoop, Decision
+from wsrl.pipeline.control import (
+    ACTOR,
+    FALLBACK_POLICY,
+    HELD,
+    RELAXED,
+    Decision,
+    GuestConditions,
+    PolicyStage,
+    StackDecision,
+    error_line,
+)
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.runner import safety
@@ -53,7 +61,7 @@ from wsrl.runner.deadline import GuestCalls
 from wsrl.runner.metrics import RunnerMetrics
 from wsrl.runner.policy_reload import PolicyReloader, reloader_for
 from wsrl.runner.recorder import TraceRecorder
-from wsrl.runner.report import exit_record, guest_record, start_record
+from wsrl.runner.report import RunnerView, exit_record, guest_record, start_record
 from wsrl.units import GIB, PAGE_BYTES
 
 Mode = Literal["normal", "dry-run", "shadow"]
@@ -117,7 +125,7 @@ class Runner:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        from wsrl.policies import POLICIES, make_policy
+        from wsrl.policies import POLICIES, make_policy, make_stack
 
         if mode not in MODES:
             raise WsrlError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -136,27 +144,25 @@ class Runner:
         self.known_target = np.full((1, n), np.nan)
         """What the actuator is known to hold (NaN: unknown or unlimited), to skip needless applies."""
         self._closables: list[Any] = []
-        allocator = Allocator(mode=config.policy.allocator)
         self.reloader: PolicyReloader | None = None
         if policy is None and config.policy.reload and config.policy.name_or_path not in POLICIES:
             # Watch before loading: a change while the first load runs is then loaded again.
             self.reloader = reloader_for(config.resolve(config.policy.name_or_path))
-        self.primary = ControlLoop(policy if policy is not None else load_policy(config), allocator=allocator)
-        self.fallback = ControlLoop(
-            make_policy(config.policy.fallback, **config.policy.fallback_params), allocator=allocator
-        )
-        self.actor = self.primary
+        configured = policy if policy is not None else load_policy(config)
+        acting = configured
         if mode == "shadow":
             actor_name = shadow_actor or config.policy.shadow_actor or config.policy.fallback
             if actor_name in SIM_ONLY_POLICIES:
                 raise WsrlError(f"shadow actor {actor_name!r} reads the simulator's future: not for a host")
-            self.actor = (
-                self.fallback
-                if actor_name == config.policy.fallback
-                else ControlLoop(make_policy(actor_name), allocator=allocator)
-            )
-        self._to_reset = {id(self.primary), id(self.fallback), id(self.actor)}
-        """Loops whose policy has not seen a snapshot yet (reset before their first step)."""
+            params = config.policy.fallback_params if actor_name == config.policy.fallback else {}
+            acting = make_policy(actor_name, **params)
+        self.stack = make_stack(acting, config.control_spec())
+        """The one control stack (policy, fallback, allocator, rails) training and evaluation use too."""
+        self.shadowed: PolicyStage | None = None
+        """In shadow mode: the configured policy, computed beside the acting one for the audit only."""
+        if mode == "shadow":
+            self.shadowed = PolicyStage(configured, self.stack.allocator)
+            self._shadow_needs_reset = True
         self.backends = list(backends) if backends is not None else self._build_backends()
         self._closables.extend(self.backends)
         self.calls = GuestCalls([b.name for b in self.backends], monotonic=monotonic)
@@ -167,23 +173,10 @@ class Runner:
                 f"backends {[b.name for b in self.backends]} do not match the config's guests "
                 f"{[s.name for s in self.specs]}"
             )
-        safety_cfg = config.safety
-        self.health = safety.InputHealth(n, safety_cfg.hold_intervals_before_fallback)
-        breaker = safety_cfg.breaker
-        self.breaker = safety.CircuitBreaker(
-            n,
-            on_oom=breaker.on_oom,
-            psi_some_avg10_pct=breaker.psi_some_avg10_pct if breaker.on_psi else None,
-            refault_frac_per_min=breaker.refault_frac_per_min if breaker.on_refaults else None,
-            cooldown_s=breaker.cooldown_s,
-            enabled=breaker.enabled,
-        )
-        self.oom_memory = safety.OomMemory(
-            n, memory_s=safety_cfg.oom_memory_s, margin_frac=safety_cfg.oom_margin_frac
-        )
+        self.health = safety.InputHealth(n, config.safety.hold_intervals_before_fallback)
         self._clock_offset_s: float | None = None
         simulated = config.sim is not None and config.sim.clock == "simulated"
-        self._clock_skew_s = math.inf if simulated else safety_cfg.clock_skew_s
+        self._clock_skew_s = math.inf if simulated else config.safety.clock_skew_s
         """A simulated clock runs ahead of the host's by design: only real clocks are held to the skew."""
         self._last_time_ms = np.full((1, n), np.nan)
         self._last_snapshot_ms: int | None = None
@@ -242,9 +235,9 @@ class Runner:
             try:
                 self.calls.call(g, "start", backend.start, self.notify, timeout_s=timeout_s)
             except Exception as exc:  # a backend bug must not stop the other guests
-                errors[backend.name] = _error_text(exc)
+                errors[backend.name] = error_line(exc)
                 self.metrics.backend_error(g, "start")
-        self.audit.write(start_record(self, errors, self._wall_clock() * 1000.0))
+        self.audit.write(start_record(self.view(), errors, self._wall_clock() * 1000.0))
 
     def notify(self, reason: str) -> None:
         """Wake the runner before its next tick (backends call this from any thread)."""
@@ -315,10 +308,10 @@ class Runner:
                     entry["relaxed_to_bytes"] = size
                     entry["relaxed_to"] = "unlimited" if size is None else on_exit
                 except Exception as exc:  # one guest's failure must not keep the others unrelaxed
-                    entry["error"] = _error_text(exc)
+                    entry["error"] = error_line(exc)
                     self.metrics.backend_error(g, "relax")
             results.append(entry)
-        record = exit_record(self, on_exit, results, self._wall_clock() * 1000.0)
+        record = exit_record(self.view(), self.ticks, on_exit, results, self._wall_clock() * 1000.0)
         try:
             self.audit.write(record)
         finally:
@@ -351,7 +344,7 @@ class Runner:
         for g, result in enumerate(results):
             if isinstance(result, Exception):  # BackendError, a stall, or a backend bug: mask this guest only
                 readings.append(None)
-                errors.append([f"read: {_error_text(result)}"])
+                errors.append([f"read: {error_line(result)}"])
                 self.metrics.backend_error(g, "read")
             else:
                 readings.append(result)
@@ -386,101 +379,76 @@ class Runner:
         time_ms = max(times) if times else int(self._wall_clock() * 1000.0)
         return self._snapshot(readings, time_ms)
 
-    def _decide(self, loop: ControlLoop, snapshot: HostSnapshot) -> tuple[Decision | None, str | None]:
+    def view(self) -> RunnerView:
+        """What the audit records say about this runner."""
+        return RunnerView(
+            config=self.config,
+            mode=self.mode,
+            policy=self.primary.policy.name,
+            fallback=self.fallback.policy.name,
+            actor=self.actor.policy.name,
+            guest_names=tuple(s.name for s in self.specs),
+        )
+
+    @property
+    def actor(self) -> PolicyStage:
+        """The acting policy (the configured one, or the shadow actor in shadow mode)."""
+        return self.stack.actor
+
+    @property
+    def primary(self) -> PolicyStage:
+        """The configured policy (in shadow mode computed for the audit only)."""
+        return self.shadowed if self.shadowed is not None else self.stack.actor
+
+    @property
+    def fallback(self) -> PolicyStage:
+        """The fallback policy."""
+        return self.stack.fallback
+
+    def _conditions(
+        self, usable: np.ndarray, current: np.ndarray, states: np.ndarray, signals: safety.GuestSignals
+    ) -> GuestConditions:
+        """What the runner knows beyond the snapshot: its trust in each reading and the targets in force."""
+        return GuestConditions(
+            configured=np.ones_like(usable),
+            usable=usable,
+            current_bytes=current,
+            provisioned_bytes=self.provisioned,
+            floor_bytes=np.minimum(self.floor, self.provisioned),
+            input_state=states,
+            signals=signals,
+            capacity_bytes=np.array([self.config.host.capacity_gib * GIB]),
+            reserve_bytes=np.array([self.config.host.reserve_gib * GIB]),
+        )
+
+    def _shadow_decision(self, snapshot: HostSnapshot | None) -> tuple[Decision | None, str | None]:
+        """In shadow mode, the configured policy's decision (a failure is audited, never acted on)."""
+        if self.shadowed is None or snapshot is None:
+            return None, None
         try:
-            if id(loop) in self._to_reset:
-                loop.reset(snapshot)
-                self._to_reset.discard(id(loop))
-            return loop.step(snapshot), None
-        except Exception as exc:  # a policy that fails (a bad model, a bug) hands over to the fallback
-            return None, f"policy {loop.policy.name!r} failed: {_error_text(exc)}"
+            if self._shadow_needs_reset:
+                self.shadowed.reset(snapshot)
+                self._shadow_needs_reset = False
+            return self.shadowed.step(snapshot), None
+        except Exception as exc:  # a bad model: audited beside the acting policy's decision
+            return None, f"policy {self.shadowed.policy.name!r} failed: {error_line(exc)}"
 
-    def _decide_all(self, snapshot: HostSnapshot) -> tuple[dict[str, Decision | None], dict[str, str | None]]:
-        """Run the configured policy, the fallback and (in shadow mode) the actor on ``snapshot``."""
-        decisions: dict[str, Decision | None] = {}
-        errors: dict[str, str | None] = {}
-        decisions["primary"], errors["primary"] = self._decide(self.primary, snapshot)
-        decisions["fallback"], errors["fallback"] = self._decide(self.fallback, snapshot)
-        if self.actor is self.primary:
-            decisions["actor"], errors["actor"] = decisions["primary"], errors["primary"]
-        elif self.actor is self.fallback:
-            decisions["actor"], errors["actor"] = decisions["fallback"], errors["fallback"]
-        else:
-            decisions["actor"], errors["actor"] = self._decide(self.actor, snapshot)
-        return decisions, errors
-
-    def _choose(
-        self,
-        states: np.ndarray,
-        usable: np.ndarray,
-        breaker: safety.BreakerUpdate,
-        decisions: dict[str, Decision | None],
-        current: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, list[str | None], list[str]]:
-        """Per guest, which decision acts: ``(target, holding, choice, source name)``.
-
-        The actor's decision, except the fallback's where the input is in fallback state, the
-        breaker is open or the actor failed; the provisioned size for a guest in fallback state
-        with no usable input at all; the current target (held) where there is no decision.
-        """
-        actor, fallback = decisions["actor"], decisions["fallback"]
-        use_fallback = (states == safety.FALLBACK) | breaker.open | (actor is None)
-        no_decision = (use_fallback & (fallback is None)) | (~use_fallback & (actor is None))
-        actor_target = actor.target_bytes if actor is not None else current
-        fallback_target = fallback.target_bytes if fallback is not None else current
-        target = np.where(use_fallback, fallback_target, actor_target)
-        relax_blind = ~usable & (states == safety.FALLBACK)
-        target = np.where(relax_blind, self.provisioned, target)
-        holding = (states == safety.HOLD) | (no_decision & ~relax_blind)
-        target = np.where(~usable & ~relax_blind, current, target)
-        n = len(self.specs)
+    def _sources(self, decision: StackDecision) -> tuple[list[str | None], list[str]]:
+        """Per guest, which decision acted (``actor``/``fallback``/None) and its audit name."""
+        names = {
+            ACTOR: self.actor.policy.name,
+            FALLBACK_POLICY: self.fallback.policy.name,
+            HELD: "hold",
+            RELAXED: "relax (no usable input)",
+        }
+        codes = [int(c) for c in decision.source[0]]
         choices: list[str | None] = [
-            None if relax_blind[0, g] or holding[0, g] else ("fallback" if use_fallback[0, g] else "actor")
-            for g in range(n)
+            "actor" if c == ACTOR else "fallback" if c == FALLBACK_POLICY else None for c in codes
         ]
-        names = {"actor": self.actor.policy.name, "fallback": self.fallback.policy.name}
-        sources = [
-            "relax (no usable input)" if relax_blind[0, g] else "hold" if choice is None else names[choice]
-            for g, choice in enumerate(choices)
-        ]
-        return target, holding, choices, sources
-
-    def _rails(
-        self,
-        target: np.ndarray,
-        current: np.ndarray,
-        holding: np.ndarray,
-        breaker: safety.BreakerUpdate,
-        oom_min_bytes: np.ndarray,
-        log: safety.RailLog,
-    ) -> np.ndarray:
-        """The safety rails in order (module docstring of :mod:`wsrl.runner.safety`), logged."""
-        cfg = self.config.safety
-        target = log.add(target, safety.hold_rail(target, current, holding))
-        target = log.add(
-            target, safety.breaker_rail(target, current, self.provisioned, breaker.tripped, breaker.open)
-        )
-        target = log.add(target, safety.oom_memory_rail(target, oom_min_bytes))
-        target = log.add(
-            target,
-            safety.rate_rail(
-                target,
-                current,
-                self.provisioned,
-                max_shrink_frac=cfg.max_shrink_frac_per_interval,
-                max_growth_frac=cfg.max_growth_frac_per_interval,
-                exempt=breaker.open,
-            ),
-        )
-        capacity = self.config.host.capacity_gib * GIB
-        reserve = self.config.host_reserve_bytes
-        target = log.add(
-            target, safety.host_reserve_rail(target, current, capacity, reserve, exempt=breaker.open)
-        )
-        return log.add(target, safety.floor_rail(target, self.floor, self.provisioned))
+        return choices, [names[c] for c in codes]
 
     def tick(self) -> TickOutcome:
-        """Read, decide, pass the rails, apply, audit, record (see the module docstring)."""
+        """Read, decide through the control stack, apply, audit, record (see the module docstring)."""
         started_s = self._monotonic()
         self.ticks += 1
         with self._wake_lock:
@@ -509,23 +477,29 @@ class Runner:
         fresh = ~verdict.bad
         self.current = np.where(fresh & np.isfinite(inputs.target_bytes), inputs.target_bytes, self.current)
         self.known_target = np.where(fresh, inputs.target_bytes, self.known_target)
-        current = self.current.copy()
 
         snapshot = None
-        decisions: dict[str, Decision | None] = {"primary": None, "fallback": None, "actor": None}
-        policy_errors: dict[str, str | None] = {"primary": None, "fallback": None, "actor": None}
         time_ms = int(self._wall_clock() * 1000.0)
         if usable.any():
             time_ms = int(np.nanmax(np.where(usable, inputs.time_ms, np.nan)))
             snapshot = self._snapshot([r if usable[0, g] else None for g, r in enumerate(readings)], time_ms)
-            decisions, policy_errors = self._decide_all(snapshot)
-        breaker = self.breaker.update(inputs, fresh, time_ms)
-        oom = breaker.oom if breaker.oom is not None else np.zeros((1, n), dtype=bool)
-        oom_min_bytes = self.oom_memory.update(oom, current, self.provisioned, time_ms)
-        target, holding, choices, sources = self._choose(states, usable, breaker, decisions, current)
-        rails = safety.RailLog(n)
-        target = self._rails(target, current, holding, breaker, oom_min_bytes, rails)
-        final = [_page_bytes(target[0, g], self.floor[0, g], self.provisioned[0, g]) for g in range(n)]
+        conditions = self._conditions(usable, self.current.copy(), states, inputs.signals(fresh))
+        decision = self.stack.step(snapshot, conditions, time_ms=time_ms, log=True)
+        shadow_decision, shadow_error = self._shadow_decision(snapshot)
+        decisions: dict[str, Decision | None] = {
+            "primary": shadow_decision if self.shadowed is not None else decision.actor,
+            "fallback": decision.fallback,
+            "actor": decision.actor,
+        }
+        policy_errors: dict[str, str | None] = {
+            "primary": shadow_error if self.shadowed is not None else decision.errors.get("actor"),
+            "fallback": decision.errors.get("fallback"),
+            "actor": decision.errors.get("actor"),
+        }
+        choices, sources = self._sources(decision)
+        holding = decision.source == HELD
+        rails = decision.rails if decision.rails is not None else safety.RailLog((1, n))
+        final = [int(decision.target_bytes[0, g]) for g in range(n)]
 
         expired = safety.expiry_reason(started_s, self._monotonic(), safety_cfg.decision_expiry_s)
         outcomes, applied = self._apply(final, holding, expired, errors)
@@ -539,9 +513,11 @@ class Runner:
                 recorded = self.recorder.record(readings, actions, sources)
             except WsrlError as exc:  # a full disk must not stop the control loop; the rows stay buffered
                 record_error = str(exc)
+        breaker = decision.breaker
+        view = self.view()
         guests = [
             guest_record(
-                self,
+                view,
                 g,
                 reading=readings[g],
                 snapshot=snapshot if usable[0, g] else None,
@@ -552,7 +528,8 @@ class Runner:
                 primary_error=policy_errors["primary"],
                 source=sources[g],
                 choice=choices[g],
-                rails=rails.entries[g],
+                rails=rails.of(g),
+                limited=(bool(decision.shrink_limited[0, g]), bool(decision.growth_limited[0, g])),
                 target_bytes=final[g],
                 outcome=outcomes[g],
                 applied=applied[g],
@@ -603,11 +580,11 @@ class Runner:
             return
         before = self.primary.policy.name
         if result.policy is not None:
-            loop = ControlLoop(result.policy, allocator=self.primary.allocator)
-            if self.actor is self.primary:
-                self.actor = loop
-            self.primary = loop
-            self._to_reset.add(id(loop))
+            if self.shadowed is not None:
+                self.shadowed = PolicyStage(result.policy, self.stack.allocator)
+                self._shadow_needs_reset = True
+            else:
+                self.stack.replace_policy(result.policy)
         now_ms = self._wall_clock() * 1000.0
         self.audit.write(
             {
@@ -656,20 +633,9 @@ class Runner:
                     outcome = "applied"
                 except Exception as exc:  # BackendError, a stall, or a backend bug: a failed apply either way
                     self.known_target[0, g] = np.nan  # a stalled apply may still land: not known
-                    errors[g].append(f"apply: {_error_text(exc)}")
+                    errors[g].append(f"apply: {error_line(exc)}")
                     self.metrics.backend_error(g, "apply")
                     outcome = "apply_error"
             outcomes.append(outcome)
             applied.append(outcome == "applied")
         return outcomes, applied
-
-
-def _page_bytes(target: float, floor: float, provisioned: float) -> int:
-    """``target`` rounded up to a whole page, within ``[floor, provisioned]`` (the rails' bounds)."""
-    rounded = math.ceil(target / PAGE_BYTES) * PAGE_BYTES
-    return int(max(min(rounded, math.floor(provisioned)), math.ceil(floor)))
-
-
-def _error_text(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, WsrlError) else text

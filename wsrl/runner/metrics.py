@@ -31,8 +31,8 @@ from wsrl.errors import WsrlError
 
 if TYPE_CHECKING:
     from wsrl.backends.base import GuestReading
+    from wsrl.pipeline.rails import BreakerUpdate, RailLog
     from wsrl.pipeline.snapshot import HostSnapshot
-    from wsrl.runner.safety import BreakerUpdate, RailLog
 
 PREFIX = "wsrl_runner_"
 

@@ -7,16 +7,27 @@ integers (``null`` where unknown); reasons are short sentences.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from wsrl.backends.base import GuestReading
-from wsrl.pipeline.loop import Decision
+from wsrl.pipeline.control import Decision
+from wsrl.pipeline.rails import STATE_NAMES, BreakerUpdate
 from wsrl.pipeline.snapshot import WORKING_SET_WINDOW_MS, HostSnapshot
 from wsrl.runner.audit import iso_time
-from wsrl.runner.safety import STATE_NAMES, BreakerUpdate
+from wsrl.runner.config import RunnerConfig
 
-if TYPE_CHECKING:
-    from wsrl.runner.daemon import Runner
+
+@dataclass(frozen=True)
+class RunnerView:
+    """What the records say about the runner itself (so this module needs no :class:`Runner`)."""
+
+    config: RunnerConfig
+    mode: str
+    policy: str
+    fallback: str
+    actor: str
+    guest_names: tuple[str, ...]
 
 COLD_AGE_MS = 120_000
 """The idle age the audit log reports cold memory at (Google far memory's cold age)."""
@@ -34,7 +45,7 @@ def _number(value: float | None, digits: int = 4) -> float | None:
     return round(float(value), digits)
 
 
-def start_record(runner: Runner, errors: dict[str, str], time_ms: float) -> dict[str, Any]:
+def start_record(runner: RunnerView, errors: dict[str, str], time_ms: float) -> dict[str, Any]:
     """The ``start`` record: mode, policies, the guests and the safety settings in force."""
     config = runner.config
     return {
@@ -44,11 +55,12 @@ def start_record(runner: Runner, errors: dict[str, str], time_ms: float) -> dict
         "config": config.label,
         "host": config.host.name,
         "mode": runner.mode,
-        "policy": runner.primary.policy.name,
-        "fallback": runner.fallback.policy.name,
-        "actor": runner.actor.policy.name,
+        "policy": runner.policy,
+        "fallback": runner.fallback,
+        "actor": runner.actor,
         "interval_s": config.host.interval_s,
         "safety": config.safety.model_dump(mode="json"),
+        "control": config.control_spec().describe(),
         "guests": [
             {
                 "name": spec.name,
@@ -59,7 +71,7 @@ def start_record(runner: Runner, errors: dict[str, str], time_ms: float) -> dict
                 "tier": spec.tier,
                 "start_error": errors.get(spec.name),
             }
-            for g, spec in enumerate(runner.specs)
+            for g, spec in enumerate(config.guest_specs())
         ],
     }
 
@@ -91,8 +103,13 @@ def inputs_summary(
     return summary
 
 
-def decision_summary(decision: Decision | None, g: int, error: str | None) -> dict[str, Any] | None:
-    """One loop's decision for guest ``g``: proposal, allocator and guard, with their reasons."""
+def decision_summary(
+    decision: Decision | None, g: int, error: str | None, limited: tuple[bool, bool] = (False, False)
+) -> dict[str, Any] | None:
+    """One policy's decision for guest ``g``: proposal and allocator, with their reasons.
+
+    ``limited``: whether the rate rail slowed the acting decision's shrink or growth (``guard``).
+    """
     if decision is None:
         return None if error is None else {"error": error}
     allocation = decision.allocation
@@ -107,26 +124,18 @@ def decision_summary(decision: Decision | None, g: int, error: str | None) -> di
     ]
     if allocation.floors_exceed_host[0]:
         allocator.append("floors alone exceed capacity - reserve")
-    guarded = decision.guarded
-    guard = [
-        reason
-        for reason, flag in (
-            ("shrink limited", guarded.shrink_limited),
-            ("growth limited", guarded.growth_limited),
-        )
-        if flag[0, g]
-    ]
+    names = ("shrink limited", "growth limited")
+    guard = [reason for reason, flag in zip(names, limited, strict=True) if flag]
     return {
         "proposal_bytes": _bytes(float(decision.proposal_bytes[0, g])),
         "allotted_bytes": _bytes(float(allocation.allotted_bytes[0, g])),
         "allocator": allocator,
-        "guarded_bytes": _bytes(float(guarded.target_bytes[0, g])),
         "guard": guard,
     }
 
 
 def guest_record(
-    runner: Runner,
+    runner: RunnerView,
     g: int,
     *,
     reading: GuestReading | None,
@@ -139,6 +148,7 @@ def guest_record(
     source: str,
     choice: str | None,
     rails: list[dict[str, Any]],
+    limited: tuple[bool, bool],
     target_bytes: int,
     outcome: str,
     applied: bool,
@@ -157,7 +167,7 @@ def guest_record(
         "apply_error": "the backend refused (see errors)",
     }[outcome]
     record: dict[str, Any] = {
-        "name": runner.specs[g].name,
+        "name": runner.guest_names[g],
         "state": STATE_NAMES[state],
         "input": verdict_reason or "ok",
         "breaker": {
@@ -168,7 +178,7 @@ def guest_record(
         },
         "source": source,
         "inputs": inputs_summary(reading, snapshot, g, float(breaker.refault_pages_per_s[0, g])),
-        "decision": decision_summary(decision, g, None),
+        "decision": decision_summary(decision, g, None, limited),
         "rails": rails,
         "target_bytes": int(target_bytes),
         "applied": applied,
@@ -179,13 +189,15 @@ def guest_record(
     }
     if runner.mode == "shadow":
         record["shadow"] = {
-            "policy": runner.primary.policy.name,
+            "policy": runner.policy,
             "decision": decision_summary(decisions["primary"], g, primary_error),
         }
     return record
 
 
-def exit_record(runner: Runner, on_exit: str, guests: list[dict[str, Any]], time_ms: float) -> dict[str, Any]:
+def exit_record(
+    runner: RunnerView, ticks: int, on_exit: str, guests: list[dict[str, Any]], time_ms: float
+) -> dict[str, Any]:
     """The ``exit`` record: how every guest was left."""
     return {
         "kind": "exit",
@@ -193,6 +205,6 @@ def exit_record(runner: Runner, on_exit: str, guests: list[dict[str, Any]], time
         "time_ms": int(time_ms),
         "mode": runner.mode,
         "on_exit": on_exit,
-        "ticks": runner.ticks,
+        "ticks": ticks,
         "guests": guests,
     }

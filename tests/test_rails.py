@@ -1,0 +1,194 @@
+"""Each rail of the control stack on crafted ``[hosts, guests]`` arrays (``wsrl.pipeline.rails``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from wsrl.backends.base import GuestReading
+from wsrl.pipeline import rails
+from wsrl.runner.safety import InputArrays
+from wsrl.units import GIB, PAGE_BYTES
+
+PROV = np.array([[8.0, 4.0, 2.0]]) * GIB
+FLOOR = np.array([[1.0, 1.0, 0.5]]) * GIB
+
+
+def _reading(name: str = "g", **values: Any) -> GuestReading:
+    base: dict[str, Any] = {"time_ms": 1_000_000, "visible_bytes": 2 * GIB, "usage_bytes": GIB}
+    base.update(values)
+    return GuestReading(name=name, **base)
+
+
+def _inputs(*readings: GuestReading | None) -> InputArrays:
+    return InputArrays.from_readings(list(readings))
+
+def test_floor_rail_never_below_floor_nor_above_provisioned() -> None:
+    target = np.array([[0.2, 9.0, math.nan]]) * GIB
+    result = rails.floor_rail(target, FLOOR, PROV)
+    np.testing.assert_allclose(result.values, [[1 * GIB, 4 * GIB, 2 * GIB]])
+    assert result.changed.tolist() == [[True, True, True]]
+    assert "floor" in result.reasons[0, 0]
+    assert "provisioned" in result.reasons[0, 1]
+    assert "not a number" in result.reasons[0, 2]
+    inside = np.array([[2.0, 3.0, 1.0]]) * GIB
+    untouched = rails.floor_rail(inside, FLOOR, PROV)
+    assert not untouched.changed.any() and untouched.reasons.tolist() == [["", "", ""]]
+
+def test_rate_rail_bounds_shrink_and_lets_growth_through() -> None:
+    current = np.array([[8.0, 2.0, 1.0]]) * GIB
+    target = np.array([[1.0, 4.0, 0.9]]) * GIB
+    result = rails.rate_rail(target, current, PROV, elapsed_s=10.0, max_shrink_frac_per_s=0.005)
+    # Shrink: at most 5 % of 8 GiB. Growth: all at once. A small shrink within the bound: as asked.
+    np.testing.assert_allclose(result.values, [[7.6 * GIB, 4 * GIB, 0.9 * GIB]])
+    assert result.changed.tolist() == [[True, False, False]]
+    assert "shrink limited" in result.reasons[0, 0]
+
+def test_rate_rail_growth_limit_and_breaker_exemption() -> None:
+    current = np.array([[2.0, 2.0, 1.0]]) * GIB
+    target = np.array([[8.0, 4.0, 2.0]]) * GIB
+    exempt = np.array([[False, True, False]])
+    result = rails.rate_rail(
+        target,
+        current,
+        PROV,
+        elapsed_s=10.0,
+        max_shrink_frac_per_s=0.005,
+        max_growth_frac_per_s=0.025,
+        exempt=exempt,
+    )
+    np.testing.assert_allclose(result.values, [[4 * GIB, 4 * GIB, 1.5 * GIB]])
+    assert "growth limited" in result.reasons[0, 0]
+    assert not result.changed[0, 1]
+
+def test_host_reserve_rail_trims_growth_only() -> None:
+    current = np.array([[4.0, 2.0, 1.0]]) * GIB
+    target = np.array([[6.0, 4.0, 0.5]]) * GIB  # 10.5 GiB asked; room is 12 - 4 = 8 GiB
+    result = rails.host_reserve_rail(target, current, 12 * GIB, 4 * GIB)
+    assert result.values.sum() == pytest.approx(8 * GIB)
+    # 2.5 GiB too much: both growths (2 GiB each) lose 1.25 GiB; the shrinking guest is left alone.
+    np.testing.assert_allclose(result.values, [[4.75 * GIB, 2.75 * GIB, 0.5 * GIB]])
+    assert result.changed.tolist() == [[True, True, False]]
+    assert "capacity - reserve" in result.reasons[0, 0]
+    # Exempt growth is kept; when only exempt guests grow, nobody is shrunk to make room.
+    exempt = np.array([[True, True, False]])
+    kept = rails.host_reserve_rail(target, current, 12 * GIB, 4 * GIB, exempt=exempt)
+    np.testing.assert_allclose(kept.values, target)
+    fits = rails.host_reserve_rail(current, current, 12 * GIB, 4 * GIB)
+    assert not fits.changed.any()
+
+def test_hold_and_breaker_rails() -> None:
+    current = np.array([[4.0, 2.0, 1.0]]) * GIB
+    target = np.array([[3.0, 3.0, 0.5]]) * GIB
+    held = rails.hold_rail(target, current, np.array([[True, False, False]]))
+    np.testing.assert_allclose(held.values, [[4 * GIB, 3 * GIB, 0.5 * GIB]])
+    assert held.changed.tolist() == [[True, False, False]]
+    tripped = np.array([[False, True, False]])
+    is_open = np.array([[False, True, True]])
+    result = rails.breaker_rail(target, current, PROV, tripped, is_open)
+    # Tripped: provisioned now. Open: no shrink. Closed: as proposed.
+    np.testing.assert_allclose(result.values, [[3 * GIB, 4 * GIB, 1 * GIB]])
+    assert "deflated" in result.reasons[0, 1] and "no shrinking" in result.reasons[0, 2]
+    assert not result.changed[0, 0]
+
+def test_rail_log_records_each_change_with_its_reason() -> None:
+    log = rails.RailLog((1, 3))
+    target = np.array([[0.1, 3.0, 9.0]]) * GIB
+    out = log.add(target, rails.floor_rail(target, FLOOR, PROV))
+    assert out[0, 0] == FLOOR[0, 0]
+    assert log.rails_of(0) == ["floor"] and log.rails_of(1) == [] and log.rails_of(2) == ["floor"]
+    entry = log.of(0)[0]
+    assert entry["from_bytes"] == round(0.1 * GIB) and entry["to_bytes"] == GIB
+    assert entry["reason"].startswith("raised to the floor")
+
+def test_oom_memory_remembers_the_size_killed_at_for_a_while() -> None:
+    memory = rails.OomMemory((1, 2), memory_s=60, margin_frac=0.05)
+    provisioned = np.full((1, 2), 8 * GIB)
+    none = np.zeros((1, 2), dtype=bool)
+    assert memory.update(none, np.full((1, 2), GIB), provisioned, 0.0).tolist() == [[0.0, 0.0]]
+    bar = memory.update(np.array([[True, False]]), np.array([[2 * GIB, GIB]]), provisioned, 1_000.0)
+    assert bar[0, 0] == pytest.approx(2 * GIB + 0.4 * GIB) and bar[0, 1] == 0.0
+    # A second kill at a lower size never lowers the bar; one at a higher size raises it.
+    assert (
+        memory.update(np.array([[True, False]]), np.array([[GIB, GIB]]), provisioned, 2_000.0)[0, 0]
+        == bar[0, 0]
+    )
+    higher = memory.update(np.array([[True, False]]), np.array([[3 * GIB, GIB]]), provisioned, 3_000.0)
+    assert higher[0, 0] == pytest.approx(3.4 * GIB)
+    assert memory.update(none, provisioned, provisioned, 62_000.0)[0, 0] == pytest.approx(3.4 * GIB)
+    assert memory.update(none, provisioned, provisioned, 63_001.0)[0, 0] == 0.0  # forgotten after memory_s
+    rail = rails.oom_memory_rail(np.array([[GIB, GIB]]), higher)
+    assert rail.values[0].tolist() == [pytest.approx(3.4 * GIB), GIB]
+    assert rail.changed[0].tolist() == [True, False] and "OOM-killed below" in rail.reasons[0, 0]
+    off = rails.OomMemory((1, 1), memory_s=0, margin_frac=0.05)
+    assert off.update(np.array([[True]]), np.array([[GIB]]), np.array([[8 * GIB]]), 0.0)[0, 0] == 0.0
+
+def test_circuit_breaker_trips_on_oom_psi_refaults_and_cools_down() -> None:
+    breaker = rails.CircuitBreaker((1, 3), psi_some_avg10_pct=50, refault_frac_per_min=0.1, cooldown_s=30)
+    valid = np.ones((1, 3), dtype=bool)
+
+    def tick(t_s: float, ooms: list[int], psi: list[float], refaults: list[float]) -> rails.BreakerUpdate:
+        readings = [
+            _reading(
+                time_ms=int(t_s * 1000), oom_kills_total=o, psi_some_avg10=p, refault_total=r, usage_bytes=GIB
+            )
+            for o, p, r in zip(ooms, psi, refaults, strict=True)
+        ]
+        return breaker.update(_inputs(*readings).signals(valid), t_s * 1000)
+
+    first = tick(1000, [3, 0, 0], [0, 0, 0], [0, 0, 0])
+    assert not first.tripped.any()  # an OOM count from before the runner started is history
+    # One minute later: one new OOM kill; PSI 80 %; 20 % of 1 GiB refaulted (in 4 KiB pages).
+    pages = 0.2 * GIB / PAGE_BYTES
+    second = tick(1060, [4, 0, 0], [0, 80, 0], [0, 0, pages])
+    assert second.tripped.tolist() == [[True, True, True]]
+    assert second.reasons[0, 0] == "OOM kill"
+    assert "PSI" in second.reasons[0, 1] and "refaults 20.0%" in second.reasons[0, 2]
+    assert second.refault_pages_per_s[0, 2] == pytest.approx(pages / 60)
+    calm = tick(1080, [4, 0, 0], [0, 0, 0], [0, 0, pages])
+    assert calm.open.all() and not calm.tripped.any() and not calm.closed.any()
+    after = tick(1095, [4, 0, 0], [0, 0, 0], [0, 0, pages])
+    assert not after.open.any() and after.closed.all()
+    assert "cooldown over" in after.reasons[0, 0]
+
+def test_disabled_breaker_never_trips() -> None:
+    breaker = rails.CircuitBreaker((1, 1), enabled=False)
+    valid = np.ones((1, 1), dtype=bool)
+    breaker.update(_inputs(_reading(time_ms=1000)).signals(valid), 1000)
+    update = breaker.update(
+        _inputs(_reading(time_ms=2000, oom_kills_total=5, psi_some_avg10=99)).signals(valid), 2000
+    )
+    assert not update.tripped.any() and not update.open.any()
+
+
+def test_rate_rail_is_per_second_not_per_step() -> None:
+    current = np.array([[8.0, 8.0]]) * GIB
+    target = np.array([[1.0, 1.0]]) * GIB
+    prov = np.array([[8.0, 8.0]]) * GIB
+    ten = rails.rate_rail(target, current, prov, elapsed_s=10.0, max_shrink_frac_per_s=0.005)
+    one = rails.rate_rail(target, current, prov, elapsed_s=1.0, max_shrink_frac_per_s=0.005)
+    np.testing.assert_allclose(ten.values, 7.6 * GIB)
+    np.testing.assert_allclose(one.values, 8 * GIB - 0.04 * GIB)
+    assert "0.005 of provisioned per s" in ten.reasons[0, 0]
+    unbounded = rails.rate_rail(target, current, prov, elapsed_s=10.0, max_shrink_frac_per_s=None)
+    np.testing.assert_allclose(unbounded.values, target)
+
+
+def test_host_reserve_rail_is_per_host() -> None:
+    current = np.array([[4.0, 2.0], [1.0, 1.0]]) * GIB
+    target = np.array([[6.0, 4.0], [3.0, 3.0]]) * GIB  # host 0 over its 8 GiB room, host 1 within
+    result = rails.host_reserve_rail(target, current, np.array([12.0, 12.0]) * GIB, 4 * GIB)
+    assert result.values[0].sum() == pytest.approx(8 * GIB)
+    np.testing.assert_allclose(result.values[1], target[1])
+    assert result.changed.tolist() == [[True, True], [False, False]]
+
+
+def test_page_rail_rounds_up_within_bounds() -> None:
+    target = np.array([[GIB + 1.0, 2 * GIB - 1.0]])
+    out = rails.page_rail(target, np.array([[0.5 * GIB, 0.5 * GIB]]), np.array([[4 * GIB, 2 * GIB - 1.0]]))
+    assert out[0, 0] == GIB + PAGE_BYTES and out[0, 0] % PAGE_BYTES == 0
+    assert out[0, 1] == 2 * GIB - 1.0  # never above provisioned
+    assert not np.isnan(out).any()
