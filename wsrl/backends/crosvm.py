@@ -58,9 +58,8 @@ from typing import Literal
 
 from wsrl.backends.base import BackendError, GuestReading, Notify
 from wsrl.backends.guest_stream import GuestStreamReader
-from wsrl.backends.qemu import (
+from wsrl.backends.vm_common import (
     BALLOON_PAGE_BYTES,
-    MIB,
     BalloonStallTracker,
     MonotonicCounter,
     brief_repr,
@@ -71,6 +70,7 @@ from wsrl.errors import ParseError
 from wsrl.formats import FormatOptions
 from wsrl.formats import crosvm as crosvm_format
 from wsrl.histogram import Histogram
+from wsrl.units import MIB
 
 log = logging.getLogger(__name__)
 
