@@ -24,7 +24,8 @@ Anchoring on the histogram makes the action scale-free and self-correcting: page
 are young again, so a squeezed guest's proposal grows by itself. Cold memory at ``T`` is
 interpolated linearly in ``log T`` between the observation's idle ages
 (:data:`wsrl.pipeline.observation.OBS_IDLE_MS`), whose first and last equal the range ends. The
-allocator and guard then fit the proposals to the host and the floors, as for every policy.
+control stack's allocator and rails then fit the proposals to the host and the floors, as for
+every policy.
 """
 
 from __future__ import annotations
@@ -65,8 +66,12 @@ def cold_age_action(age_ms: np.ndarray) -> np.ndarray:
     Clipped into the range's ends; ``inf`` (no threshold: nothing is cold) gives ``+1``.
     """
     age = np.nan_to_num(np.asarray(age_ms, dtype=float), nan=MAX_COLD_AGE_MS, posinf=MAX_COLD_AGE_MS)
-    log_age = np.log(np.clip(age, MIN_COLD_AGE_MS, MAX_COLD_AGE_MS))
-    return 2.0 * (log_age - _LOG_AGES[0]) / (_LOG_AGES[-1] - _LOG_AGES[0]) - 1.0
+    return cold_age_action_of_log(np.log(np.clip(age, MIN_COLD_AGE_MS, MAX_COLD_AGE_MS)))
+
+
+def cold_age_action_of_log(log_age_ms: np.ndarray) -> np.ndarray:
+    """The ``cold_age`` action for natural logs of thresholds in ms (not clipped)."""
+    return 2.0 * (np.asarray(log_age_ms, dtype=float) - _LOG_AGES[0]) / (_LOG_AGES[-1] - _LOG_AGES[0]) - 1.0
 
 
 def headroom_action(frac: np.ndarray) -> np.ndarray:

@@ -36,9 +36,9 @@ import numpy as np
 from wsrl.errors import WsrlError
 from wsrl.pipeline.action import (
     ACTION_DIM,
-    MAX_COLD_AGE_MS,
     MAX_HEADROOM_FRAC,
-    MIN_COLD_AGE_MS,
+    cold_age_action_of_log,
+    headroom_action,
 )
 from wsrl.pipeline.observation import FEATURE_COUNT, OBS_IDLE_MS, ObservationBuilder, cold_bytes_by_type
 from wsrl.pipeline.snapshot import HostSnapshot
@@ -54,7 +54,6 @@ DECISION_KINDS: tuple[str, ...] = ("proposal", "applied")
 """What :func:`record_decisions` can record as ``action_target_bytes``."""
 
 _LOG_AGES = np.log(np.asarray(OBS_IDLE_MS, dtype=float))
-_LOG_SPAN = math.log(MAX_COLD_AGE_MS) - math.log(MIN_COLD_AGE_MS)
 
 
 # --- the inverse of the action mapping --------------------------------------------------------------
@@ -97,8 +96,6 @@ def target_to_action(target_bytes: np.ndarray, snapshot: HostSnapshot) -> np.nda
 
     # Headroom branch: T = T_max.
     needed = np.divide(target - top, provisioned, out=np.zeros_like(target), where=provisioned > 0)
-    share = np.sqrt(np.clip(needed, 0.0, MAX_HEADROOM_FRAC) / MAX_HEADROOM_FRAC)
-    headroom_action = 2.0 * share - 1.0
 
     # Cold-age branch: the largest segment k (ages k, k+1) with kept[k] <= target, then
     # interpolate inside it; below kept[0] the smallest age.
@@ -112,13 +109,13 @@ def target_to_action(target_bytes: np.ndarray, snapshot: HostSnapshot) -> np.nda
     frac = np.divide(target - lo, rise, out=np.ones_like(target), where=rise > 0)
     frac = np.clip(frac, 0.0, 1.0)
     log_age = _LOG_AGES[lower] + frac * (_LOG_AGES[lower + 1] - _LOG_AGES[lower])
-    age_action = 2.0 * (log_age - _LOG_AGES[0]) / _LOG_SPAN - 1.0
+    age_action = cold_age_action_of_log(log_age)
 
     above_top = target >= top
     action = np.stack(
         [
             np.where(above_top, 1.0, np.clip(age_action, -1.0, 1.0)),
-            np.where(above_top, headroom_action, -1.0),
+            np.where(above_top, headroom_action(needed), -1.0),
             np.full(target.shape, -1.0),
         ],
         axis=-1,
