@@ -26,15 +26,9 @@ from test_backend_damon import assert_read_only, damon_tree, recorded_opens, tha
 from test_runner_support import config_data
 
 from wsrl.backends.base import BackendError, GuestBackend, GuestSpec, snapshot_from_readings
-from wsrl.backends.cgroup import (
-    KERNEL_MAX_BYTES,
-    LRU_EDGE_MS,
-    MAX_FILE_BYTES,
-    PAGE_SIZE_BYTES,
-    WSR_REPORT_FILE,
-    CgroupBackend,
-    KernfsWatcher,
-)
+from wsrl.backends.cgroup import LRU_EDGE_MS, WSR_REPORT_FILE, CgroupBackend
+from wsrl.backends.cgroup_files import KERNEL_MAX_BYTES, MAX_FILE_BYTES, PAGE_SIZE_BYTES
+from wsrl.backends.kernfs import KernfsWatcher
 from wsrl.backends.registry import build_backends
 from wsrl.errors import ConfigError
 from wsrl.formats import parse_bytes

@@ -65,10 +65,10 @@ this guest, and is deliberately not used in its place.
   or a VM's QEMU process). See :mod:`wsrl.backends.damon` for every check.
 
 **WSR push.** With ``histogram_source="wsr"``, :meth:`CgroupBackend.start` starts a
-:class:`KernfsWatcher` on ``memory.workingset.page_age``. The working-set reporting patches (RFC
-2023, v1-v4 2024, never merged) wake readers of that file through ``cgroup_file_notify`` (a
-``kernfs_notify``, ``notify_workingset()`` in the patches) when non-proactive direct reclaim hits
-the group and, with the kernel's aging thread, when a report refreshed per
+:class:`~wsrl.backends.kernfs.KernfsWatcher` on ``memory.workingset.page_age``. The working-set
+reporting patches (RFC 2023, v1-v4 2024, never merged) wake readers of that file through
+``cgroup_file_notify`` (a ``kernfs_notify``, ``notify_workingset()`` in the patches) when
+non-proactive direct reclaim hits the group and, with the kernel's aging thread, when a report refreshed per
 ``memory.workingset.refresh_interval`` is ready; ``memory.workingset.report_threshold`` (ms per
 node, written ``N0=1000``) bounds how often a waiting reader is woken. Userspace waits on that
 with ``poll()`` for ``POLLPRI | POLLERR`` (kernfs's notification; inotify ``IN_MODIFY`` is also
@@ -82,9 +82,11 @@ more: polling each tick is the fallback. The watcher itself is tested on a real 
 notification this kernel does send, cgroup v2 ``cgroup.events`` (``populated`` flips when a
 process enters or leaves a group); the WSR file itself is not available here.
 
-Every file is read with a size cap (:data:`MAX_FILE_BYTES`, :data:`MAX_LRU_GEN_BYTES`) and without
-following a symlink at the last component; every unreadable, missing or malformed file is a
-:class:`~wsrl.backends.base.BackendError` naming the guest, the file and what is wrong with it.
+Every file is read with a size cap (:data:`~wsrl.backends.cgroup_files.MAX_FILE_BYTES`,
+:data:`~wsrl.backends.cgroup_files.MAX_LRU_GEN_BYTES`) and without following a symlink at the last
+component (:mod:`wsrl.backends.cgroup_files` reads and parses them); every unreadable, missing or
+malformed file is a :class:`~wsrl.backends.base.BackendError` naming the guest, the file and what
+is wrong with it.
 
 **Applying a target.** Targets are aligned down to a page; a target below one page is refused, one
 at or above the kernel's ceiling means "unlimited".
@@ -127,24 +129,25 @@ refused with a BackendError naming the ``path`` setting.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import math
 import numbers
-import os
-import re
-import select
-import stat
-import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from wsrl.backends.base import BackendError, GuestReading, Notify
+from wsrl.backends.cgroup_files import (
+    KERNEL_MAX_BYTES,
+    MAX_FILE_BYTES,
+    MAX_LRU_GEN_BYTES,
+    PAGE_SIZE_BYTES,
+    CgroupFiles,
+    detect_version,
+)
 from wsrl.backends.damon import DEFAULT_ADMIN_ROOT, DamonSource
+from wsrl.backends.kernfs import KernfsWatcher
 from wsrl.errors import HistogramError, ParseError
 from wsrl.formats import FormatOptions, parse_bytes
 from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
@@ -159,22 +162,9 @@ DEFAULT_LRU_GEN_PATH = Path("/sys/kernel/debug/lru_gen")
 WSR_REPORT_FILE = "memory.workingset.page_age"
 """The WSR patches' per-memcg report, read for ``histogram_source="wsr"`` and watched for pushes."""
 
-MAX_FILE_BYTES = 4 * 1024 * 1024
-"""Largest cgroup file read (``memory.stat`` is a few KiB): a bigger one is refused, not read."""
-MAX_LRU_GEN_BYTES = 16 * 1024 * 1024
-"""Largest ``lru_gen`` dump read: it lists every memcg on the host (~200 bytes per memcg and node)."""
-
-PAGE_SIZE_BYTES = os.sysconf("SC_PAGE_SIZE")
-KERNEL_MAX_BYTES = (2**63 - 1) // PAGE_SIZE_BYTES * PAGE_SIZE_BYTES
-"""The kernel's limit ceiling, ``PAGE_COUNTER_MAX`` pages: v1 prints it for "no limit"."""
-
 LRU_EDGE_MS = 1_000
 """The one edge of the ``memory_stat`` histogram: active pages are put at ages up to it, inactive
 pages above it (see the module docstring for why this is the conservative choice)."""
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_UINT = re.compile(r"[0-9]{1,20}")
-_PSI_FLOAT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 # memory.stat field names; v1 reads the same names with "total_" in front (hierarchical).
 _LRU_FIELDS: dict[str, tuple[str, int]] = {
@@ -184,8 +174,6 @@ _LRU_FIELDS: dict[str, tuple[str, int]] = {
     "inactive_anon": ("anon", 1),
     "inactive_file": ("file", 1),
 }
-_REFAULT_SPLIT = ("workingset_refault_anon", "workingset_refault_file")
-_REFAULT_OLD = "workingset_refault"
 
 
 class CgroupBackend:
@@ -261,6 +249,8 @@ class CgroupBackend:
             except BackendError as exc:
                 raise BackendError(f"cgroup {name!r}: {exc}") from None
         self.root, self.dir, self.version = self._locate(path, root, version)
+        self.files = CgroupFiles(name, self.dir, self.version)
+        """The group's files, read and written through bounded, symlink-refusing calls."""
         self._notify: Notify | None = None
         self.wsr_watcher: KernfsWatcher | None = None
         """The running WSR push watcher (``histogram_source="wsr"`` on a kernfs file), else None."""
@@ -290,7 +280,7 @@ class CgroupBackend:
             if not group.is_dir():
                 problems.append(f"{group} does not exist")
                 continue
-            found = _detect_version(group)
+            found = detect_version(group)
             if found is None:
                 problems.append(
                     f"{group} has no memory controller files (memory.limit_in_bytes, memory.current)"
@@ -371,30 +361,32 @@ class CgroupBackend:
 
         """
         time_ms = int(time.time() * 1000)
-        stat_fields = self._flat_keyed("memory.stat")
+        stat_fields = self.files.flat_keyed("memory.stat")
         if self.version == "v1":
-            usage = self._uint("memory.usage_in_bytes")
-            limit = self._limit("memory.limit_in_bytes")
+            usage = self.files.uint("memory.usage_in_bytes")
+            limit = self.files.limit("memory.limit_in_bytes")
             target = math.nan if limit is None else float(limit)
-            hierarchical = self._stat_value(stat_fields, "hierarchical_memory_limit", required=False)
+            hierarchical = self.files.stat_value(stat_fields, "hierarchical_memory_limit", required=False)
             in_force = min(
                 (v for v in (limit, hierarchical) if v is not None and v < KERNEL_MAX_BYTES),
                 default=None,
             )
-            swap = self._v1_swap_bytes(usage, stat_fields)
-            oom_kills = self._flat_keyed("memory.oom_control", required=("oom_kill",))["oom_kill"]
+            swap = self.files.v1_swap_bytes(usage, stat_fields)
+            oom_kills = self.files.flat_keyed("memory.oom_control", required=("oom_kill",))["oom_kill"]
             psi_total_s, psi_avg10 = math.nan, math.nan
         else:
-            usage = self._uint("memory.current")
-            high = self._limit("memory.high")
-            maximum = self._limit("memory.max")
+            usage = self.files.uint("memory.current")
+            high = self.files.limit("memory.high")
+            maximum = self.files.limit("memory.max")
             own = high if high is not None else maximum
             target = math.nan if own is None else float(own)
-            in_force = self._v2_limit_in_force()
-            swap = self._uint("memory.swap.current") if (self.dir / "memory.swap.current").exists() else 0
-            oom_kills = self._flat_keyed("memory.events", required=("oom_kill",))["oom_kill"]
-            psi_total_s, psi_avg10 = self._psi()
-        refaults = self._refaults(stat_fields)
+            in_force = self.files.v2_limit_in_force(self.root)
+            swap = (
+                self.files.uint("memory.swap.current") if (self.dir / "memory.swap.current").exists() else 0
+            )
+            oom_kills = self.files.flat_keyed("memory.events", required=("oom_kill",))["oom_kill"]
+            psi_total_s, psi_avg10 = self.files.psi()
+        refaults = self.files.refaults(stat_fields)
         histogram = self._histogram(stat_fields)
         return GuestReading(
             name=self.name,
@@ -428,10 +420,10 @@ class CgroupBackend:
             self._v1_set_limit(aligned)
             self._v1_set_soft_limit(aligned)
             return
-        self._write("memory.high", "max" if aligned is None else str(aligned))
+        self.files.write("memory.high", "max" if aligned is None else str(aligned))
         if aligned is None or not self.proactive_reclaim:
             return
-        excess = self._uint("memory.current") - aligned
+        excess = self.files.uint("memory.current") - aligned
         if excess > 0:
             self._reclaim(excess)
 
@@ -446,7 +438,7 @@ class CgroupBackend:
             self._v1_set_limit(aligned)
             self._v1_set_soft_limit(None)
         else:
-            self._write("memory.high", "max" if aligned is None else str(aligned))
+            self.files.write("memory.high", "max" if aligned is None else str(aligned))
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -470,128 +462,46 @@ class CgroupBackend:
     def _v1_set_limit(self, aligned: int | None) -> None:
         value = "-1" if aligned is None else str(aligned)
         try:
-            self._write("memory.limit_in_bytes", value, raw_errors=True)
+            self.files.write("memory.limit_in_bytes", value, raw_errors=True)
             return
         except OSError as exc:
             error = exc
-        old = self._describe_limit("memory.limit_in_bytes")
+        old = self.files.describe_limit("memory.limit_in_bytes")
         if error.errno == errno.EBUSY:
-            usage = self._uint("memory.usage_in_bytes")
+            usage = self.files.uint("memory.usage_in_bytes")
             raise BackendError(
                 f"cgroup {self.name!r}: kernel refused limit {value} below usage {usage} "
                 f"(EBUSY: it could not reclaim enough); limit {old} kept"
             )
         if error.errno == errno.EINVAL and (self.dir / "memory.memsw.limit_in_bytes").exists():
-            memsw = self._describe_limit("memory.memsw.limit_in_bytes")
+            memsw = self.files.describe_limit("memory.memsw.limit_in_bytes")
             raise BackendError(
                 f"cgroup {self.name!r}: kernel refused limit {value} (EINVAL): "
                 f"memory.memsw.limit_in_bytes is {memsw} and must stay >= the limit; limit {old} kept"
             )
-        raise self._os_error("memory.limit_in_bytes", "write", error)
+        raise self.files.os_error("memory.limit_in_bytes", "write", error)
 
     def _v1_set_soft_limit(self, aligned: int | None) -> None:
         try:
-            self._write(
+            self.files.write(
                 "memory.soft_limit_in_bytes", "-1" if aligned is None else str(aligned), raw_errors=True
             )
         except OSError as exc:
             if exc.errno == errno.EOPNOTSUPP:
                 return  # soft limits are advisory; PREEMPT_RT kernels do not offer them
-            raise self._os_error("memory.soft_limit_in_bytes", "write", exc) from None
+            raise self.files.os_error("memory.soft_limit_in_bytes", "write", exc) from None
 
     def _reclaim(self, excess_bytes: int) -> None:
         if not (self.dir / "memory.reclaim").exists():
             return  # before Linux 5.19: memory.high's own reclaim has to do
         try:
-            self._write("memory.reclaim", str(excess_bytes), raw_errors=True)
+            self.files.write("memory.reclaim", str(excess_bytes), raw_errors=True)
         except OSError as exc:
             if exc.errno == errno.EAGAIN:
                 return  # reclaimed less than asked: memory.high keeps pushing
-            raise self._os_error("memory.reclaim", "write", exc) from None
-
-    def _describe_limit(self, file_name: str) -> str:
-        try:
-            limit = self._limit(file_name)
-        except BackendError:
-            return "unknown"
-        return "unlimited" if limit is None else str(limit)
+            raise self.files.os_error("memory.reclaim", "write", exc) from None
 
     # -- reading -------------------------------------------------------------------------------
-
-    def _stat_value(self, fields: dict[str, int], key: str, *, required: bool = True) -> int | None:
-        """A ``memory.stat`` field (``total_<key>`` on v1, hierarchical), or None when absent."""
-        if self.version == "v1" and f"total_{key}" in fields:
-            return fields[f"total_{key}"]
-        if key in fields or not required:
-            return fields.get(key)
-        shown = f"total_{key}" if self.version == "v1" else key
-        raise BackendError(f"cgroup {self.name!r}: {self.dir / 'memory.stat'}: field {shown!r} is missing")
-
-    def _refaults(self, fields: dict[str, int]) -> int:
-        split = [self._stat_value(fields, key, required=False) for key in _REFAULT_SPLIT]
-        if all(v is not None for v in split):
-            return sum(v for v in split if v is not None)
-        old = self._stat_value(fields, _REFAULT_OLD, required=False)
-        if old is not None:
-            return old
-        prefix = "total_" if self.version == "v1" else ""
-        raise BackendError(
-            f"cgroup {self.name!r}: {self.dir / 'memory.stat'}: field '{prefix}{_REFAULT_SPLIT[0]}' is "
-            f"missing (nor '{prefix}{_REFAULT_OLD}'): no refault counter, refusing to report 0 refaults"
-        )
-
-    def _v1_swap_bytes(self, usage_bytes: int, fields: dict[str, int]) -> int:
-        if (self.dir / "memory.memsw.usage_in_bytes").exists():
-            return max(0, self._uint("memory.memsw.usage_in_bytes") - usage_bytes)
-        return self._stat_value(fields, "swap", required=False) or 0
-
-    def _v2_limit_in_force(self) -> int | None:
-        """The smallest ``memory.high`` / ``memory.max`` of the group and its ancestors below root."""
-        limits: list[int] = []
-        directory = self.dir
-        while directory.is_relative_to(self.root):
-            for file_name in ("memory.high", "memory.max"):
-                if (directory / file_name).exists():
-                    value = self._limit(file_name, directory)
-                    if value is not None:
-                        limits.append(value)
-            if directory == self.root:
-                break
-            directory = directory.parent
-        return min(limits, default=None)
-
-    def _psi(self) -> tuple[float, float]:
-        """``(some total s, some avg10 %)`` of ``memory.pressure``; NaN when PSI is off."""
-        path = self.dir / "memory.pressure"
-        try:
-            text = self._read_text(path, MAX_FILE_BYTES, raw_errors=True)
-        except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.ENOENT):
-                return math.nan, math.nan  # psi=0 on the command line, or no PSI in the kernel
-            raise self._os_error(path, "read", exc) from None
-        for number, line in enumerate(text.splitlines(), start=1):
-            kind, *pairs = line.split()
-            if kind != "some":
-                continue
-            values: dict[str, str] = {}
-            for pair in pairs:
-                key, separator, value = pair.partition("=")
-                if not separator:
-                    raise self._parse_error(path, number, kind, f"{pair!r} is not key=value")
-                values[key] = value
-            for key in ("avg10", "total"):
-                if key not in values:
-                    raise self._parse_error(path, number, f"some {key}", "missing")
-            if not _PSI_FLOAT.fullmatch(values["avg10"]):
-                raise self._parse_error(
-                    path, number, "some avg10", f"{values['avg10']!r} is not a percentage"
-                )
-            if not _UINT.fullmatch(values["total"]):
-                raise self._parse_error(
-                    path, number, "some total", f"{values['total']!r} is not a count of us"
-                )
-            return int(values["total"]) / 1e6, float(values["avg10"])
-        raise self._parse_error(path, 1, "some", "no 'some' line")
 
     def _histogram(self, stat_fields: dict[str, int]) -> Histogram:
         if self.damon_source is not None:
@@ -602,7 +512,7 @@ class CgroupBackend:
         if self.histogram_source == "memory_stat":
             rows = {"anon": [0, 0], "file": [0, 0]}
             for key, (type_name, column) in _LRU_FIELDS.items():
-                value = self._stat_value(stat_fields, key)
+                value = self.files.stat_value(stat_fields, key)
                 rows[type_name][column] += value or 0
             return Histogram(self.name, ALL_NODES, (LRU_EDGE_MS,), rows, {"source": "memory_stat"})
         if self.histogram_source == "wsr":
@@ -632,314 +542,10 @@ class CgroupBackend:
             raise BackendError(f"cgroup {self.name!r}: {path}: {exc}") from None
 
     def _parse(self, format_name: str, path: Path, cap_bytes: int) -> list[Histogram]:
-        data = self._read_bytes(path, cap_bytes)
+        data = self.files.read_bytes(path, cap_bytes)
         try:
             return parse_bytes(
                 format_name, data, FormatOptions(guest=self.name, page_size_bytes=PAGE_SIZE_BYTES)
             )
         except ParseError as exc:
             raise BackendError(f"cgroup {self.name!r}: {path}: {exc}") from None
-
-    # -- file primitives -----------------------------------------------------------------------
-
-    def _limit(self, file_name: str, directory: Path | None = None) -> int | None:
-        """A limit file's bytes, or None for unlimited (``max``, or the kernel's ceiling)."""
-        path = (directory or self.dir) / file_name
-        text = self._read_text(path, MAX_FILE_BYTES).strip()
-        if text == "max":
-            return None
-        value = self._parse_uint(path, text)
-        return None if value >= KERNEL_MAX_BYTES else value
-
-    def _uint(self, file_name: str) -> int:
-        path = self.dir / file_name
-        return self._parse_uint(path, self._read_text(path, MAX_FILE_BYTES).strip())
-
-    def _parse_uint(self, path: Path, text: str) -> int:
-        if not _UINT.fullmatch(text):
-            raise BackendError(
-                f"cgroup {self.name!r}: {path}: {text[:40]!r} is not a non-negative decimal byte count"
-            )
-        return int(text)
-
-    def _flat_keyed(self, file_name: str, required: Sequence[str] = ()) -> dict[str, int]:
-        """A ``key value`` per line file (``memory.stat``, ``memory.events``, ``oom_control``)."""
-        path = self.dir / file_name
-        fields: dict[str, int] = {}
-        for number, line in enumerate(self._read_text(path, MAX_FILE_BYTES).splitlines(), start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if len(tokens) != 2 or not _KEY.fullmatch(tokens[0]):
-                raise self._parse_error(path, number, tokens[0], f"{line.strip()[:60]!r} is not 'key value'")
-            key, value = tokens
-            if key in fields:
-                raise self._parse_error(path, number, key, "appears twice")
-            if not _UINT.fullmatch(value):
-                raise self._parse_error(path, number, key, f"{value[:40]!r} is not a non-negative integer")
-            fields[key] = int(value)
-        for key in required:
-            if key not in fields:
-                raise BackendError(f"cgroup {self.name!r}: {path}: field {key!r} is missing")
-        return fields
-
-    def _parse_error(self, path: Path, line: int, field: str, reason: str) -> BackendError:
-        return BackendError(f"cgroup {self.name!r}: {path}: line {line}: field {field!r}: {reason}")
-
-    def _os_error(self, path: Path | str, action: str, exc: OSError) -> BackendError:
-        path = self.dir / path if isinstance(path, str) else path
-        if exc.errno == errno.ENOENT:
-            return BackendError(
-                f"cgroup {self.name!r}: cannot {action} {path}: missing (was the group removed?)"
-            )
-        return BackendError(f"cgroup {self.name!r}: cannot {action} {path}: {exc.strerror or exc}")
-
-    def _read_text(self, path: Path, cap_bytes: int, *, raw_errors: bool = False) -> str:
-        data = self._read_bytes(path, cap_bytes, raw_errors=raw_errors)
-        try:
-            return data.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise BackendError(f"cgroup {self.name!r}: {path}: not ASCII text (byte {exc.start})") from None
-
-    def _read_bytes(self, path: Path, cap_bytes: int, *, raw_errors: bool = False) -> bytes:
-        """At most ``cap_bytes`` of a regular file, not following a symlink at its last component."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            if raw_errors:
-                raise
-            raise self._os_error(path, "read", _nofollow(exc)) from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise BackendError(f"cgroup {self.name!r}: {path}: not a regular file: refused")
-            chunks: list[bytes] = []
-            total = 0
-            while total <= cap_bytes:
-                chunk = os.read(fd, min(1024 * 1024, cap_bytes + 1 - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-        except OSError as exc:
-            if raw_errors:
-                raise
-            raise self._os_error(path, "read", exc) from None
-        finally:
-            os.close(fd)
-        if total > cap_bytes:
-            raise BackendError(
-                f"cgroup {self.name!r}: {path}: larger than the {cap_bytes}-byte limit: refused"
-            )
-        return b"".join(chunks)
-
-    def _write(self, file_name: str, value: str, *, raw_errors: bool = False) -> None:
-        """One ``write()`` of ``value`` to an existing regular file of the group."""
-        path = self.dir / file_name
-        data = value.encode("ascii")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise self._os_error(path, "write", _nofollow(exc)) from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise BackendError(f"cgroup {self.name!r}: {path}: not a regular file: refused")
-            written = os.write(fd, data)
-            if written != len(data):
-                raise BackendError(
-                    f"cgroup {self.name!r}: {path}: short write ({written} of {len(data)} bytes)"
-                )
-        except OSError as exc:
-            if raw_errors:
-                raise
-            raise self._os_error(path, "write", exc) from None
-        finally:
-            os.close(fd)
-
-
-# -- kernfs change notifications ---------------------------------------------------------------
-
-KERNFS_MAGICS: dict[int, str] = {0x62656572: "sysfs", 0x27E0EB: "cgroup", 0x63677270: "cgroup2"}
-"""``statfs`` magic numbers of the kernfs-backed file systems, whose files can signal changes."""
-
-
-def kernfs_type(fd: int) -> str | None:
-    """The kernfs file system (``sysfs``, ``cgroup``, ``cgroup2``) an open file is on, else None."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
-        if libc.fstatfs(fd, buf) != 0:
-            return None
-    except (OSError, AttributeError):
-        return None
-    f_type = int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], sys.byteorder) & 0xFFFFFFFF
-    return KERNFS_MAGICS.get(f_type)
-
-
-KERNFS_RECHECK_MS = 1000
-"""How often a quiet kernfs watcher checks that its file still exists, ms."""
-
-
-class KernfsWatcher:
-    """Calls ``on_change`` each time the kernel signals a change of one kernfs file.
-
-    kernfs files (sysfs, cgroup v1 and v2) can wake readers through ``kernfs_notify`` (cgroup
-    files through ``cgroup_file_notify``): ``cgroup.events``, ``memory.events`` and, on kernels
-    with the working-set reporting patches, ``memory.workingset.page_age``. A reader sees the
-    change as ``POLLPRI | POLLERR`` from ``poll()`` once it has read the file after opening it,
-    and re-arms by reading it again (kernfs compares an event counter with the one seen at the
-    last read). :meth:`start` opens and reads the file (so a change right after ``start`` is not
-    missed) and starts a daemon thread that polls the file and a stop pipe; on each wake it
-    re-reads the file from the start (bounded by ``cap_bytes``) and calls ``on_change()``.
-
-    A file that is missing, is a symlink, is not a regular file or is not on kernfs is not
-    watched: :meth:`start` returns why and no thread runs (a regular file on another file system
-    never signals, so polling it would only park a thread). The thread ends on :meth:`stop`, or
-    when the file cannot be read any more (its cgroup was removed): :attr:`ended_because` says why.
-    An exception from ``on_change`` is kept in :attr:`ended_because` and ends the watch.
-
-    Args:
-        path: the kernfs file.
-        on_change: called from the watcher thread after each signalled change.
-        cap_bytes: most bytes read from the file on each re-read.
-        thread_name: the watcher thread's name.
-
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        on_change: Callable[[], None],
-        *,
-        cap_bytes: int = MAX_FILE_BYTES,
-        thread_name: str = "wsrl-kernfs-watch",
-    ) -> None:
-        self.path = Path(path)
-        self.on_change = on_change
-        self.cap_bytes = cap_bytes
-        self.thread_name = thread_name
-        self.wakeups = 0
-        """Changes signalled so far (``on_change`` calls)."""
-        self.ended_because: str | None = None
-        self._fd: int | None = None
-        self._stop_r: int | None = None
-        self._stop_w: int | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        """Whether the watcher thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> str:
-        """Open, read and start watching the file; returns what happened, in words.
-
-        Returns ``"watching <path> (<fs>)"`` when the thread runs, otherwise why not (missing,
-        not regular, not on kernfs). Never raises for those; :attr:`running` tells.
-        """
-        if self._thread is not None:
-            return f"already watching {self.path}"
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            reason = "missing" if exc.errno == errno.ENOENT else (_nofollow(exc).strerror or str(exc))
-            return f"not watching {self.path}: {reason}"
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file")
-            fs = kernfs_type(fd)
-            if fs is None:
-                raise OSError(errno.EOPNOTSUPP, "not on kernfs (sysfs, cgroup): it never signals")
-            self._drain(fd)
-            self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            os.close(fd)
-            return f"not watching {self.path}: {exc.strerror or exc}"
-        self._fd = fd
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
-        self._thread.start()
-        return f"watching {self.path} ({fs})"
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """End the thread (waits up to ``timeout_s``) and close the file; never raises."""
-        thread, self._thread = self._thread, None
-        if self._stop_w is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._stop_w, b"x")
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
-        for fd in (self._fd, self._stop_r, self._stop_w):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fd = self._stop_r = self._stop_w = None
-
-    def _drain(self, fd: int) -> None:
-        """Read the file from the start (at most ``cap_bytes``): what re-arms kernfs's signal."""
-        os.lseek(fd, 0, os.SEEK_SET)
-        total = 0
-        while total <= self.cap_bytes:
-            chunk = os.read(fd, min(64 * 1024, self.cap_bytes + 1 - total))
-            if not chunk:
-                return
-            total += len(chunk)
-
-    def _run(self) -> None:
-        fd, stop_r = self._fd, self._stop_r
-        assert fd is not None and stop_r is not None
-        poller = select.poll()
-        poller.register(fd, select.POLLPRI | select.POLLERR)
-        poller.register(stop_r, select.POLLIN)
-        while True:
-            try:
-                # A timeout, so that a removal whose wake-up came before this thread first polled
-                # (a race seen under load) is still noticed by the existence check below.
-                events = poller.poll(KERNFS_RECHECK_MS)
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                self.ended_because = f"poll failed: {exc}"
-                return
-            if not events:
-                if not os.path.exists(self.path):
-                    self.ended_because = f"{self.path} unreadable (it is gone): was it removed?"
-                    return
-                continue
-            if any(ready == stop_r for ready, _ in events):
-                self.ended_because = "stopped"
-                return
-            flags = 0
-            for ready, mask in events:
-                if ready == fd:
-                    flags |= mask
-            if flags & (select.POLLNVAL | select.POLLHUP):
-                self.ended_because = f"{self.path} closed under the watcher"
-                return
-            if not flags & (select.POLLPRI | select.POLLERR):
-                continue
-            try:
-                self._drain(fd)
-            except OSError as exc:
-                self.ended_because = f"{self.path} unreadable ({exc.strerror or exc}): was it removed?"
-                return
-            self.wakeups += 1
-            try:
-                self.on_change()
-            except Exception as exc:  # the thread must end cleanly, keeping the reason
-                self.ended_because = f"on_change raised {type(exc).__name__}: {exc}"
-                return
-
-
-def _detect_version(group: Path) -> Literal["v1", "v2"] | None:
-    """Which cgroup version a group directory belongs to, by its memory files."""
-    if (group / "memory.limit_in_bytes").exists() and (group / "memory.usage_in_bytes").exists():
-        return "v1"
-    if (group / "memory.current").exists() and (group / "memory.max").exists():
-        return "v2"
-    return None
-
-
-def _nofollow(exc: OSError) -> OSError:
-    """Name O_NOFOLLOW's ``ELOOP`` for what it is: the file is a symlink."""
-    if exc.errno == errno.ELOOP:
-        return OSError(errno.ELOOP, "is a symlink: refused")
-    return exc
