@@ -74,7 +74,7 @@ def test_aggressive_policy_never_crosses_floor_and_shrinks_at_bounded_rate(tmp_p
     ticks = 360
     grew = 0
     for _ in range(ticks):
-        before = dict(zip([s.name for s in runner.specs], runner.current[0], strict=True))
+        before = dict(zip([s.name for s in runner.specs], runner.state.current[0], strict=True))
         outcome = runner.tick()
         pending = _pending(runner)
         for name, guest in _by_name(outcome.record).items():
@@ -137,7 +137,7 @@ def test_stale_input_holds_then_falls_back_then_recovers(tmp_path: Path) -> None
     for _ in range(6):
         runner.tick()
     frozen.frozen = True
-    held_at = runner.current[0, 1]
+    held_at = runner.state.current[0, 1]
     stuck = [_by_name(runner.tick().record)["android"] for _ in range(4)]
     frozen.frozen = False
     recovered = _by_name(runner.tick().record)["android"]
@@ -385,7 +385,7 @@ def test_exit_leaves_guests_as_configured(tmp_path: Path, on_exit: str, expected
     runner.start()
     for _ in range(5):
         runner.tick()
-    current = {s.name: runner.current[0, g] for g, s in enumerate(runner.specs)}
+    current = {s.name: runner.state.current[0, g] for g, s in enumerate(runner.specs)}
     assert any(current[s.name] < s.provisioned_bytes for s in runner.specs)
     record = runner.shutdown()
     pending = _pending(runner)

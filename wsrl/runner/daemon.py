@@ -37,8 +37,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from wsrl.backends.base import GuestBackend, GuestReading, snapshot_from_readings
 from wsrl.errors import WsrlError
 from wsrl.pipeline.control import (
@@ -46,8 +44,8 @@ from wsrl.pipeline.control import (
     FALLBACK_POLICY,
     HELD,
     RELAXED,
+    ControlStack,
     Decision,
-    GuestConditions,
     PolicyStage,
     StackDecision,
     error_line,
@@ -55,14 +53,16 @@ from wsrl.pipeline.control import (
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.runner import safety
+from wsrl.runner.actuation import Actuators
 from wsrl.runner.audit import AuditLog, iso_time
 from wsrl.runner.config import SIM_ONLY_POLICIES, RunnerConfig
 from wsrl.runner.deadline import GuestCalls
+from wsrl.runner.guest_state import GuestState
 from wsrl.runner.metrics import RunnerMetrics
 from wsrl.runner.policy_reload import PolicyReloader, reloader_for
 from wsrl.runner.recorder import TraceRecorder
-from wsrl.runner.report import RunnerView, exit_record, guest_record, start_record
-from wsrl.units import GIB, PAGE_BYTES
+from wsrl.runner.report import RunnerView, TickFacts, exit_record, start_record, tick_record
+from wsrl.units import GIB
 
 Mode = Literal["normal", "dry-run", "shadow"]
 MODES: tuple[str, ...] = ("normal", "dry-run", "shadow")
@@ -125,8 +125,6 @@ class Runner:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        from wsrl.policies import POLICIES, make_policy, make_stack
-
         if mode not in MODES:
             raise WsrlError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.config = config
@@ -134,35 +132,9 @@ class Runner:
         self.specs = config.guest_specs()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
-        n = len(self.specs)
-        self.provisioned = np.array([[s.provisioned_bytes for s in self.specs]])
-        self.floor = np.array([[s.floor_bytes for s in self.specs]])
-        self.current = self.provisioned.copy()
-        """Each guest's target in force, the rails' starting point: from its last good reading or the
-        last successful apply (until one is known, the provisioned size, so the shrink rail starts
-        from there; an unlimited group counts as provisioned too)."""
-        self.known_target = np.full((1, n), np.nan)
-        """What the actuator is known to hold (NaN: unknown or unlimited), to skip needless applies."""
         self._closables: list[Any] = []
         self.reloader: PolicyReloader | None = None
-        if policy is None and config.policy.reload and config.policy.name_or_path not in POLICIES:
-            # Watch before loading: a change while the first load runs is then loaded again.
-            self.reloader = reloader_for(config.resolve(config.policy.name_or_path))
-        configured = policy if policy is not None else load_policy(config)
-        acting = configured
-        if mode == "shadow":
-            actor_name = shadow_actor or config.policy.shadow_actor or config.policy.fallback
-            if actor_name in SIM_ONLY_POLICIES:
-                raise WsrlError(f"shadow actor {actor_name!r} reads the simulator's future: not for a host")
-            params = config.policy.fallback_params if actor_name == config.policy.fallback else {}
-            acting = make_policy(actor_name, **params)
-        self.stack = make_stack(acting, config.control_spec())
-        """The one control stack (policy, fallback, allocator, rails) training and evaluation use too."""
-        self.shadowed: PolicyStage | None = None
-        """In shadow mode: the configured policy, computed beside the acting one for the audit only."""
-        if mode == "shadow":
-            self.shadowed = PolicyStage(configured, self.stack.allocator)
-            self._shadow_needs_reset = True
+        self.stack, self.shadowed = self._build_stack(policy, shadow_actor)
         self.backends = list(backends) if backends is not None else self._build_backends()
         self._closables.extend(self.backends)
         self.calls = GuestCalls([b.name for b in self.backends], monotonic=monotonic)
@@ -173,12 +145,16 @@ class Runner:
                 f"backends {[b.name for b in self.backends]} do not match the config's guests "
                 f"{[s.name for s in self.specs]}"
             )
-        self.health = safety.InputHealth(n, config.safety.hold_intervals_before_fallback)
-        self._clock_offset_s: float | None = None
         simulated = config.sim is not None and config.sim.clock == "simulated"
-        self._clock_skew_s = math.inf if simulated else config.safety.clock_skew_s
-        """A simulated clock runs ahead of the host's by design: only real clocks are held to the skew."""
-        self._last_time_ms = np.full((1, n), np.nan)
+        self.state = GuestState(
+            self.specs,
+            config.safety,
+            capacity_bytes=config.host.capacity_gib * GIB,
+            reserve_bytes=config.host.reserve_gib * GIB,
+            # A simulated clock runs ahead of the host's by design: only real clocks are held to the skew.
+            clock_skew_s=math.inf if simulated else config.safety.clock_skew_s,
+        )
+        self._clock_offset_s: float | None = None
         self._last_snapshot_ms: int | None = None
         self._started = False
         self._closed = False
@@ -188,34 +164,68 @@ class Runner:
         self._wake_lock = threading.Lock()
         self._wake_reasons: list[str] = []
         try:
-            self.audit = AuditLog(config.resolve(config.audit.path), fsync=config.audit.fsync)
-            self._closables.append(self.audit)
-            self.metrics = RunnerMetrics(
-                config.host.name,
-                [s.name for s in self.specs],
-                bind=config.metrics.bind,
-                port=config.metrics.port,
-                labels={
-                    "policy": self.primary.policy.name,
-                    "fallback": self.fallback.policy.name,
-                    "mode": mode,
-                },
-            )
-            self._closables.append(self.metrics)
-            self.recorder: TraceRecorder | None = None
-            if config.record.dir is not None:
-                self.recorder = TraceRecorder(
-                    config.resolve(config.record.dir),
-                    host=config.host.name,
-                    specs=self.specs,
-                    meta={"config": config.label, "policy": self.primary.policy.name, "mode": mode},
-                    flush_rows=config.record.flush_rows,
-                    flush_interval_s=config.record.flush_interval_s,
-                )
-                self._closables.append(self.recorder)
+            self._open_outputs()
         except BaseException:
             self.close()
             raise
+
+    def _open_outputs(self) -> None:
+        """The audit log, the metrics endpoint, the actuators and the trace recorder."""
+        config, mode = self.config, self.mode
+        self.audit = AuditLog(config.resolve(config.audit.path), fsync=config.audit.fsync)
+        self._closables.append(self.audit)
+        self.metrics = RunnerMetrics(
+            config.host.name,
+            [s.name for s in self.specs],
+            bind=config.metrics.bind,
+            port=config.metrics.port,
+            labels={
+                "policy": self.primary.policy.name,
+                "fallback": self.fallback.policy.name,
+                "mode": mode,
+            },
+        )
+        self._closables.append(self.metrics)
+        self.actuators = Actuators(
+            self.backends,
+            self.calls,
+            self.metrics,
+            self.state,
+            dry_run=mode == "dry-run",
+            timeout_s=config.safety.call_timeout_s,
+        )
+        self.recorder: TraceRecorder | None = None
+        if config.record.dir is not None:
+            self.recorder = TraceRecorder(
+                config.resolve(config.record.dir),
+                host=config.host.name,
+                specs=self.specs,
+                meta={"config": config.label, "policy": self.primary.policy.name, "mode": mode},
+                flush_rows=config.record.flush_rows,
+                flush_interval_s=config.record.flush_interval_s,
+            )
+            self._closables.append(self.recorder)
+
+    def _build_stack(
+        self, policy: Policy | None, shadow_actor: str | None
+    ) -> tuple[ControlStack, PolicyStage | None]:
+        """The control stack of the acting policy and, in shadow mode, the configured policy beside it."""
+        from wsrl.policies import POLICIES, make_policy, make_stack
+
+        config = self.config
+        if policy is None and config.policy.reload and config.policy.name_or_path not in POLICIES:
+            # Watch before loading: a change while the first load runs is then loaded again.
+            self.reloader = reloader_for(config.resolve(config.policy.name_or_path))
+        configured = policy if policy is not None else load_policy(config)
+        if self.mode != "shadow":
+            return make_stack(configured, config.control_spec()), None
+        actor_name = shadow_actor or config.policy.shadow_actor or config.policy.fallback
+        if actor_name in SIM_ONLY_POLICIES:
+            raise WsrlError(f"shadow actor {actor_name!r} reads the simulator's future: not for a host")
+        params = config.policy.fallback_params if actor_name == config.policy.fallback else {}
+        stack = make_stack(make_policy(actor_name, **params), config.control_spec())
+        self._shadow_needs_reset = True
+        return stack, PolicyStage(configured, stack.allocator)
 
     def _build_backends(self) -> list[GuestBackend]:
         from wsrl.backends.registry import build_backends
@@ -290,27 +300,7 @@ class Runner:
         if self._closed:
             return {}
         on_exit = self.config.safety.on_exit
-        results: list[dict[str, Any]] = []
-        for g, backend in enumerate(self.backends):
-            entry: dict[str, Any] = {"name": backend.name, "relaxed_to_bytes": None, "error": None}
-            if not relax or self.mode == "dry-run":
-                entry["skipped"] = "dry-run: nothing was applied" if relax else "one-shot run: targets kept"
-            else:
-                size = {
-                    "relax": int(self.provisioned[0, g]),
-                    "hold": int(self.current[0, g]),
-                    "unlimited": None,
-                }[on_exit]
-                try:
-                    self.calls.call(
-                        g, "relax", backend.relax, size, timeout_s=self.config.safety.call_timeout_s
-                    )
-                    entry["relaxed_to_bytes"] = size
-                    entry["relaxed_to"] = "unlimited" if size is None else on_exit
-                except Exception as exc:  # one guest's failure must not keep the others unrelaxed
-                    entry["error"] = error_line(exc)
-                    self.metrics.backend_error(g, "relax")
-            results.append(entry)
+        results = self.actuators.leave(on_exit, relax=relax)
         record = exit_record(self.view(), self.ticks, on_exit, results, self._wall_clock() * 1000.0)
         try:
             self.audit.write(record)
@@ -405,22 +395,6 @@ class Runner:
         """The fallback policy."""
         return self.stack.fallback
 
-    def _conditions(
-        self, usable: np.ndarray, current: np.ndarray, states: np.ndarray, signals: safety.GuestSignals
-    ) -> GuestConditions:
-        """What the runner knows beyond the snapshot: its trust in each reading and the targets in force."""
-        return GuestConditions(
-            configured=np.ones_like(usable),
-            usable=usable,
-            current_bytes=current,
-            provisioned_bytes=self.provisioned,
-            floor_bytes=np.minimum(self.floor, self.provisioned),
-            input_state=states,
-            signals=signals,
-            capacity_bytes=np.array([self.config.host.capacity_gib * GIB]),
-            reserve_bytes=np.array([self.config.host.reserve_gib * GIB]),
-        )
-
     def _shadow_decision(self, snapshot: HostSnapshot | None) -> tuple[Decision | None, str | None]:
         """In shadow mode, the configured policy's decision (a failure is audited, never acted on)."""
         if self.shadowed is None or snapshot is None:
@@ -457,34 +431,10 @@ class Runner:
         self._reload_policy()
         clock_step_s = self._clock_step_s(started_s)
         readings, errors = self._read_all()
-        inputs = safety.InputArrays.from_readings(readings)
-        safety_cfg = self.config.safety
-        verdict = safety.check_inputs(
-            inputs,
-            previous_time_ms=self._last_time_ms,
-            now_ms=self._wall_clock() * 1000.0,
-            stale_after_s=safety_cfg.stale_after_s,
-            provisioned_bytes=self.provisioned,
-            usage_factor=safety_cfg.malformed_usage_factor,
-            clock_skew_s=self._clock_skew_s,
-        )
-        usable = verdict.usable
-        newest_ms = np.fmax(inputs.time_ms, self._last_time_ms)
-        if verdict.stepped_back is not None:  # a clock stepped back: the reading starts a new time line
-            newest_ms = np.where(verdict.stepped_back, inputs.time_ms, newest_ms)
-        self._last_time_ms = np.where(usable, newest_ms, self._last_time_ms)
-        states = self.health.update(verdict.bad)
-        fresh = ~verdict.bad
-        self.current = np.where(fresh & np.isfinite(inputs.target_bytes), inputs.target_bytes, self.current)
-        self.known_target = np.where(fresh, inputs.target_bytes, self.known_target)
-
-        snapshot = None
-        time_ms = int(self._wall_clock() * 1000.0)
-        if usable.any():
-            time_ms = int(np.nanmax(np.where(usable, inputs.time_ms, np.nan)))
-            snapshot = self._snapshot([r if usable[0, g] else None for g, r in enumerate(readings)], time_ms)
-        conditions = self._conditions(usable, self.current.copy(), states, inputs.signals(fresh))
-        decision = self.stack.step(snapshot, conditions, time_ms=time_ms, log=True)
+        intake = self.state.take(readings, self._wall_clock() * 1000.0)
+        usable, states, time_ms = intake.usable, intake.states, intake.time_ms
+        snapshot = self._snapshot(intake.usable_readings(), time_ms) if usable.any() else None
+        decision = self.stack.step(snapshot, self.state.conditions(intake), time_ms=time_ms, log=True)
         shadow_decision, shadow_error = self._shadow_decision(snapshot)
         decisions: dict[str, Decision | None] = {
             "primary": shadow_decision if self.shadowed is not None else decision.actor,
@@ -501,8 +451,9 @@ class Runner:
         rails = decision.rails if decision.rails is not None else safety.RailLog((1, n))
         final = [int(decision.target_bytes[0, g]) for g in range(n)]
 
-        expired = safety.expiry_reason(started_s, self._monotonic(), safety_cfg.decision_expiry_s)
-        outcomes, applied = self._apply(final, holding, expired, errors)
+        expiry_s = self.config.safety.decision_expiry_s
+        expired = safety.expiry_reason(started_s, self._monotonic(), expiry_s)
+        outcomes, _ = self.actuators.apply(final, holding, expired, errors)
         duration_s = self._monotonic() - started_s
 
         recorded = [False] * n
@@ -513,55 +464,36 @@ class Runner:
                 recorded = self.recorder.record(readings, actions, sources)
             except WsrlError as exc:  # a full disk must not stop the control loop; the rows stay buffered
                 record_error = str(exc)
-        breaker = decision.breaker
-        view = self.view()
-        guests = [
-            guest_record(
-                view,
-                g,
-                reading=readings[g],
-                snapshot=snapshot if usable[0, g] else None,
-                state=int(states[0, g]),
-                verdict_reason=str(verdict.reasons[0, g]),
-                breaker=breaker,
-                decisions=decisions,
-                primary_error=policy_errors["primary"],
-                source=sources[g],
-                choice=choices[g],
-                rails=rails.of(g),
-                limited=(bool(decision.shrink_limited[0, g]), bool(decision.growth_limited[0, g])),
-                target_bytes=final[g],
-                outcome=outcomes[g],
-                applied=applied[g],
-                expired=expired,
-                errors=errors[g],
-                recorded=recorded[g],
-            )
-            for g in range(n)
-        ]
-        record = {
-            "kind": "tick",
-            "tick": self.ticks,
-            "time": iso_time(time_ms),
-            "time_ms": time_ms,
-            "mode": self.mode,
-            "policy": self.primary.policy.name,
-            "fallback": self.fallback.policy.name,
-            "actor": self.actor.policy.name,
-            "woken_by": woken_by,
-            "clock_step_s": clock_step_s,
-            "policy_errors": {k: v for k, v in policy_errors.items() if v},
-            "record_error": record_error,
-            "duration_s": round(duration_s, 6),
-            "guests": guests,
-        }
+        facts = TickFacts(
+            intake=intake,
+            snapshot=snapshot,
+            decision=decision,
+            decisions=decisions,
+            policy_errors=policy_errors,
+            choices=choices,
+            sources=sources,
+            final=final,
+            outcomes=outcomes,
+            expired=expired,
+            errors=errors,
+            recorded=recorded,
+        )
+        record = tick_record(
+            self.view(),
+            self.ticks,
+            facts,
+            woken_by=woken_by,
+            clock_step_s=clock_step_s,
+            record_error=record_error,
+            duration_s=round(duration_s, 6),
+        )
         self.audit.write(record)
         self.metrics.export_tick(
             readings=readings,
             snapshot=snapshot,
             usable=usable,
             states=states,
-            breaker=breaker,
+            breaker=decision.breaker,
             rails=rails,
             target_bytes=final,
             outcomes=outcomes,
@@ -608,34 +540,3 @@ class Runner:
         if previous is None or abs(offset_s - previous) < 1.0:
             return None
         return round(offset_s - previous, 3)
-
-    def _apply(
-        self, final: list[int], holding: np.ndarray, expired: str | None, errors: list[list[str]]
-    ) -> tuple[list[str], list[bool]]:
-        outcomes: list[str] = []
-        applied: list[bool] = []
-        for g, backend in enumerate(self.backends):
-            if self.mode == "dry-run":
-                outcome = "dry_run"
-            elif holding[0, g]:
-                outcome = "hold"
-            elif expired is not None:
-                outcome = "expired"
-            elif abs(final[g] - self.known_target[0, g]) < PAGE_BYTES:
-                outcome = "unchanged"
-            else:
-                try:
-                    self.calls.call(
-                        g, "apply", backend.apply, final[g], timeout_s=self.config.safety.call_timeout_s
-                    )
-                    self.current[0, g] = final[g]
-                    self.known_target[0, g] = final[g]
-                    outcome = "applied"
-                except Exception as exc:  # BackendError, a stall, or a backend bug: a failed apply either way
-                    self.known_target[0, g] = np.nan  # a stalled apply may still land: not known
-                    errors[g].append(f"apply: {error_line(exc)}")
-                    self.metrics.backend_error(g, "apply")
-                    outcome = "apply_error"
-            outcomes.append(outcome)
-            applied.append(outcome == "applied")
-        return outcomes, applied

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsrl.backends.base import GuestReading
-from wsrl.pipeline.control import Decision
-from wsrl.pipeline.rails import STATE_NAMES, BreakerUpdate
+from wsrl.pipeline.control import Decision, StackDecision
+from wsrl.pipeline.rails import STATE_NAMES
 from wsrl.pipeline.snapshot import WORKING_SET_WINDOW_MS, HostSnapshot
 from wsrl.runner.audit import iso_time
 from wsrl.runner.config import RunnerConfig
+from wsrl.runner.guest_state import Intake
 
 
 @dataclass(frozen=True)
@@ -134,65 +135,107 @@ def decision_summary(
     }
 
 
-def guest_record(
-    runner: RunnerView,
-    g: int,
-    *,
-    reading: GuestReading | None,
-    snapshot: HostSnapshot | None,
-    state: int,
-    verdict_reason: str,
-    breaker: BreakerUpdate,
-    decisions: dict[str, Decision | None],
-    primary_error: str | None,
-    source: str,
-    choice: str | None,
-    rails: list[dict[str, Any]],
-    limited: tuple[bool, bool],
-    target_bytes: int,
-    outcome: str,
-    applied: bool,
-    expired: str | None,
-    errors: list[str],
-    recorded: bool,
-) -> dict[str, Any]:
+@dataclass
+class TickFacts:
+    """Everything one tick read, decided and did (lists and arrays in config order).
+
+    Attributes:
+        intake: the sorted readings.
+        snapshot: what the stack decided on (``None``: nothing was readable).
+        decision: the control stack's step.
+        decisions: ``primary`` (the configured policy), ``fallback`` and ``actor`` decisions.
+        policy_errors: the same keys: a contained policy error, if any.
+        choices: per guest ``actor``, ``fallback`` or ``None`` (held, relaxed).
+        sources: per guest the audit name of what decided it.
+        final: the targets, bytes.
+        outcomes: per guest what the actuator did (:meth:`Actuators.apply`).
+        expired: why the decision expired, if it did.
+        errors: per guest backend errors.
+        recorded: per guest whether the trace recorder took the row.
+
+    """
+
+    intake: Intake
+    snapshot: HostSnapshot | None
+    decision: StackDecision
+    decisions: dict[str, Decision | None]
+    policy_errors: dict[str, str | None]
+    choices: list[str | None]
+    sources: list[str]
+    final: list[int]
+    outcomes: list[str]
+    expired: str | None
+    errors: list[list[str]]
+    recorded: list[bool]
+
+
+_NOT_APPLIED = {
+    "applied": None,
+    "dry_run": "dry-run mode",
+    "hold": "input not trusted (or no decision): last good target held",
+    "unchanged": "target already in force",
+    "apply_error": "the backend refused (see errors)",
+}
+
+
+def guest_record(runner: RunnerView, g: int, facts: TickFacts) -> dict[str, Any]:
     """One guest's part of a ``tick`` record."""
-    decision = decisions[choice] if choice is not None else None
-    not_applied = {
-        "applied": None,
-        "dry_run": "dry-run mode",
-        "hold": "input not trusted (or no decision): last good target held",
-        "expired": expired,
-        "unchanged": "target already in force",
-        "apply_error": "the backend refused (see errors)",
-    }[outcome]
+    choice = facts.choices[g]
+    breaker = facts.decision.breaker
+    usable = bool(facts.intake.usable[0, g])
+    outcome = facts.outcomes[g]
+    applied = outcome == "applied"
+    limited = (bool(facts.decision.shrink_limited[0, g]), bool(facts.decision.growth_limited[0, g]))
+    rails = facts.decision.rails
     record: dict[str, Any] = {
         "name": runner.guest_names[g],
-        "state": STATE_NAMES[state],
-        "input": verdict_reason or "ok",
+        "state": STATE_NAMES[int(facts.intake.states[0, g])],
+        "input": str(facts.intake.verdict.reasons[0, g]) or "ok",
         "breaker": {
             "open": bool(breaker.open[0, g]),
             "tripped": bool(breaker.tripped[0, g]),
             "closed": bool(breaker.closed[0, g]),
-            "reason": str(breaker.reasons[0, g]) or None,
+            "reason": breaker.reason(0, g) or None,
         },
-        "source": source,
-        "inputs": inputs_summary(reading, snapshot, g, float(breaker.refault_pages_per_s[0, g])),
-        "decision": decision_summary(decision, g, None, limited),
-        "rails": rails,
-        "target_bytes": int(target_bytes),
+        "source": facts.sources[g],
+        "inputs": inputs_summary(
+            facts.intake.readings[g],
+            facts.snapshot if usable else None,
+            g,
+            float(breaker.refault_pages_per_s[0, g]),
+        ),
+        "decision": decision_summary(facts.decisions[choice] if choice else None, g, None, limited),
+        "rails": rails.of(g) if rails is not None else [],
+        "target_bytes": int(facts.final[g]),
         "applied": applied,
-        "applied_bytes": int(target_bytes) if applied else None,
-        "not_applied": not_applied,
-        "errors": errors,
-        "recorded": recorded,
+        "applied_bytes": int(facts.final[g]) if applied else None,
+        "not_applied": facts.expired if outcome == "expired" else _NOT_APPLIED[outcome],
+        "errors": facts.errors[g],
+        "recorded": facts.recorded[g],
     }
     if runner.mode == "shadow":
         record["shadow"] = {
             "policy": runner.policy,
-            "decision": decision_summary(decisions["primary"], g, primary_error),
+            "decision": decision_summary(facts.decisions["primary"], g, facts.policy_errors["primary"]),
         }
     return record
+
+
+def tick_record(runner: RunnerView, tick: int, facts: TickFacts, **extra: Any) -> dict[str, Any]:
+    """The ``tick`` record: the tick's facts per guest, plus ``extra`` fields (wake reasons, timing)."""
+    return {
+        "kind": "tick",
+        "tick": tick,
+        "time": iso_time(facts.intake.time_ms),
+        "time_ms": facts.intake.time_ms,
+        "mode": runner.mode,
+        "policy": runner.policy,
+        "fallback": runner.fallback,
+        "actor": runner.actor,
+        **extra,
+        "policy_errors": {k: v for k, v in facts.policy_errors.items() if v},
+        "guests": [guest_record(runner, g, facts) for g in range(len(runner.guest_names))],
+    }
 
 
 def exit_record(
