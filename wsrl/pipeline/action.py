@@ -51,13 +51,15 @@ _LOG_AGES = np.log(np.asarray(OBS_IDLE_MS, dtype=float))
 def cold_age_ms(action: np.ndarray) -> np.ndarray:
     """The cold-age threshold, ms, for ``cold_age`` actions in ``[-1, 1]`` (clipped)."""
     a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)
-    return np.exp(_LOG_AGES[0] + (a + 1.0) / 2.0 * (_LOG_AGES[-1] - _LOG_AGES[0]))
+    result: np.ndarray = np.exp(_LOG_AGES[0] + (a + 1.0) / 2.0 * (_LOG_AGES[-1] - _LOG_AGES[0]))
+    return result
 
 
 def headroom_frac(action: np.ndarray) -> np.ndarray:
     """Headroom as a share of the provisioned size for ``headroom`` actions in ``[-1, 1]`` (clipped)."""
     a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)
-    return MAX_HEADROOM_FRAC * ((a + 1.0) / 2.0) ** 2
+    result: np.ndarray = MAX_HEADROOM_FRAC * ((a + 1.0) / 2.0) ** 2
+    return result
 
 
 def cold_age_action(age_ms: np.ndarray) -> np.ndarray:
@@ -71,19 +73,24 @@ def cold_age_action(age_ms: np.ndarray) -> np.ndarray:
 
 def cold_age_action_of_log(log_age_ms: np.ndarray) -> np.ndarray:
     """The ``cold_age`` action for natural logs of thresholds in ms (not clipped)."""
-    return 2.0 * (np.asarray(log_age_ms, dtype=float) - _LOG_AGES[0]) / (_LOG_AGES[-1] - _LOG_AGES[0]) - 1.0
+    result: np.ndarray = (
+        2.0 * (np.asarray(log_age_ms, dtype=float) - _LOG_AGES[0]) / (_LOG_AGES[-1] - _LOG_AGES[0]) - 1.0
+    )
+    return result
 
 
 def headroom_action(frac: np.ndarray) -> np.ndarray:
     """The ``headroom`` action for shares of the provisioned size: the inverse of :func:`headroom_frac`."""
     share = np.clip(np.nan_to_num(np.asarray(frac, dtype=float)), 0.0, MAX_HEADROOM_FRAC)
-    return 2.0 * np.sqrt(share / MAX_HEADROOM_FRAC) - 1.0
+    result: np.ndarray = 2.0 * np.sqrt(share / MAX_HEADROOM_FRAC) - 1.0
+    return result
 
 
 def peak_keep_share(action: np.ndarray) -> np.ndarray:
     """Share of the recent working-set peak kept for ``peak_keep`` actions in ``[-1, 1]`` (clipped)."""
     a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)
-    return MAX_PEAK_KEEP * (a + 1.0) / 2.0
+    result: np.ndarray = MAX_PEAK_KEEP * (a + 1.0) / 2.0
+    return result
 
 
 def action_to_target_bytes(

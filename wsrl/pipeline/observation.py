@@ -106,12 +106,14 @@ def _cold_matrix(edges_ms: tuple[int, ...]) -> np.ndarray:
 def cold_bytes_by_type(snapshot: HostSnapshot) -> np.ndarray:
     """``[hosts, guests, 2, len(OBS_IDLE_MS)]`` resident bytes (anon, file) idle longer than each age."""
     hist = np.nan_to_num(np.asarray(snapshot.hist_bytes, dtype=float), nan=0.0, posinf=0.0)
-    return hist @ _cold_matrix(tuple(int(e) for e in snapshot.edges_ms))
+    result: np.ndarray = hist @ _cold_matrix(tuple(int(e) for e in snapshot.edges_ms))
+    return result
 
 
 def _log_ratio(ratio: np.ndarray) -> np.ndarray:
     """``log1p`` of a non-negative ratio, capped so garbage cannot blow up a network input."""
-    return np.log1p(np.clip(ratio, 0.0, 1e6))
+    result: np.ndarray = np.log1p(np.clip(ratio, 0.0, 1e6))
+    return result
 
 
 class ObservationBuilder:
@@ -239,4 +241,5 @@ class ObservationBuilder:
         obs = np.clip(np.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0), -10.0, 10.0)
         obs[~mask] = 0.0
         self._prev = snapshot
-        return obs.astype(np.float32)
+        result: np.ndarray = obs.astype(np.float32)
+        return result

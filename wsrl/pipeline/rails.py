@@ -245,7 +245,8 @@ def floor_rail(target_bytes: Array, floor_bytes: Array, provisioned_bytes: Array
 def page_rail(target_bytes: Array, floor_bytes: Array, provisioned_bytes: Array) -> Array:
     """Targets rounded up to a whole page, still within ``[floor, provisioned]`` (what an actuator sets)."""
     rounded = np.ceil(target_bytes / PAGE_BYTES) * PAGE_BYTES
-    return np.maximum(np.minimum(rounded, np.floor(provisioned_bytes)), np.ceil(floor_bytes))
+    result: Array = np.maximum(np.minimum(rounded, np.floor(provisioned_bytes)), np.ceil(floor_bytes))
+    return result
 
 
 @dataclass

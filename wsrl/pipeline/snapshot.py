@@ -5,20 +5,17 @@ A :class:`HostSnapshot` holds arrays shaped ``[hosts, guests]`` (histograms
 guard code serves one live host and thousands of simulated ones. Counters are cumulative, as the
 kernel reports them; policies difference them between snapshots themselves.
 
-Backends build snapshots: :func:`snapshot_from_simulator` here; trace replay and live hosts later.
+Inputs build snapshots (:mod:`wsrl.inputs`): the simulator, trace replay and live readings, each
+through one interface, :class:`wsrl.inputs.source.SnapshotSource`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsrl.histogram import cold_weights
-
-if TYPE_CHECKING:
-    from wsrl.sim.simulator import Simulator
 
 WORKING_SET_WINDOW_MS = 120_000
 """Memory touched within this window is the working set (Google far memory, ASPLOS'19)."""
@@ -82,60 +79,34 @@ class HostSnapshot:
     @property
     def shape(self) -> tuple[int, int]:
         """``(hosts, guests)``."""
-        return self.mask.shape  # type: ignore[return-value]
+        hosts, guests = self.mask.shape
+        return hosts, guests
 
     def resident_page_bytes(self) -> np.ndarray:
         """``[hosts, guests]`` bytes the histogram covers (resident pages)."""
-        return self.hist_bytes.sum(axis=(2, 3))
+        result: np.ndarray = self.hist_bytes.sum(axis=(2, 3))
+        return result
 
     def cold_bytes(self, idle_ms: int) -> np.ndarray:
         """``[hosts, guests]`` resident bytes idle for longer than ``idle_ms`` (histogram rule)."""
         weights = cold_weights([int(e) for e in self.edges_ms], idle_ms)
-        return self.hist_bytes.sum(axis=2) @ weights
+        result: np.ndarray = self.hist_bytes.sum(axis=2) @ weights
+        return result
 
     def usable_bytes(self) -> np.ndarray:
         """``[hosts]`` memory the host can give its guests: capacity minus reserve (at least 1)."""
-        return np.maximum(np.asarray(self.capacity_bytes) - np.asarray(self.reserve_bytes), 1.0)
+        result: np.ndarray = np.maximum(np.asarray(self.capacity_bytes) - np.asarray(self.reserve_bytes), 1.0)
+        return result
 
     def overcommit(self) -> np.ndarray:
         """``[hosts]`` provisioned bytes of the real guests over :meth:`usable_bytes`."""
         provisioned = np.where(self.mask, self.provisioned_bytes, 0.0).sum(axis=1)
-        return provisioned / self.usable_bytes()
+        result: np.ndarray = provisioned / self.usable_bytes()
+        return result
 
     def working_set_bytes(self, window_ms: int = WORKING_SET_WINDOW_MS) -> np.ndarray:
         """``[hosts, guests]`` resident bytes touched within ``window_ms`` (plus unevictable memory)."""
         unevictable = np.maximum(self.usage_bytes - self.resident_page_bytes(), 0.0)
-        return self.resident_page_bytes() - self.cold_bytes(window_ms) + unevictable
+        result: np.ndarray = self.resident_page_bytes() - self.cold_bytes(window_ms) + unevictable
+        return result
 
-
-def snapshot_from_simulator(sim: Simulator) -> HostSnapshot:
-    """The simulator's state as a snapshot (the simulator itself in ``extra["simulator"]``)."""
-    model = sim.model
-    guests = sim.setup.guests
-    hosts = sim.setup.hosts
-    last = sim.last
-    return HostSnapshot(
-        time_ms=sim.time_ms,
-        interval_s=sim.step_s,
-        mask=guests.mask,
-        names=guests.names,
-        host_names=list(hosts.names),
-        capacity_bytes=hosts.capacity_bytes,
-        reserve_bytes=hosts.reserve_bytes,
-        provisioned_bytes=np.where(guests.mask, guests.provisioned_bytes, 0.0),
-        floor_bytes=np.where(guests.mask, guests.floor_bytes, 0.0),
-        shares=guests.shares,
-        tier=guests.tier,
-        visible_bytes=model.visible_bytes.copy(),
-        target_bytes=model.target_bytes.copy(),
-        usage_bytes=model.resident_bytes,
-        edges_ms=sim.edges_ms,
-        hist_bytes=sim.histograms(),
-        refault_total=model.refault_anon_total + model.refault_file_total,
-        swap_bytes=model.swap_bytes,
-        psi_some_total_s=model.psi_some_total_s.copy(),
-        psi_some_avg10=model.psi_some_avg10.copy(),
-        oom_kills_total=model.oom_kills_total.copy(),
-        balloon_stalled=np.zeros(guests.shape, dtype=bool) if last is None else last.balloon_stalled.copy(),
-        extra={"simulator": sim},
-    )

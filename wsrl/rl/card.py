@@ -28,14 +28,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wsrl.eval.runner import TRACE_PREFIX, grid, run_grid
+from wsrl.eval.runner import grid, run_grid
+from wsrl.inputs.ref import InputRef, ScenarioInput, TraceInput
+from wsrl.pipeline.control import ControlSpec
 from wsrl.policies import REFERENCE_POLICIES
 
 SLO_TOLERANCE = 0.05
 """Candidates for best reference violate the SLO in at most this share of guest-minutes more than
 the zero-OOM reference that violates it least on the same input."""
 SAVING_FACTOR = 1.1
-HELD_OUT_INPUTS: tuple[str, ...] = ("datacenter", "laptop", "dense", f"{TRACE_PREFIX}out/bitbrains/holdout")
+HELD_OUT_INPUTS: tuple[InputRef, ...] = (
+    ScenarioInput("datacenter"),
+    ScenarioInput("laptop"),
+    ScenarioInput("dense"),
+    TraceInput(Path("out/bitbrains/holdout")),
+)
 """Inputs no shipped policy trains on (agents/*.toml train on envs/training and out/bitbrains/train)."""
 CARD_METRICS = ("memory_saved_frac", "violation_frac", "oom_events", "jain_fairness", "churn")
 
@@ -79,7 +86,10 @@ def verdict(learned: dict[str, float], best: dict[str, float]) -> dict[str, bool
 
 
 def evaluate_card(
-    policy_dir: str, inputs: tuple[str, ...] = HELD_OUT_INPUTS, duration_s: float = 6 * 3600, seeds: int = 1
+    policy_dir: str,
+    inputs: tuple[InputRef, ...] = HELD_OUT_INPUTS,
+    duration_s: float = 6 * 3600,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Run the learned policy and every reference policy on ``inputs``; returns the card's data."""
     started = time.monotonic()
@@ -87,7 +97,7 @@ def evaluate_card(
     results = run_grid(specs, executor="process")
     runs = [r.to_json_dict() for r in results]
     means = per_input_means(runs)
-    checks = {}
+    checks: dict[str, dict[str, Any]] = {}
     for ref, policies in means.items():
         best = best_reference(policies)
         learned = policies[policy_dir]
@@ -97,6 +107,7 @@ def evaluate_card(
         }
     return {
         "policy": policy_dir,
+        "control": ControlSpec().describe(),
         "duration_s": duration_s,
         "seeds": seeds,
         "means": means,
@@ -198,6 +209,22 @@ def _distill_line(distilled: dict[str, Any] | None) -> str:
     )
 
 
+def _control_line(control: dict[str, Any] | None) -> str:
+    """How the control stack was set for training and for every evaluation on this card."""
+    if control is None:
+        return "- Control stack: not recorded (a card from before the one control stack)."
+    breaker = control["breaker"]
+    return (
+        "- Control stack: trained and evaluated (every policy below) under the production runner's "
+        f"default rails (`ControlSpec()`, docs/architecture.md): shrink at most "
+        f"{control['max_shrink_frac_per_s']:g} of provisioned per second, growth at once; circuit breaker "
+        f"on OOM kills, PSI some avg10 > {breaker['psi_some_avg10_pct']:g} % and refaults > "
+        f"{breaker['refault_frac_per_min']:.0%} of usage per minute, handing the guest to "
+        f"`{control['fallback']}` for {breaker['cooldown_s']:g} s; no shrink back to an OOM size for "
+        f"{control['oom_memory_s'] / 3600:g} h; allocator `{control['allocator']}`."
+    )
+
+
 def model_card(directory: Path, card: dict[str, Any]) -> str:
     """The model card (markdown) of a trained policy directory: how it was made and how it scored."""
     train = json.loads((directory / "train.json").read_text(encoding="utf-8"))
@@ -252,6 +279,7 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
         if bc
         else "- Warm start: none.",
         _distill_line(distilled),
+        _control_line(card.get("control")),
         f"- Versions: {train['versions']}; git commit {train['git_commit']}.",
         "",
         gpu_section(directory / GPU_RECORD, train),

@@ -55,14 +55,14 @@ def run_host(
 
     """
     from wsrl.runner.config import load_runner_config
-    from wsrl.runner.daemon import Runner
+    from wsrl.runner.daemon import Mode, Runner
 
     if dry_run and shadow:
         raise WsrlError("options --dry-run and --shadow exclude each other")
     if shadow_actor is not None and not shadow:
         raise WsrlError("option --shadow-actor needs --shadow")
     settings = load_runner_config(config)
-    mode = "dry-run" if dry_run else "shadow" if shadow else "normal"
+    mode: Mode = "dry-run" if dry_run else "shadow" if shadow else "normal"
     runner = Runner(settings, mode=mode, shadow_actor=shadow_actor)
     stop = threading.Event()
 

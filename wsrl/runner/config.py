@@ -507,7 +507,7 @@ def _policy_problems(config: RunnerConfig) -> list[tuple[str, str]]:
 
 def _backend_kind_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Unknown or missing backend kinds, reported before pydantic (whose message is less clear)."""
-    problems = []
+    problems: list[tuple[str, str]] = []
     guests = data.get("guest")
     if not isinstance(guests, list):
         return problems

@@ -192,7 +192,8 @@ class GuestCalls:
             if isinstance(item, BackendError):
                 results.append(item)
                 continue
-            results.append(self._collect(g, what, item, started_s, timeout_s))
+            collected: T | Exception = self._collect(g, what, item, started_s, timeout_s)
+            results.append(collected)
         return results
 
     def close(self) -> None:

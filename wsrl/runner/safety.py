@@ -102,12 +102,14 @@ class InputVerdict:
     @property
     def bad(self) -> np.ndarray:
         """Missing, stale or malformed."""
-        return self.missing | self.stale | self.malformed
+        result: np.ndarray = self.missing | self.stale | self.malformed
+        return result
 
     @property
     def usable(self) -> np.ndarray:
         """Present and well-formed (perhaps stale): may enter the snapshot."""
-        return ~self.missing & ~self.malformed
+        result: np.ndarray = ~self.missing & ~self.malformed
+        return result
 
 
 def check_inputs(
