@@ -1,7 +1,8 @@
 """The policy interface: reference heuristics and learned models implement the same two methods.
 
 A policy proposes a target guest-visible size for every guest of a :class:`HostSnapshot`; the
-allocator then makes the proposals fit the host and the guard bounds how fast they move. Policies
+allocator then makes the proposals fit the host and the rails bound how fast they move
+(:class:`~wsrl.pipeline.control.ControlStack`). Policies
 keep their own state as arrays shaped like the snapshot, so one instance serves a whole batch.
 """
 

@@ -2,7 +2,7 @@
 
 A :class:`HostSnapshot` holds arrays shaped ``[hosts, guests]`` (histograms
 ``[hosts, guests, 2, bins]``, anon then file) with a guest mask, so the same policy, allocator and
-guard code serves one live host and thousands of simulated ones. Counters are cumulative, as the
+rails code serves one live host and thousands of simulated ones. Counters are cumulative, as the
 kernel reports them; policies difference them between snapshots themselves.
 
 Inputs build snapshots (:mod:`wsrl.inputs`): the simulator, trace replay and live readings, each

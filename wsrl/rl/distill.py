@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wsrl.inputs.ref import InputRef
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.pipeline.policy import Policy
@@ -78,7 +79,7 @@ class _Collecting:
 
 def collect_teacher_actions(
     make_teacher: Callable[[], RefinedTeacher],
-    inputs: Sequence[str],
+    inputs: Sequence[InputRef],
     duration_s: float,
     seed: int,
     actor: Callable[[], Policy] | None = None,
@@ -86,7 +87,7 @@ def collect_teacher_actions(
     """``(rows [N, FEATURE_COUNT], actions [N, ACTION_DIM])`` of a teacher on every input.
 
     Each input runs for ``duration_s`` with ``seed`` through :func:`wsrl.eval.runner.evaluate_policy`
-    (the evaluator's setup, simulator, allocator and guard). ``make_teacher`` and ``actor`` build a
+    (the evaluator's setup, simulator and control stack). ``make_teacher`` and ``actor`` build a
     fresh policy per input; with ``actor`` that policy drives and the teacher only labels.
     """
     from wsrl.eval.runner import evaluate_policy
@@ -96,7 +97,7 @@ def collect_teacher_actions(
     for ref in inputs:
         teacher = make_teacher()
         collecting = _Collecting(teacher if actor is None else _Labeller(teacher, actor()))
-        evaluate_policy(collecting, ref, seed, duration_s)  # type: ignore[arg-type]
+        evaluate_policy(collecting, ref, seed, duration_s)
         rows += collecting.rows
         actions += collecting.actions
     if not rows:
@@ -141,7 +142,7 @@ def labels(actions: np.ndarray, margin: float = BOUND_MARGIN) -> np.ndarray:
 def distill(
     model: BaseAlgorithm,
     make_teacher: Callable[[], RefinedTeacher],
-    inputs: Sequence[str],
+    inputs: Sequence[InputRef],
     duration_s: float,
     seed: int,
     *,

@@ -1,8 +1,8 @@
 """``wsrl/LiveHost-v0``: real guests (cgroups, QEMU VMs, or the simulator backend) as a gymnasium env.
 
 The env wraps the production runner (:class:`wsrl.runner.daemon.Runner`) built from a runner config
-(``host.toml``): the same backends, allocator, guard and safety rails (floors, bounded shrink, host
-reserve, stale-input holds, the circuit breaker and its fallback), which are always on. An agent can
+(``host.toml``): the same backends and control stack (allocator and safety rails: floors, bounded
+shrink, host reserve, stale-input holds, the circuit breaker and its fallback), always on. An agent can
 therefore be evaluated or fine-tuned on real guests without being able to do anything the runner
 would not let a policy do. Every step is audited like a runner tick.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -93,11 +93,15 @@ class LiveHostEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._proposal = _AgentProposal(self.builder)
         self.runner = Runner(self.config, backends=backends, policy=self._proposal)
         self.max_guests = len(self.runner.specs)
-        self.observation_space = spaces.Dict(
-            {
-                "guests": spaces.Box(OBS_LOW, OBS_HIGH, (self.max_guests, FEATURE_COUNT), np.float32),
-                "mask": spaces.MultiBinary(self.max_guests),
-            }
+        # gymnasium types a Dict space's samples as dict[str, Space]; they are dicts of arrays.
+        self.observation_space = cast(
+            spaces.Space[dict[str, np.ndarray]],
+            spaces.Dict(
+                {
+                    "guests": spaces.Box(OBS_LOW, OBS_HIGH, (self.max_guests, FEATURE_COUNT), np.float32),
+                    "mask": spaces.MultiBinary(self.max_guests),
+                }
+            ),
         )
         self.action_space = spaces.Box(-1.0, 1.0, (self.max_guests, ACTION_DIM), np.float32)
         self._snapshot: HostSnapshot | None = None

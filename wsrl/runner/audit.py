@@ -10,7 +10,7 @@ never rewrites an earlier one. A record (``docs/runner.md`` lists every field)::
                  "inputs": {"visible_bytes": ..., "usage_bytes": ..., "working_set_bytes": ...,
                             "refault_pages_per_s": ..., "psi_some_avg10": ..., "cold_120s_bytes": ...},
                  "proposal_bytes": ..., "allotted_bytes": ..., "allocator": ["squeezed"],
-                 "guarded_bytes": ..., "rails": [{"rail": "rate", "from_bytes": ..., "to_bytes": ...,
+                 "guard": ["shrink limited"], "rails": [{"rail": "rate", "from_bytes": ..., "to_bytes": ...,
                  "reason": "..."}], "target_bytes": ..., "applied": true, "applied_bytes": ...,
                  "not_applied": null, "errors": []}]}
 
