@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test soak fuzz lint demo bench fidelity leaderboard testbed clean train bitbrains-split
+.PHONY: setup test soak fuzz lint type demo bench fidelity leaderboard testbed clean train bitbrains-split
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,17 @@ setup: $(STAMP)
 testbed:
 	bash scripts/testbed.sh
 
+# Style (ruff) and the architecture contracts (import-linter, [tool.importlinter] in pyproject.toml;
+# docs/layers.md).
 lint: $(STAMP)
 	$(PY) -m ruff check wsrl tests benchmarks
+	$(VENV)/bin/lint-imports
 
-test: $(STAMP) testbed
-	$(PY) -m ruff check wsrl tests benchmarks
+# The type checker ([tool.mypy] in pyproject.toml: strict on pipeline, policies and runner).
+type: $(STAMP)
+	$(PY) -m mypy wsrl
+
+test: $(STAMP) testbed lint type
 	$(PY) -m pytest -q -m "not soak"
 
 # The property tests with fresh random inputs (`make test` replays a fixed set): a few minutes.

@@ -270,7 +270,7 @@ class Histogram:
             and np.array_equal(self._bytes, other._bytes)
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable arrays, __eq__ by value)
 
     def __repr__(self) -> str:
         totals = ", ".join(f"{t}={v}" for t, v in self.totals_by_type().items())

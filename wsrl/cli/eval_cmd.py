@@ -82,7 +82,7 @@ def eval_command(
     try:
         results = run_grid(
             specs,
-            executor=executor,  # type: ignore[arg-type]
+            executor=executor,  # type: ignore[arg-type]  # typer gives a str; run_grid refuses others
             address=address,
             on_done=lambda done, total: progress.update(task, completed=done, total=total),
         )
@@ -133,7 +133,7 @@ def leaderboard_command(
         task = progress.add_task("runs", total=len(specs))
         results = run_grid(
             specs,
-            executor=executor,  # type: ignore[arg-type]
+            executor=executor,  # type: ignore[arg-type]  # typer gives a str; run_grid refuses others
             on_done=lambda done, total: progress.update(task, completed=done, total=total),
         )
     command = f"wsrl leaderboard --duration {duration} --seeds {seeds}"

@@ -16,11 +16,11 @@ from wsrl.histogram import Histogram
 app = typer.Typer(help="Working-set histograms from real sources.", no_args_is_help=True)
 
 
-def _format_bytes(value: int) -> str:
+def _format_bytes(value: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024  # type: ignore[assignment]
+        value /= 1024
     return str(value)
 
 
@@ -84,8 +84,8 @@ def parse_command(
             guest=guest,
             node=node,
             page_size_bytes=page_size,
-            crosvm_bytes_order=crosvm_order,  # type: ignore[arg-type]
-            virtio_layout=virtio_layout,  # type: ignore[arg-type]
+            crosvm_bytes_order=crosvm_order,
+            virtio_layout=virtio_layout,
             damon_aggr_us=damon_aggr_us,
         )
     except ValidationError as exc:

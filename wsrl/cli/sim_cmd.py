@@ -90,10 +90,10 @@ def sim_command(
         table.add_row(
             str(row["host"]),
             str(row["guest"]),
-            f"{float(row['provisioned_bytes']) / GIB:.2f}",  # type: ignore[arg-type]
-            f"{float(row['mean_resident_bytes']) / GIB:.2f}",  # type: ignore[arg-type]
-            f"{float(row['cold_frac_120s']):.0%}",  # type: ignore[arg-type]
-            f"{float(row['refaults_per_s']):.1f}",  # type: ignore[arg-type]
+            f"{float(row['provisioned_bytes']) / GIB:.2f}",
+            f"{float(row['mean_resident_bytes']) / GIB:.2f}",
+            f"{float(row['cold_frac_120s']):.0%}",
+            f"{float(row['refaults_per_s']):.1f}",
             str(row["oom_kills"]),
         )
     out_console.print(table)

@@ -15,6 +15,7 @@ import html
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from wsrl.errors import WsrlError
 from wsrl.eval.metrics import METRIC_NAMES
@@ -22,7 +23,7 @@ from wsrl.eval.runner import RunResult
 from wsrl.units import GIB
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> ModuleType:
     try:
         import matplotlib
 

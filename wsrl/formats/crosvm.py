@@ -60,7 +60,7 @@ DEFAULT_GUEST = "vm"
 _VARIANTS: dict[str, str] = {"BalloonWS": "ws", "BalloonWSS": "wss"}
 
 
-class _Object(dict):  # type: ignore[type-arg]
+class _Object(dict[str, Any]):
     """A JSON object that remembers a key it saw twice."""
 
     duplicate: str | None = None

@@ -328,7 +328,7 @@ def _flush_snapshot(state: _ReportState, total: re.Match[str] | None, number: in
         if total is not None:
             raise ParseError(SOURCE, f"line {number}", "total size", "no histogram before it")
         return
-    totals = {"total": None, "df-passed": None}
+    totals: dict[str, str | None] = {"total": None, "df-passed": None}
     if total is not None:
         totals = {"total": total["total"], "df-passed": total["df"]}
     blocks = sorted(state.pending, key=lambda b: b.kind != "total")
@@ -491,8 +491,8 @@ def _sysfs_line(
     if rest != ["total_bytes"] and not is_region_field:
         return
     if prefix not in schemes:
-        context = "/".join(head[: head.index("schemes")]) if "schemes" in head else None
-        schemes[prefix] = _Scheme(prefix, _ids_of(head), number, context)
+        scheme_context = "/".join(head[: head.index("schemes")]) if "schemes" in head else None
+        schemes[prefix] = _Scheme(prefix, _ids_of(head), number, scheme_context)
     scheme = schemes[prefix]
     if rest == ["total_bytes"]:
         scheme.total_bytes = (_read_uint(value, location, "total_bytes", 2**64), number)

@@ -32,7 +32,8 @@ from wsrl.units import PAGE_BYTES
 def counter_delta(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """Increase of a cumulative counter; a counter that went backwards (a reset) counts from zero."""
     current = np.asarray(current, dtype=float)
-    return np.where(current >= previous, current - previous, np.maximum(current, 0.0))
+    delta: np.ndarray = np.where(current >= previous, current - previous, np.maximum(current, 0.0))
+    return delta
 
 
 def refault_bytes(snapshot: HostSnapshot, previous_refault_total: np.ndarray) -> np.ndarray:
@@ -56,12 +57,14 @@ def held_target(
     held = previous_bytes + grown_bytes
     held = np.where(snapshot.balloon_stalled, np.maximum(held, snapshot.visible_bytes), held)
     held = np.where(oom, snapshot.provisioned_bytes, held)
-    return np.minimum(held, snapshot.provisioned_bytes)
+    target: np.ndarray = np.minimum(held, snapshot.provisioned_bytes)
+    return target
 
 
 def unevictable_bytes(snapshot: HostSnapshot) -> np.ndarray:
     """``[hosts, guests]`` memory in use that no histogram bin covers (kernel, mlocked pages)."""
-    return np.maximum(snapshot.usage_bytes - snapshot.resident_page_bytes(), 0.0)
+    unevictable: np.ndarray = np.maximum(snapshot.usage_bytes - snapshot.resident_page_bytes(), 0.0)
+    return unevictable
 
 
 def page_floor(values: np.ndarray) -> np.ndarray:

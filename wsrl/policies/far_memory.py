@@ -137,7 +137,8 @@ class FarMemoryPolicy:
         """``[hosts, guests]`` current cold age threshold in ms (``inf`` where nothing is reclaimed)."""
         if self._index is None:
             raise RuntimeError("far-memory policy used before reset()")
-        return self.candidates_ms[self._index]
+        threshold: np.ndarray = self.candidates_ms[self._index]
+        return threshold
 
     def estimated_promotion_bytes_per_min(self, snapshot: HostSnapshot) -> np.ndarray:
         """``[hosts, guests, candidates]`` histogram upper bound on promotions per minute at each candidate.

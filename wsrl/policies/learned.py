@@ -28,7 +28,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -133,7 +133,8 @@ class LearnedPolicy:
         rows = np.ascontiguousarray(obs[mask], dtype=np.float32)
         if self.recurrent_state is None:
             if len(rows):
-                actions[mask] = self._checked_actions(self.forward(rows), len(rows))  # type: ignore[arg-type]
+                forward = cast(ForwardFn, self.forward)  # no recurrent state: a feed-forward network
+                actions[mask] = self._checked_actions(forward(rows), len(rows))
         else:
             self._step_recurrent(rows, mask, actions)
         return rows, actions
@@ -156,7 +157,8 @@ class LearnedPolicy:
             episode_start = (~self._started[mask]).astype(np.float32)
             h_in = np.ascontiguousarray(self._h[:, mask])
             c_in = np.ascontiguousarray(self._c[:, mask])
-            out, h_out, c_out = self.forward(rows, h_in, c_in, episode_start)  # type: ignore[call-arg]
+            forward = cast(RecurrentForwardFn, self.forward)  # a recurrent state: a recurrent network
+            out, h_out, c_out = forward(rows, h_in, c_in, episode_start)
             actions[mask] = self._checked_actions(out, len(rows))
             expected = h_in.shape
             if np.shape(h_out) != expected or np.shape(c_out) != expected:
@@ -354,7 +356,8 @@ def _onnx_forward(session: Any, recurrent: RecurrentStateSpec | None) -> Forward
     if recurrent is None:
 
         def forward(obs: np.ndarray) -> np.ndarray:
-            return session.run([ACTION_OUTPUT], {OBS_INPUT: obs})[0]
+            action: np.ndarray = session.run([ACTION_OUTPUT], {OBS_INPUT: obs})[0]
+            return action
 
         return forward
 

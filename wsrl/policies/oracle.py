@@ -160,7 +160,9 @@ def slo_page_bytes(
         survival = np.exp(neg_rate * np.maximum(np.exp(hi)[:, None], anon_floor_s))
     # Anon keeps at least what swap cannot take (untouched anon, evicted first, may overflow it).
     resident = population_sum(size_bytes * (1.0 - survival) * anon)
-    return np.maximum(resident, stuck) + population_sum(size_bytes * (1.0 - survival) * (1.0 - anon))
+    file_resident = population_sum(size_bytes * (1.0 - survival) * (1.0 - anon))
+    kept: np.ndarray = np.maximum(resident, stuck) + file_resident
+    return kept
 
 
 class OraclePolicy:

@@ -150,7 +150,8 @@ class SenpaiPolicy:
 
     @staticmethod
     def _clamp(limit: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-        return np.maximum(page_floor(np.clip(limit, lower, upper)), lower)
+        clamped: np.ndarray = np.maximum(page_floor(np.clip(limit, lower, upper)), lower)
+        return clamped
 
     def reset(self, snapshot: HostSnapshot) -> None:
         """Start as the script does: limit at ``memory.current``, integral 0, ``interval`` ticks to wait."""

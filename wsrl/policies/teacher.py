@@ -74,7 +74,8 @@ class BurstyGuests:
         while self._working_sets and self._working_sets[0][0] < now_ms - self.window_ms:
             self._working_sets.popleft()
         peak = np.max(np.stack([ws for _, ws in self._working_sets]), axis=0)
-        return peak > self.burst_ratio * np.maximum(working_set, 1.0)
+        bursty: np.ndarray = peak > self.burst_ratio * np.maximum(working_set, 1.0)
+        return bursty
 
 
 class SteadyOracleTeacher:
@@ -187,7 +188,7 @@ class RefinedTeacher:
         actions = actions.astype(np.float64)
         capped_age = np.minimum(actions[..., 0], cold_age_action(self.far_memory.threshold_ms))
         actions[..., 0] = np.where(self.bursty.update(snapshot), actions[..., 0], capped_age)
-        cap = headroom_action(self.burst_headroom_frac)
+        cap = headroom_action(np.asarray(self.burst_headroom_frac, dtype=float))
         yields = self.overcommitted(snapshot)[:, None] & (np.asarray(snapshot.tier) >= BRONZE_TIER)
         actions[..., 1] = np.where(yields, np.minimum(actions[..., 1], cap), actions[..., 1])
         mask = np.asarray(snapshot.mask, dtype=bool)

@@ -31,7 +31,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ from wsrl.policies.learned import (
     expected_io,
     file_sha256,
 )
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
 ONNX_OPSET = 17
 MODEL_ZIP = "model.zip"
@@ -169,6 +172,7 @@ def detect_algorithm(trained_dir: Path, train: dict[str, Any]) -> str:
 
 
 def _load_model(zip_path: Path, algorithm: str) -> Any:
+    Algo: type[BaseAlgorithm]  # noqa: N806 (a class, named as imported below)
     if algorithm == "PPO":
         from stable_baselines3 import PPO as Algo  # noqa: N811
     elif algorithm == "SAC":

@@ -22,7 +22,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,9 +68,11 @@ def torch_forward(model: BaseAlgorithm) -> Any:
     if default_policy_name(type(model).__name__) == "MlpLstmPolicy":
 
         def recurrent(obs: np.ndarray, h: np.ndarray, c: np.ndarray, start: np.ndarray) -> Any:
-            action, (h_out, c_out) = model.predict(
+            action, state = model.predict(
                 obs, state=(h, c), episode_start=np.asarray(start, dtype=bool), deterministic=True
             )
+            assert state is not None  # a recurrent model returns its next state
+            h_out, c_out = state
             return action, h_out, c_out
 
         return recurrent
@@ -85,7 +87,7 @@ def torch_forward(model: BaseAlgorithm) -> Any:
 def learned_policy_from_model(model: BaseAlgorithm, name: str = "learned") -> LearnedPolicy:
     """Wrap a live SB3 model as a pipeline policy (for evaluation while training)."""
     if default_policy_name(type(model).__name__) == "MlpLstmPolicy":
-        lstm = model.policy.lstm_actor
+        lstm = cast(torch.nn.LSTM, model.policy.lstm_actor)  # MlpLstmPolicy's actor LSTM
         return LearnedPolicy(
             torch_forward(model),
             name=name,

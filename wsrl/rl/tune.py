@@ -108,9 +108,12 @@ def tune(
     )
     results = tuner.fit()
     rows = []
-    for result in results:
+    for index in range(len(results)):  # ResultGrid indexes but declares no __iter__
+        result = results[index]
         if result.error is not None:
             raise WsrlError(f"a tune trial failed: {result.error}")
+        if result.config is None or result.metrics is None:
+            raise WsrlError("a tune trial finished without reporting its config and metrics")
         params = result.config["trial"]
         config = params["config"]
         rows.append(

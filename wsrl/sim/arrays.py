@@ -13,7 +13,7 @@ refaults, stall and OOMs under whatever size the guest is given.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class GuestArrays:
     @property
     def shape(self) -> tuple[int, int]:
         """``(hosts, guests)``."""
-        return self.mask.shape  # type: ignore[return-value]
+        return cast(tuple[int, int], self.mask.shape)
 
 
 @dataclass

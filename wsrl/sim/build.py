@@ -25,6 +25,7 @@ from wsrl.errors import ConfigError, TraceError
 from wsrl.sim import defaults
 from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_NAMES, TIER_NAMES, GuestArrays, HostArrays, SimSetup
 from wsrl.sim.config_scenario import GuestConfig, ScenarioConfig, load_scenario
+from wsrl.sim.config_workload import WorkloadConfig
 from wsrl.sim.demand import CombinedDemand, WorkloadDemand
 from wsrl.sim.trace_demand import POPULATIONS as TRACE_POPULATIONS
 from wsrl.sim.trace_demand import TraceDemand, TraceModel, TraceSlot, TraceWindow, load_trace_window
@@ -183,7 +184,7 @@ def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | No
     actuator = full(ACTUATOR_BALLOON, np.int8)
     deflate_on_oom = full(False, bool)
     tier = full(TIER_NAMES.index(defaults.TIER), np.int8)
-    grid: list[list[tuple[object, float, float] | None]] = [[None] * n_guests for _ in range(n_hosts)]
+    grid: list[list[tuple[WorkloadConfig, float, float] | None]] = [[None] * n_guests for _ in range(n_hosts)]
     trace_slots: list[TraceSlot] = []
     workload_names: list[list[str]] = []
     for h, plan in enumerate(plans):
@@ -221,7 +222,7 @@ def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | No
     # The clock (module docstring): the first trace entry's window start, else the epoch.
     start_ms = windows[min(windows)].start_ms if windows else 0
     base = WorkloadDemand.from_workloads(
-        grid,  # type: ignore[arg-type]
+        grid,
         populations=pops,
         time_of_day_s=(start_ms % DAY_MS) / 1000.0,
     )

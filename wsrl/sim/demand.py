@@ -10,7 +10,7 @@ jitter drawn at :meth:`WorkloadDemand.reset`. :class:`CombinedDemand` lays trace
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class WorkloadDemand:
         *,
         time_of_day_s: float = 0.0,
     ) -> None:
-        self.shape: tuple[int, int, int] = tuple(pop_is_anon.shape)  # type: ignore[assignment]
+        self.shape = cast(tuple[int, int, int], tuple(pop_is_anon.shape))
         hosts, guests, pops = self.shape
         self.pop_is_anon = np.asarray(pop_is_anon, dtype=bool)
         self.base_size_bytes = np.asarray(base_size_bytes, dtype=np.float64).reshape(-1)

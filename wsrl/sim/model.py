@@ -96,7 +96,7 @@ class GuestMemoryModel:
     def reset(self) -> None:
         """Guests at their provisioned size with nothing evicted and every counter at zero."""
         shape = self.guests.shape
-        pop_shape = self.pop_is_anon.shape
+        pop_shape: tuple[int, int, int] = self.pop_is_anon.shape
         self.size_bytes = np.zeros(pop_shape)
         self.rate_per_s = np.zeros(pop_shape)
         self.evicted_bytes = np.zeros(pop_shape)

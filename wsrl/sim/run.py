@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class SimSummary:
     provisioned_bytes: float
     trace: str | None = None
     trace_rows: int = 0
-    per_guest: list[dict[str, object]] = field(default_factory=list)
+    per_guest: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, object]:
         """Plain JSON-ready dict."""
@@ -128,7 +129,7 @@ def run_simulation(
     refaults = (model.refault_anon_total + model.refault_file_total)[mask]
     elapsed_s = steps * sim.step_s
     # Cold fraction averaged over time: per-step cold / resident pages, weighted by resident bytes.
-    cold = {str(t): float(cold_sums[t] / max(page_sum, 1.0)) for t in COLD_THRESHOLDS_S}
+    cold_frac = {str(t): float(cold_sums[t] / max(page_sum, 1.0)) for t in COLD_THRESHOLDS_S}
     per_guest = [
         {
             "host": setup.hosts.names[h],
@@ -152,8 +153,8 @@ def run_simulation(
         steps=steps,
         step_s=sim.step_s,
         duration_s=elapsed_s,
-        cold_frac_120s=cold["120"],
-        cold_frac_by_threshold_s=cold,
+        cold_frac_120s=cold_frac["120"],
+        cold_frac_by_threshold_s=cold_frac,
         refaults_per_s=float(refaults.sum() / elapsed_s),
         host_faults_per_s=float(model.host_fault_total[mask].sum() / elapsed_s),
         stall_frac_mean=float(stall_sum / steps),

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,7 @@ def load_trace_window(
     keys: Sequence[str],
     *,
     column: str = "working_set_bytes",
-    start: str | float | object | None = None,
+    start: str | float | datetime | date | None = None,
     duration_s: float | None = None,
     loop: bool = False,
 ) -> TraceWindow:
@@ -111,7 +112,7 @@ def load_trace_window(
     if start is None and duration_s is not None:
         start = 0.0  # the window's end needs its start: the first sample
     if start is not None:
-        how, value = parse_trace_start(start)  # type: ignore[arg-type]
+        how, value = parse_trace_start(start)
         if how == "abs":
             start_ms = round(value)
         else:

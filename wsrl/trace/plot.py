@@ -9,7 +9,7 @@ estimate. Provisioned and guest-visible sizes are drawn as lines.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,9 @@ from wsrl.errors import WsrlError
 from wsrl.histogram import cold_weights
 from wsrl.trace.reader import TraceReader
 from wsrl.units import GIB
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
 
 MAX_GUESTS = 16
 COLUMNS = (
@@ -166,7 +169,7 @@ def plot_trace(
         if row == 0:
             ax_hist.set_title("mean histogram by idle age", fontsize=8)
     axes[-1][0].set_xlabel("hours", fontsize=8)
-    handles: dict[str, object] = {}
+    handles: dict[str, Artist] = {}
     for ax in axes.ravel():
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)

@@ -220,12 +220,14 @@ class TraceReader:
         for sample in self.iter_samples(host):
             key = (sample.host, sample.time_ms)
             if key != current and group:
-                yield (*current, group)  # type: ignore[misc]
+                assert current is not None  # set with the group's first sample
+                yield (*current, group)
                 group = []
             current = key
             group.append(sample)
         if group:
-            yield (*current, group)  # type: ignore[misc]
+            assert current is not None
+            yield (*current, group)
 
     def summary(self) -> TraceSummary:
         """Counts and time range."""

@@ -336,7 +336,8 @@ def split_trace(
 
     holdout_set = pa.array(holdout_guests, type=pa.string())
     states = {"train": _SideState(), "holdout": _SideState()}
-    source_meta = manifest.get("meta") if isinstance(manifest.get("meta"), dict) else {}
+    raw_meta = manifest.get("meta")
+    source_meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     split_meta = {
         "source": str(source),
         "salt": salt,

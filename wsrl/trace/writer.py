@@ -142,7 +142,8 @@ class TraceWriter:
             self.removed_partial_parts = self._remove_partial_parts()
             self._open_manifest(source, description, meta or {})
             existing = list_parts(self.directory)
-            last = int(PART_PATTERN.match(existing[-1].name).group(1)) if existing else -1  # type: ignore[union-attr]
+            match = PART_PATTERN.match(existing[-1].name) if existing else None  # list_parts: all match
+            last = int(match.group(1)) if match else -1
             self._next_part = last + 1
         except BaseException:
             self._release_lock()
