@@ -25,14 +25,15 @@ from cgroup_fixtures import TEST_PARENT, hog, v1_memcg, zram_swap
 from test_backend_damon import assert_read_only, damon_tree, recorded_opens, thaw
 from test_runner_support import config_data
 
-from wsrl.backends.base import BackendError, GuestBackend, GuestSpec, snapshot_from_readings
+from wsrl.backends.base import BackendError, GuestBackend
 from wsrl.backends.cgroup import LRU_EDGE_MS, WSR_REPORT_FILE, CgroupBackend
 from wsrl.backends.cgroup_files import KERNEL_MAX_BYTES, MAX_FILE_BYTES, PAGE_SIZE_BYTES
 from wsrl.backends.kernfs import KernfsWatcher
-from wsrl.backends.registry import build_backends
+from wsrl.runner.backend_registry import build_backends
 from wsrl.errors import ConfigError
 from wsrl.formats import parse_bytes
 from wsrl.histogram import merge_nodes
+from wsrl.inputs.live import GuestSpec, snapshot_from_readings
 from wsrl.lab.kernel import rmdir_retry
 from wsrl.runner.config import runner_config_from_dict
 from wsrl.units import GIB, MIB

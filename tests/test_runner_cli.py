@@ -168,3 +168,27 @@ def test_runner_never_imports_torch_nor_the_cli(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_runner_runs_where_the_training_libraries_are_not_installed(tmp_path: Path) -> None:
+    """A runner-only install: torch, gymnasium and stable-baselines3 cannot be imported at all."""
+    config = _write(tmp_path)
+    script = (
+        "import sys, importlib.abc\n"
+        "class Absent(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'gymnasium', 'stable_baselines3', 'sb3_contrib'):\n"
+        "            raise ImportError(f'No module named {name!r} (blocked by the test)')\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Absent())\n"
+        "from wsrl.runner.__main__ import main\n"
+        "try:\n"
+        f"    main(['--config', {str(config)!r}, '--once'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "audit.jsonl").read_text().count('"kind":"tick"') == 1

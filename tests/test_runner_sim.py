@@ -31,7 +31,7 @@ from test_runner_support import (
 )
 
 from wsrl.backends.base import BackendError
-from wsrl.backends.registry import build_backends
+from wsrl.runner.backend_registry import build_backends
 from wsrl.backends.sim import SimBackend, SimWorld
 from wsrl.policies import make_policy
 from wsrl.runner.config import RunnerConfig

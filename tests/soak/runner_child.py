@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shar
 from test_runner_support import ClockShiftBackend
 
 from wsrl.backends.base import GuestBackend
-from wsrl.backends.registry import build_backends
+from wsrl.runner.backend_registry import build_backends
 from wsrl.runner.config import load_runner_config
 from wsrl.runner.daemon import Runner
 

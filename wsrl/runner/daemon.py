@@ -6,7 +6,7 @@ One :meth:`Runner.tick`:
 2. sort the readings (:func:`~wsrl.runner.safety.check_inputs`): missing, stale or malformed inputs
    put a guest on hold, then on the fallback policy (:class:`~wsrl.runner.safety.InputHealth`);
 3. build one :class:`~wsrl.pipeline.snapshot.HostSnapshot` with
-   :func:`~wsrl.backends.base.snapshot_from_readings` (usable readings only) and decide through the
+   its :class:`~wsrl.inputs.live.LiveHost` (usable readings only) and decide through the
    one control stack (:class:`~wsrl.pipeline.control.ControlStack`: the acting policy and the
    fallback beside it, the allocator, the choice per guest, and every rail: hold, breaker, OOM
    memory, rate per second, host reserve, floor/ceiling), exactly as training and evaluation do;
@@ -37,8 +37,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from wsrl.backends.base import GuestBackend, GuestReading, snapshot_from_readings
+from wsrl.backends.base import GuestBackend
 from wsrl.errors import WsrlError
+from wsrl.inputs.live import GuestReading, LiveHost
 from wsrl.pipeline.control import (
     ACTOR,
     FALLBACK_POLICY,
@@ -155,7 +156,15 @@ class Runner:
             clock_skew_s=math.inf if simulated else config.safety.clock_skew_s,
         )
         self._clock_offset_s: float | None = None
-        self._last_snapshot_ms: int | None = None
+        self.live = LiveHost(
+            self.specs,
+            host_name=config.host.name,
+            capacity_bytes=config.host.capacity_gib * GIB,
+            reserve_bytes=config.host.reserve_gib * GIB,
+            interval_s=config.host.interval_s,
+            edges_ms=config.host.histogram_edges_ms,
+        )
+        """The input: each tick's usable readings as the host's snapshot."""
         self._started = False
         self._closed = False
         self.ticks = 0
@@ -228,7 +237,7 @@ class Runner:
         return stack, PolicyStage(configured, stack.allocator)
 
     def _build_backends(self) -> list[GuestBackend]:
-        from wsrl.backends.registry import build_backends
+        from wsrl.runner.backend_registry import build_backends
 
         return build_backends(self.config)
 
@@ -342,22 +351,8 @@ class Runner:
         return readings, errors
 
     def _snapshot(self, readings: list[GuestReading | None], time_ms: int) -> HostSnapshot:
-        host = self.config.host
-        previous = self._last_snapshot_ms
-        interval_s = host.interval_s
-        if previous is not None and time_ms > previous:
-            interval_s = (time_ms - previous) / 1000.0
-        self._last_snapshot_ms = time_ms
-        return snapshot_from_readings(
-            readings,
-            self.specs,
-            host_name=host.name,
-            capacity_bytes=host.capacity_gib * GIB,
-            reserve_bytes=host.reserve_gib * GIB,
-            interval_s=interval_s,
-            time_ms=time_ms,
-            edges_ms=host.histogram_edges_ms,
-        )
+        self.live.observe(readings, time_ms)
+        return self.live.snapshot()
 
     def observe(self) -> HostSnapshot:
         """Read every guest into a snapshot without deciding or applying anything.
