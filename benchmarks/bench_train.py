@@ -30,6 +30,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from wsrl.inputs.ref import ScenarioInput
 from wsrl.rl.parallel_vec_env import ParallelGuestVecEnv
 from wsrl.rl.vec_env import GuestVecEnv
 
@@ -79,7 +80,7 @@ def main() -> None:
         parser.error(f"--hosts {args.hosts} does not split evenly over --workers {args.workers}")
     if args.workers > 1:
         env: VecEnv = ParallelGuestVecEnv(
-            ["dense"] * args.workers,
+            [ScenarioInput("dense")] * args.workers,
             workers=args.workers,
             hosts_per_input=args.hosts // args.workers,
             episode_steps=360,
@@ -88,7 +89,11 @@ def main() -> None:
         )
     else:
         env = GuestVecEnv(
-            ["dense"], hosts_per_input=args.hosts, episode_steps=360, seed=0, info_reward_terms=False
+            [ScenarioInput("dense")],
+            hosts_per_input=args.hosts,
+            episode_steps=360,
+            seed=0,
+            info_reward_terms=False,
         )
     baseline = random_actions_rate(env, 50)
 

@@ -14,11 +14,14 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from wsrl.cli.learn_cmd import export_minari_command
 from wsrl.errors import WsrlError
-from wsrl.eval.runner import evaluate_policy, input_setup
+from wsrl.eval.runner import evaluate_policy
+from wsrl.inputs.ref import InputRef, ScenarioInput, TraceInput
+from wsrl.inputs.replay import read_trace_host
+from wsrl.inputs.setup import input_setup
+from wsrl.inputs.simulated import snapshot_from_simulator
 from wsrl.pipeline.action import ACTION_DIM, MAX_HEADROOM_FRAC, action_to_target_bytes
 from wsrl.pipeline.observation import FEATURE_COUNT, ObservationBuilder, cold_bytes_by_type
-from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
-from wsrl.pipeline.trace_snapshot import read_trace_host
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies import make_policy, make_stack
 from wsrl.rl.bc import (
     bc_dataset,
@@ -39,8 +42,8 @@ from wsrl.sim.simulator import Simulator
 from wsrl.trace.reader import TraceReader
 
 REPO = Path(__file__).resolve().parents[1]
-CLIENT = str(REPO / "envs" / "training" / "client.toml")
-LAPTOP = str(REPO / "envs" / "scenarios" / "laptop.toml")
+CLIENT = ScenarioInput(str(REPO / "envs" / "training" / "client.toml"))
+LAPTOP = ScenarioInput(str(REPO / "envs" / "scenarios" / "laptop.toml"))
 BC_DURATION_S = 7200.0  # two simulated hours of 10 s steps: 720 decisions per guest
 SEED = 0
 
@@ -56,7 +59,7 @@ def one_torch_thread() -> None:
     torch.set_num_threads(1)  # as wsrl.rl.train does: tiny networks, no thread spin-up
 
 
-def live_snapshots(policy: str, ref: str, steps: int, seed: int) -> list[HostSnapshot]:
+def live_snapshots(policy: str, ref: InputRef, steps: int, seed: int) -> list[HostSnapshot]:
     """The snapshots a policy sees on an input, as the evaluator's loop produces them."""
     setup = input_setup(ref)
     sim = Simulator(setup)
@@ -120,7 +123,7 @@ def test_bc_dataset_holds_every_recorded_decision(vpa_client: Path) -> None:
     assert actions.shape == (obs.shape[0], ACTION_DIM) and np.all(np.abs(actions) <= 1.0)
     # The actions propose the recorded decisions wherever they are reachable.
     for t in range(0, steps, 37):
-        snapshot = replay.snapshot(t)
+        snapshot = replay.snapshot_at(t)
         recorded = snapshot.extra["action_target_bytes"]
         rows = actions[t * len(replay.guest_names) : (t + 1) * len(replay.guest_names)]
         proposed = action_to_target_bytes(rows[None].astype(float), snapshot)
@@ -195,7 +198,7 @@ def test_behaviour_clone_fits_sac_and_rejects_bad_input(vpa_client: Path, client
 
 def test_recording_trace_inputs_and_errors(vpa_client: Path, tmp_path: Path) -> None:
     # A trace input (Bitbrains VMs replayed by trace-driven guests) records like a scenario.
-    bitbrains = "traces:" + str(REPO / "envs" / "traces" / "bitbrains-sample")
+    bitbrains = TraceInput(REPO / "envs" / "traces" / "bitbrains-sample")
     (replayed,) = record_decisions("far-memory", [CLIENT, bitbrains], 300.0, SEED, tmp_path / "two")[1:]
     assert replayed.name == "01-bitbrains-sample"
     obs, actions = bc_dataset([replayed])
@@ -208,7 +211,7 @@ def test_recording_trace_inputs_and_errors(vpa_client: Path, tmp_path: Path) -> 
         record_decisions("vpa", [CLIENT], 60.0, SEED, tmp_path, record="intent")  # type: ignore[arg-type]
     with pytest.raises(WsrlError, match="unknown policy 'vpa2'"):
         record_decisions("vpa2", [CLIENT], 60.0, SEED, tmp_path)
-    run_simulation(build_setup(load_scenario(LAPTOP)), 60.0, seed=0, out=tmp_path / "plain")
+    run_simulation(build_setup(load_scenario(LAPTOP.name_or_path)), 60.0, seed=0, out=tmp_path / "plain")
     with pytest.raises(WsrlError, match="no sample has action_target_bytes"):
         bc_dataset([tmp_path / "plain"])
     with pytest.raises(WsrlError, match="no action_target_bytes"):

@@ -10,7 +10,9 @@ import torch
 from shipped import shipped_base
 from stable_baselines3 import PPO
 
-from wsrl.eval.runner import evaluate_policy, input_setup
+from wsrl.eval.runner import evaluate_policy
+from wsrl.inputs.ref import ScenarioInput
+from wsrl.inputs.setup import input_setup
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.policies.learned import load_learned_policy
@@ -24,7 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = shipped_base()
 # Two small inputs: a 1.25x overcommitted container host with bronze bursty services (both caps
 # apply) and a roomy pair of VMs.
-INPUTS = [str(REPO / "envs" / "training" / name) for name in ("spiky-containers.toml", "pair.toml")]
+INPUTS = [
+    ScenarioInput(str(REPO / "envs" / "training" / name)) for name in ("spiky-containers.toml", "pair.toml")
+]
 DURATION_S = 1800.0
 SEED = 3
 STEPS = int(DURATION_S / 10)  # 10 s steps

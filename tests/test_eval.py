@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,15 +11,16 @@ from typer.testing import CliRunner
 from wsrl.cli import app, main
 from wsrl.eval.metrics import METRIC_NAMES
 from wsrl.eval.runner import RunSpec, grid, run_grid, run_one, summarize
+from wsrl.inputs.ref import ScenarioInput, TraceInput
 from wsrl.pipeline.control import ControlSpec
 
 runner = CliRunner()
-SAMPLE_TRACE = "envs/traces/bitbrains-sample"
+SAMPLE_TRACE = TraceInput(Path("envs/traces/bitbrains-sample"))
 
 
 def test_static_policy_saves_nothing_and_breaks_nothing():
     # The default datacenter holds every guest at its provisioned size: static is no overcommit.
-    result = run_one(RunSpec(policy="static", input="datacenter", seed=0, duration_s=1800))
+    result = run_one(RunSpec(policy="static", input=ScenarioInput("datacenter"), seed=0, duration_s=1800))
     assert result.metrics["memory_saved_frac"] == pytest.approx(0.0, abs=1e-9)
     assert result.metrics["violation_frac"] == 0 and result.metrics["oom_events"] == 0
     assert set(result.metrics) == set(METRIC_NAMES)
@@ -26,7 +28,7 @@ def test_static_policy_saves_nothing_and_breaks_nothing():
 
 
 def test_executors_give_identical_metrics():
-    specs = grid(["static", "wmo"], ["laptop"], seeds=2, duration_s=900)
+    specs = grid(["static", "wmo"], [ScenarioInput("laptop")], seeds=2, duration_s=900)
     serial = run_grid(specs, executor="serial")
     process = run_grid(specs, executor="process", workers=2)
     ray = run_grid(specs, executor="ray")
@@ -38,7 +40,7 @@ def test_executors_give_identical_metrics():
 
 
 def test_trace_input_replays_real_history():
-    trace = f"traces:{SAMPLE_TRACE}"
+    trace = SAMPLE_TRACE
     published = run_one(RunSpec("wmo", trace, seed=0, duration_s=3600, control=ControlSpec.unguarded()))
     assert len(published.per_guest) == 8
     assert published.metrics["memory_saved_frac"] > 0.2  # Bitbrains VMs are mostly idle
@@ -104,7 +106,7 @@ def test_eval_on_the_shared_bitbrains_history(tmp_path):
     trace = tmp_path / "bitbrains"
     vms = [3, 5, 7, 11, 13, 17]
     import_bitbrains(shared_bitbrains(), trace, vms=vms, start_s=1_376_000_000, end_s=1_376_100_000)
-    specs = grid(["static", "vpa", "oracle"], [f"traces:{trace}"], seeds=1, duration_s=3 * 3600)
+    specs = grid(["static", "vpa", "oracle"], [TraceInput(trace)], seeds=1, duration_s=3 * 3600)
     results = {r.policy: r for r in run_grid(specs)}
     recorded = set(TraceReader(trace).read_table(["guest"]).column("guest").to_pylist())
     assert 4 <= len(recorded) <= len(vms)  # a VM without samples in the window is not replayed

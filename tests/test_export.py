@@ -25,10 +25,13 @@ from stable_baselines3 import PPO, SAC
 from wsrl.cli import main
 from wsrl.errors import WsrlError
 from wsrl.eval.metrics import METRIC_NAMES
-from wsrl.eval.runner import RunSpec, check_specs, input_setup, run_one
+from wsrl.eval.runner import RunSpec, check_specs, run_one
+from wsrl.inputs.ref import ScenarioInput
+from wsrl.inputs.setup import input_setup
+from wsrl.inputs.simulated import snapshot_from_simulator
 from wsrl.pipeline.action import ACTION_DIM, action_to_target_bytes
 from wsrl.pipeline.observation import FEATURE_COUNT, FEATURE_NAMES, OBS_SPEC_VERSION, ObservationBuilder
-from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies.learned import LearnedPolicy, file_sha256, load_learned_policy
 from wsrl.rl.export import export_policy
 from wsrl.rl.spaces import guest_observation_space
@@ -36,6 +39,7 @@ from wsrl.rl.vec_env import GuestVecEnv
 from wsrl.sim.simulator import Simulator
 
 TOL = 1e-5
+LAPTOP = ScenarioInput("laptop")
 NET_ARCH = [32, 32]
 LSTM_HIDDEN = 16
 EPISODE_STEPS = 360
@@ -45,7 +49,7 @@ one time step at a time (seconds instead of a fraction of one)."""
 
 def _train(algorithm: str, out: Path, *, with_algorithm_name: bool = True) -> Any:
     """Train a tiny agent on the real per-guest env and save it as a training run."""
-    env = GuestVecEnv(["laptop"], episode_steps=EPISODE_STEPS, seed=0)
+    env = GuestVecEnv([LAPTOP], episode_steps=EPISODE_STEPS, seed=0)
     common: dict[str, Any] = {"seed": 0, "device": "cpu", "verbose": 0}
     started = time.monotonic()
     if algorithm == "PPO":
@@ -98,7 +102,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]
 @pytest.fixture(scope="module")
 def real_snapshots() -> list[HostSnapshot]:
     """Consecutive snapshots of the simulated laptop with every guest at its provisioned size."""
-    sim = Simulator(input_setup("laptop"))
+    sim = Simulator(input_setup(LAPTOP))
     sim.reset(0)
     snapshots = [snapshot_from_simulator(sim)]
     for _ in range(60):
@@ -381,7 +385,7 @@ def test_training_run_without_export_is_not_loaded(tmp_path: Path, runs: dict) -
 @pytest.mark.parametrize("algorithm", ["PPO", "SAC", "RecurrentPPO"])
 def test_exported_policy_runs_in_the_runner(algorithm: str, runs: dict) -> None:
     directory = str(runs[algorithm][0])
-    spec = RunSpec(directory, "laptop", 0, 600)
+    spec = RunSpec(directory, LAPTOP, 0, 600)
     check_specs([spec])
     result = run_one(spec)
     assert result.policy == directory
@@ -392,12 +396,12 @@ def test_exported_policy_runs_in_the_runner(algorithm: str, runs: dict) -> None:
 
 def test_runner_rejects_paths_that_are_not_exported_policies(tmp_path: Path) -> None:
     with pytest.raises(WsrlError, match="no such directory; a policy is a registered name"):
-        check_specs([RunSpec(str(tmp_path / "missing"), "laptop", 0, 60)])
+        check_specs([RunSpec(str(tmp_path / "missing"), LAPTOP, 0, 60)])
     with pytest.raises(WsrlError, match=r"not an exported policy: no manifest\.json"):
-        check_specs([RunSpec(str(tmp_path), "laptop", 0, 60)])
+        check_specs([RunSpec(str(tmp_path), LAPTOP, 0, 60)])
     with pytest.raises(WsrlError, match="unknown policy 'nonsense'"):
-        check_specs([RunSpec("nonsense", "laptop", 0, 60)])
-    check_specs([RunSpec("static", "laptop", 0, 60)])
+        check_specs([RunSpec("nonsense", LAPTOP, 0, 60)])
+    check_specs([RunSpec("static", LAPTOP, 0, 60)])
 
 
 def test_cli_export(runs: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -418,7 +422,8 @@ def test_learned_policy_runs_without_torch(runs: dict) -> None:
         "import sys\n"
         "import wsrl.policies.learned, wsrl.eval.runner, wsrl.cli\n"
         "from wsrl.eval.runner import RunSpec, run_one\n"
-        f"result = run_one(RunSpec({str(runs['RecurrentPPO'][0])!r}, 'laptop', 0, 120))\n"
+        "from wsrl.inputs.ref import ScenarioInput\n"
+        f"result = run_one(RunSpec({str(runs['RecurrentPPO'][0])!r}, ScenarioInput('laptop'), 0, 120))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert result.metrics and all(v == v for v in result.metrics.values())\n"
     )

@@ -305,8 +305,8 @@ def test_misuse_is_refused():
 
 def test_end_to_end_on_the_laptop_scenario():
     """A policy asking for 60 % of provisioned, through the control loop, for one simulated hour."""
+    from wsrl.inputs.simulated import snapshot_from_simulator
     from wsrl.pipeline.control import ControlSpec
-    from wsrl.pipeline.snapshot import snapshot_from_simulator
     from wsrl.sim.build import build_setup
     from wsrl.sim.config import load_scenario
     from wsrl.sim.simulator import Simulator

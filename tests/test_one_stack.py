@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from test_runner_support import make_config
 
-from wsrl.eval.runner import input_setup
+from wsrl.inputs.ref import ScenarioInput
+from wsrl.inputs.setup import input_setup
 from wsrl.pipeline.control import ControlSpec, GuestConditions
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies import make_policy, make_stack
@@ -62,7 +63,8 @@ def test_runner_evaluator_and_training_env_decide_identically(tmp_path: Path) ->
     # The evaluator's stack (what `wsrl eval` builds), under the same spec.
     evaluator = make_stack(POLICY, dataclasses.replace(spec, contain_policy_errors=False))
     # The training env's stack: the learned slot gets the proposals the policy makes.
-    batch = HostBatch(input_setup("laptop"), episode_steps=TICKS, control=spec, random_start=False)
+    laptop = input_setup(ScenarioInput("laptop"))
+    batch = HostBatch(laptop, episode_steps=TICKS, control=spec, random_start=False)
     proposer = make_policy(POLICY)
     evaluator.reset(snapshots[0])
     batch.stack.reset(snapshots[0])

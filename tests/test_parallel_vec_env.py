@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wsrl.inputs.ref import ScenarioInput, TraceInput
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.rl.parallel_vec_env import ParallelGuestVecEnv, input_shares
 from wsrl.rl.reward import REWARD_TERMS
@@ -14,7 +15,11 @@ from wsrl.rl.vec_env import GuestVecEnv
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_TRACES = REPO / "envs" / "traces" / "bitbrains-sample"
-INPUTS = ["laptop", f"traces:{SAMPLE_TRACES}", str(REPO / "envs" / "training" / "pair.toml")]
+INPUTS = [
+    ScenarioInput("laptop"),
+    TraceInput(SAMPLE_TRACES),
+    ScenarioInput(str(REPO / "envs" / "training" / "pair.toml")),
+]
 
 
 def test_input_shares_are_contiguous_and_cover_every_input() -> None:
@@ -64,7 +69,7 @@ def test_workers_replay_the_in_process_env_exactly() -> None:
 
 def test_a_failing_worker_is_reported_with_its_error() -> None:
     with pytest.raises(RuntimeError, match=r"worker failed(.|\n)*no-such-scenario"):
-        ParallelGuestVecEnv(["laptop", "no-such-scenario"], workers=2)
+        ParallelGuestVecEnv([ScenarioInput("laptop"), ScenarioInput("no-such-scenario")], workers=2)
 
 
 def test_training_infos_leave_out_per_step_terms_but_keep_episode_ends() -> None:

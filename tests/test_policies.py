@@ -13,12 +13,13 @@ from shipped import shipped_base
 from wsrl.errors import WsrlError
 from wsrl.eval.metrics import MetricsRecorder, RunMetrics
 from wsrl.histogram import DEFAULT_EDGES_MS
+from wsrl.inputs.simulated import snapshot_from_simulator
 from wsrl.pipeline.action import cold_age_action, cold_age_ms, headroom_action, headroom_frac
 from wsrl.pipeline.allocator import Allocator
 from wsrl.pipeline.control import ControlSpec
 from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.pipeline.policy import Policy
-from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies import (
     POLICIES,
     REFERENCE_POLICIES,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from wsrl.backends.base import GuestReading
+from wsrl.inputs.live import GuestReading
 from wsrl.pipeline import rails
 from wsrl.runner.safety import InputArrays
 from wsrl.units import GIB, PAGE_BYTES

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from wsrl.inputs.ref import ScenarioInput
 from wsrl.rl.card import GPU_RECORD, best_reference, card_tables, evaluate_card, model_card, verdict
 from wsrl.rl.config import AgentConfig
 from wsrl.rl.export import export_policy
@@ -73,7 +74,7 @@ def test_card_evaluates_an_exported_policy_against_every_reference(tmp_path: Pat
     )
     train(config, tmp_path / "tiny", progress_bar=False)
     export_policy(tmp_path / "tiny")
-    card = evaluate_card(str(tmp_path / "tiny"), inputs=("laptop",), duration_s=600)
+    card = evaluate_card(str(tmp_path / "tiny"), inputs=(ScenarioInput("laptop"),), duration_s=600)
     policies = card["means"]["laptop"]
     assert str(tmp_path / "tiny") in policies and "vpa" in policies and "oracle" in policies
     assert card["checks"]["laptop"]["best_reference"] in policies

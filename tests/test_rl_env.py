@@ -3,6 +3,8 @@ training and evaluation compute observations and actions the same way."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,16 +13,20 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import wsrl
 from wsrl.eval.runner import evaluate_policy
+from wsrl.inputs.ref import ScenarioInput, TraceInput
+from wsrl.inputs.setup import input_setup_with_hosts
+from wsrl.inputs.simulated import snapshot_from_simulator
 from wsrl.pipeline.action import ACTION_DIM, action_to_target_bytes, cold_age_ms, headroom_frac
 from wsrl.pipeline.observation import FEATURE_COUNT, FEATURE_NAMES, ObservationBuilder
-from wsrl.pipeline.snapshot import snapshot_from_simulator
 from wsrl.policies.learned import LearnedPolicy
 from wsrl.rl.batch import HostBatch
 from wsrl.rl.reward import REWARD_TERMS, RewardWeights, reward_terms
-from wsrl.rl.vec_env import GuestVecEnv, input_setup_with_hosts
+from wsrl.rl.vec_env import GuestVecEnv
 from wsrl.sim.simulator import Simulator
 
 SAMPLE_TRACES = "envs/traces/bitbrains-sample"
+SAMPLE = TraceInput(Path(SAMPLE_TRACES))
+LAPTOP = ScenarioInput("laptop")
 
 
 def linear_forward(seed: int = 0):
@@ -82,7 +88,7 @@ def test_same_seed_same_episode() -> None:
 
 
 def test_vec_env_auto_resets_with_terminal_observation_and_truncation() -> None:
-    env = GuestVecEnv(["laptop", f"traces:{SAMPLE_TRACES}"], episode_steps=4, seed=2)
+    env = GuestVecEnv([LAPTOP, SAMPLE], episode_steps=4, seed=2)
     assert env.num_envs == 3 + 8
     obs = env.reset()
     assert obs.shape == (11, FEATURE_COUNT) and obs.dtype == np.float32
@@ -110,7 +116,7 @@ def test_hosts_of_one_batch_step_together_but_independently() -> None:
     """Two hosts stepped in one numpy pass: what one host's guests are told never moves the other."""
     runs = []
     for other in (-1.0, 1.0):
-        batch = HostBatch(input_setup_with_hosts("laptop", hosts=2), episode_steps=5, random_start=False)
+        batch = HostBatch(input_setup_with_hosts(LAPTOP, hosts=2), episode_steps=5, random_start=False)
         batch.reset(7)
         rng = np.random.default_rng(0)
         trajectory = []
@@ -131,7 +137,7 @@ def test_training_and_evaluation_see_and_do_the_same() -> None:
     """A network stepped through the env engine and the same network run by the evaluator as a
     LearnedPolicy produce identical observations, proposals and targets: one code path."""
     forward = linear_forward(1)
-    batch = HostBatch(input_setup_with_hosts("laptop"), episode_steps=30, random_start=False)
+    batch = HostBatch(input_setup_with_hosts(LAPTOP), episode_steps=30, random_start=False)
     obs = batch.reset(3)
     env_targets = []
     for _ in range(30):
@@ -152,10 +158,10 @@ def test_training_and_evaluation_see_and_do_the_same() -> None:
         return proposal
 
     policy.decide = recording_decide  # type: ignore[method-assign]
-    result = evaluate_policy(policy, "laptop", 3, 30 * 10)
+    result = evaluate_policy(policy, LAPTOP, 3, 30 * 10)
     assert result.metrics["memory_saved_frac"] > 0
     assert len(seen) == 30
-    batch2 = HostBatch(input_setup_with_hosts("laptop"), episode_steps=30, random_start=False)
+    batch2 = HostBatch(input_setup_with_hosts(LAPTOP), episode_steps=30, random_start=False)
     obs = batch2.reset(3)
     for index in range(30):
         action = np.zeros((*batch2.mask.shape, ACTION_DIM))
@@ -170,13 +176,13 @@ def test_training_and_evaluation_see_and_do_the_same() -> None:
 @pytest.mark.parametrize("scenario", ["laptop", "dense", "envs/training/pair.toml"])
 def test_one_policy_runs_on_hosts_of_any_size(scenario: str) -> None:
     """The same per-guest network serves 2, 3 and 64 guests unchanged."""
-    result = evaluate_policy(LearnedPolicy(linear_forward(2), name="linear"), scenario, 0, 600)
+    result = evaluate_policy(LearnedPolicy(linear_forward(2), name="linear"), ScenarioInput(scenario), 0, 600)
     assert all(np.isfinite(v) for v in result.metrics.values())
     assert len(result.per_guest) in (2, 3, 64)
 
 
 def test_single_guest_host() -> None:
-    setup = input_setup_with_hosts(f"traces:{SAMPLE_TRACES}")
+    setup = input_setup_with_hosts(SAMPLE)
     env = gym.make("wsrl/TraceReplay-v0", traces=SAMPLE_TRACES, guests=["vm1"], episode_steps=3)
     obs, _ = env.reset(seed=1)
     assert obs["guests"].shape == (1, FEATURE_COUNT) and setup.guests.mask.sum() == 8
@@ -188,7 +194,7 @@ def test_action_mapping_ranges_and_extremes() -> None:
     assert cold_age_ms(np.array([1.0]))[0] == pytest.approx(7_200_000)
     assert headroom_frac(np.array([-1.0]))[0] == 0.0
     assert headroom_frac(np.array([1.0]))[0] == pytest.approx(0.5)
-    sim = Simulator(input_setup_with_hosts("datacenter"))
+    sim = Simulator(input_setup_with_hosts(ScenarioInput("datacenter")))
     sim.reset(0)
     for _ in range(60):
         sim.step()
@@ -215,7 +221,7 @@ def test_action_mapping_ranges_and_extremes() -> None:
 
 
 def test_observation_rows_are_bounded_and_padding_is_zero() -> None:
-    sim = Simulator(input_setup_with_hosts(f"traces:{SAMPLE_TRACES}"))
+    sim = Simulator(input_setup_with_hosts(SAMPLE))
     sim.reset(0)
     builder = ObservationBuilder()
     obs = builder.reset(snapshot_from_simulator(sim))
@@ -230,7 +236,7 @@ def test_observation_rows_are_bounded_and_padding_is_zero() -> None:
 
 
 def test_reward_terms_punish_ooms_far_above_everything() -> None:
-    sim = Simulator(input_setup_with_hosts("dense"))  # memcg limits: they act at once
+    sim = Simulator(input_setup_with_hosts(ScenarioInput("dense")))  # memcg limits: they act at once
     sim.reset(0)
     before = snapshot_from_simulator(sim)
     sim.step(np.where(sim.mask, 4 * 2**20, 0.0))  # far below what any guest needs: OOM kills
@@ -254,7 +260,7 @@ def test_reward_terms_punish_ooms_far_above_everything() -> None:
 @pytest.mark.parametrize("team", [0.0, 0.4, 1.0])
 def test_team_term_mixes_each_guest_reward_with_its_host_mean(team: float) -> None:
     """reward = (1 - team) * own + team * host mean of own; padding stays 0; hosts stay apart."""
-    sim = Simulator(input_setup_with_hosts("envs/training/pair.toml", hosts=2))
+    sim = Simulator(input_setup_with_hosts(ScenarioInput("envs/training/pair.toml"), hosts=2))
     sim.reset(3)
     before = snapshot_from_simulator(sim)
     provisioned = sim.setup.guests.provisioned_bytes

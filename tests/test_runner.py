@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from test_runner_support import config_data, make_config, to_toml
 
-from wsrl.backends.base import GuestReading
 from wsrl.errors import ConfigError
 from wsrl.histogram import ALL_NODES, Histogram
+from wsrl.inputs.live import GuestReading
 from wsrl.runner import safety
 from wsrl.runner.config import load_runner_config, runner_config_from_dict
 from wsrl.units import GIB

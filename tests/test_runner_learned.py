@@ -16,6 +16,7 @@ from stable_baselines3 import PPO
 from test_runner_support import audit_records, config_data, make_config
 
 from wsrl.errors import WsrlError
+from wsrl.inputs.ref import ScenarioInput
 from wsrl.rl.export import export_policy
 from wsrl.rl.vec_env import GuestVecEnv
 from wsrl.runner.config import runner_config_from_dict
@@ -28,7 +29,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("learned")
     run = root / "tiny-ppo"
     run.mkdir()
-    env = GuestVecEnv(["laptop"], episode_steps=32, seed=0)
+    env = GuestVecEnv([ScenarioInput("laptop")], episode_steps=32, seed=0)
     model = PPO(
         "MlpPolicy", env, n_steps=16, batch_size=16, policy_kwargs={"net_arch": [8]}, seed=0, device="cpu"
     )

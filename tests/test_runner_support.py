@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from wsrl.backends.base import BackendError, GuestBackend, GuestReading, Notify
+from wsrl.backends.base import BackendError, GuestBackend, Notify
+from wsrl.inputs.live import GuestReading
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.runner.config import RunnerConfig, runner_config_from_dict

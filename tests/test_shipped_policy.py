@@ -9,6 +9,7 @@ import numpy as np
 from shipped import private_copy
 
 from wsrl.eval.runner import evaluate_policy
+from wsrl.inputs.ref import ScenarioInput
 from wsrl.pipeline.action import ACTION_NAMES
 from wsrl.pipeline.observation import FEATURE_NAMES, OBS_SPEC_VERSION
 from wsrl.policies.learned import load_learned_policy
@@ -25,7 +26,7 @@ def test_shipped_policy_matches_this_build_and_runs(tmp_path: Path) -> None:
     assert manifest["feature_names"] == list(FEATURE_NAMES)
     assert manifest["action_names"] == list(ACTION_NAMES)
     policy = load_learned_policy(copy)
-    result = evaluate_policy(policy, "laptop", 0, 1800)
+    result = evaluate_policy(policy, ScenarioInput("laptop"), 0, 1800)
     assert all(np.isfinite(v) for v in result.metrics.values())
     assert result.metrics["oom_events"] == 0
     card = json.loads((SHIPPED / "card.json").read_text())

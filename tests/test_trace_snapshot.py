@@ -1,4 +1,4 @@
-"""Trace replay (wsrl.pipeline.trace_snapshot): snapshots read back from a recorded trace give the
+"""Trace replay (wsrl.inputs.replay): snapshots read back from a recorded trace give the
 same observation rows, decisions and rewards as the live simulator snapshots they were recorded from."""
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import pyarrow as pa
 import pytest
 
 from wsrl.errors import WsrlError
-from wsrl.eval.runner import input_setup
+from wsrl.inputs.ref import ScenarioInput
+from wsrl.inputs.replay import read_trace_host, trace_host_names, trace_snapshots
+from wsrl.inputs.setup import input_setup
+from wsrl.inputs.simulated import snapshot_from_simulator
 from wsrl.pipeline.observation import FEATURE_NAMES, ObservationBuilder
-from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
-from wsrl.pipeline.trace_snapshot import read_trace_host, trace_host_names, trace_snapshots
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies import make_stack
 from wsrl.rl.bc import record_decisions
 from wsrl.rl.reward import RewardWeights, reward_terms
@@ -140,8 +142,8 @@ def test_wsrl_sim_trace_replays_the_live_observations(tmp_path: Path) -> None:
 def test_policy_trace_replays_observations_decisions_and_rewards(tmp_path: Path) -> None:
     # A policy that squeezes guests: refaults, stall, balloon events and moving targets.
     seed, steps = 1, 180
-    (trace,) = record_decisions("far-memory", [LAPTOP], steps * 10.0, seed, tmp_path)
-    setup = input_setup(LAPTOP)
+    (trace,) = record_decisions("far-memory", [ScenarioInput(LAPTOP)], steps * 10.0, seed, tmp_path)
+    setup = input_setup(ScenarioInput(LAPTOP))
     sim = Simulator(setup)
     sim.reset(seed)
     snapshot = snapshot_from_simulator(sim)
@@ -200,7 +202,8 @@ def _rewrite(source: Path, target: Path, keep: pa.Array | None = None, **nulls: 
 
 @pytest.fixture(scope="module")
 def laptop_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    (trace,) = record_decisions("far-memory", [LAPTOP], 300.0, 0, tmp_path_factory.mktemp("laptop"))
+    laptop = ScenarioInput(LAPTOP)
+    (trace,) = record_decisions("far-memory", [laptop], 300.0, 0, tmp_path_factory.mktemp("laptop"))
     return trace
 
 
@@ -242,7 +245,7 @@ def test_missing_guests_are_masked_with_counters_held(laptop_trace: Path, tmp_pa
     assert held.mask[5:10, g1].all() and not held.present[5:10, g1].any()
     assert not held.mask[:3, g2].any()  # before its first sample a guest is not held
     for t in range(5, 10):
-        snapshot = held.snapshot(t)
+        snapshot = held.snapshot_at(t)
         np.testing.assert_array_equal(snapshot.usage_bytes[0, g1], full.columns["usage_bytes"][4, g1])
         np.testing.assert_array_equal(snapshot.hist_bytes[0, g1], full.columns["hist_bytes"][4, g1])
         assert np.isnan(snapshot.extra["action_target_bytes"][0, g1])  # decisions are not repeated
@@ -256,12 +259,12 @@ def test_defaults_when_the_trace_has_no_static_configuration(laptop_trace: Path,
         writer.append_table(table)
     replay = read_trace_host(tmp_path / "bare")
     assert replay.static_source == "defaults"
-    snapshot = replay.snapshot(0)
+    snapshot = replay.snapshot_at(0)
     assert snapshot.capacity_bytes[0] == pytest.approx(replay.columns["provisioned_bytes"].sum(axis=1).max())
     assert snapshot.reserve_bytes[0] == 0.0 and not snapshot.floor_bytes.any()
     assert snapshot.interval_s == 10.0
     # The sim's own snapshots and the defaults differ only in the static features.
-    rows = observation_rows([replay.snapshot(t) for t in range(len(replay))])
+    rows = observation_rows([replay.snapshot_at(t) for t in range(len(replay))])
     assert rows.shape == (len(replay), 1, len(replay.guest_names), len(FEATURE_NAMES))
     assert np.isfinite(rows).all()
 

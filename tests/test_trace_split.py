@@ -20,7 +20,7 @@ import pytest
 from test_cli_trace import assert_user_error, wsrl
 
 from wsrl.errors import TraceError, WsrlError
-from wsrl.eval.runner import trace_setup
+from wsrl.inputs.setup import trace_setup
 from wsrl.trace import TraceReader, TraceWriter
 from wsrl.trace.bitbrains import import_bitbrains
 from wsrl.trace.split import SPLIT_FILE_NAME, read_split, split_trace

@@ -27,7 +27,7 @@ child groups is counted whole (v2 ``memory.stat`` is hierarchical already).
 9223372036854771712 bytes with 4 KiB pages, which v1 prints for "no limit") is unlimited: the
 reading then has ``target_bytes = NaN`` and ``visible_bytes`` = the usage (or an ancestor's limit,
 when one is in force). The backend reports what the kernel says; the runner knows the provisioned
-size and :func:`~wsrl.backends.base.snapshot_from_readings` falls back to ``visible_bytes``.
+size and :func:`~wsrl.inputs.live.snapshot_from_readings` falls back to ``visible_bytes``.
 
 **PSI.** cgroup v2 has a per-group ``memory.pressure``; a kernel booted with ``psi=0`` makes it
 unreadable (``EOPNOTSUPP``), and the reading then has NaN. cgroup v1 has no per-group PSI at all, so a
@@ -137,7 +137,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from wsrl.backends.base import BackendError, GuestReading, Notify
+from wsrl.backends.base import BackendError, Notify
 from wsrl.backends.cgroup_files import (
     KERNEL_MAX_BYTES,
     MAX_FILE_BYTES,
@@ -151,6 +151,7 @@ from wsrl.backends.kernfs import KernfsWatcher
 from wsrl.errors import HistogramError, ParseError
 from wsrl.formats import FormatOptions, parse_bytes
 from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
+from wsrl.inputs.live import GuestReading
 
 CgroupVersion = Literal["auto", "v1", "v2"]
 HistogramSource = Literal["memory_stat", "lru_gen", "wsr", "damon"]

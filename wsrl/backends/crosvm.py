@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from wsrl.backends.base import BackendError, GuestReading, Notify
+from wsrl.backends.base import BackendError, Notify
 from wsrl.backends.guest_stream import GuestStreamReader
 from wsrl.backends.vm_common import (
     BALLOON_PAGE_BYTES,
@@ -70,6 +70,7 @@ from wsrl.errors import ParseError
 from wsrl.formats import FormatOptions
 from wsrl.formats import crosvm as crosvm_format
 from wsrl.histogram import Histogram
+from wsrl.inputs.live import GuestReading
 from wsrl.units import MIB
 
 log = logging.getLogger(__name__)

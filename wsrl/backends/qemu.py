@@ -76,7 +76,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsrl.backends.base import BackendError, GuestReading, Notify
+from wsrl.backends.base import BackendError, Notify
 from wsrl.backends.guest_stream import GuestStreamReader
 from wsrl.backends.vm_common import (
     BalloonStallTracker,
@@ -85,6 +85,7 @@ from wsrl.backends.vm_common import (
     page_aligned_target,
     stream_fields,
 )
+from wsrl.inputs.live import GuestReading
 from wsrl.units import MIB
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,9 @@ from typing import Literal
 
 import numpy as np
 
-from wsrl.backends.base import BackendError, GuestReading, Notify
+from wsrl.backends.base import BackendError, Notify
 from wsrl.histogram import ALL_NODES, Histogram
+from wsrl.inputs.live import GuestReading
 from wsrl.sim.build import build_setup
 from wsrl.sim.config import load_scenario
 from wsrl.sim.simulator import Simulator

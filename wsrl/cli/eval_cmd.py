@@ -52,12 +52,14 @@ def eval_command(
 ) -> None:
     """Evaluate policies on identical inputs: memory saved, SLO violations, OOMs, stall, fairness, churn."""
     from wsrl.eval.metrics import METRIC_NAMES
-    from wsrl.eval.runner import TRACE_PREFIX, check_specs, grid, run_grid, summarize
+    from wsrl.eval.runner import check_specs, grid, run_grid, summarize
+    from wsrl.inputs.ref import InputRef, TraceInput, parse_input
 
     duration_s = _checked_duration_s(duration, executor)
     if address is not None and executor != "ray":
         raise WsrlError("option --address needs --executor ray")
-    inputs = list(scenario or []) + [f"{TRACE_PREFIX}{path}" for path in traces or []]
+    inputs: list[InputRef] = [parse_input(text) for text in scenario or []]
+    inputs += [TraceInput(path) for path in traces or []]
     if not inputs:
         raise WsrlError("give at least one --scenario or --traces input")
     for path in traces or []:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from wsrl.errors import WsrlError
+
+if TYPE_CHECKING:
+    from wsrl.inputs.ref import InputRef
 
 
 def _training_stack() -> None:
@@ -23,19 +26,19 @@ def _training_stack() -> None:
         raise WsrlError(f"training needs the training stack ({missing}): pip install 'wsrl[train]'") from None
 
 
-def _check_inputs(refs: list[str], key: str, config_path: Path) -> None:
+def _check_inputs(refs: list[InputRef], key: str, config_path: Path) -> None:
     """Every input of a config exists before minutes of set-up are spent."""
-    from wsrl.eval.runner import TRACE_PREFIX
+    from wsrl.inputs.ref import TraceInput
     from wsrl.sim.config import load_scenario
 
     for ref in refs:
-        if ref.startswith(TRACE_PREFIX):
-            directory = Path(ref[len(TRACE_PREFIX) :])
+        if isinstance(ref, TraceInput):
+            directory = ref.directory
             if not directory.is_dir():
                 hint = " (run `make bitbrains-split` first)" if "bitbrains" in str(directory) else ""
                 raise WsrlError(f"{config_path}: {key}: trace directory {directory} not found{hint}")
         else:
-            load_scenario(ref)
+            load_scenario(ref.name_or_path)
 
 
 def train_command(
@@ -284,7 +287,7 @@ def distill_command(
     record["distill"] = {
         "base": str(base),
         "config_path": str(config),
-        "inputs": list(agent.env.inputs),
+        "inputs": [str(ref) for ref in agent.env.inputs],
         "seed": agent.seed,
         "teacher": {
             "name": "refined",

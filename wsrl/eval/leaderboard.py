@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
-from wsrl.eval.runner import TRACE_PREFIX, RunResult, summarize
+from wsrl.eval.runner import RunResult, summarize
+from wsrl.inputs.ref import InputRef, ScenarioInput, TraceInput
 
-STANDARD_SUITE: tuple[str, ...] = (
-    "datacenter",
-    "laptop",
-    "dense",
-    f"{TRACE_PREFIX}envs/traces/bitbrains-sample",
+STANDARD_SUITE: tuple[InputRef, ...] = (
+    ScenarioInput("datacenter"),
+    ScenarioInput("laptop"),
+    ScenarioInput("dense"),
+    TraceInput(Path("envs/traces/bitbrains-sample")),
 )
 """Every bundled scenario kind plus the bundled slice of real Bitbrains history."""
 TABLE_METRICS: tuple[str, ...] = (

@@ -1,16 +1,17 @@
 """Run policies on scenarios or recorded traces and measure them: one run, or a whole grid.
 
-A run is (policy x input x seed): the input is a scenario (name or TOML path) or a trace
-directory replayed by trace-driven guests (``traces:DIR``). Every run steps the simulator through
-the one control stack production uses (:class:`~wsrl.pipeline.control.ControlStack`: allocator
-and every rail, configured by a :class:`~wsrl.pipeline.control.ControlSpec`) and records the fixed
-metrics of :mod:`wsrl.eval.metrics`. Grids run serially, in a process pool, or on Ray;
-each run is a pure function of its :class:`RunSpec`, so all three give identical results.
+A run is (policy x input x seed): the input (:data:`~wsrl.inputs.ref.InputRef`) is a scenario (name
+or TOML path) or a trace directory replayed by trace-driven guests (``traces:DIR``), set up by
+:mod:`wsrl.inputs.setup` and read through :class:`~wsrl.inputs.simulated.SimulatedHost`. Every run
+steps the simulator through the one control stack production uses
+(:class:`~wsrl.pipeline.control.ControlStack`: allocator and every rail, configured by a
+:class:`~wsrl.pipeline.control.ControlSpec`) and records the fixed metrics of
+:mod:`wsrl.eval.metrics`. Grids run serially, in a process pool, or on Ray; each run is a pure
+function of its :class:`RunSpec`, so all three give identical results.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,19 +22,15 @@ import numpy as np
 
 from wsrl.errors import WsrlError
 from wsrl.eval.metrics import METRIC_NAMES, MetricsRecorder
+from wsrl.inputs.ref import InputRef
+from wsrl.inputs.setup import input_setup
+from wsrl.inputs.simulated import SimulatedHost
 from wsrl.pipeline.control import ControlSpec
 from wsrl.pipeline.policy import Policy
-from wsrl.pipeline.snapshot import snapshot_from_simulator
 from wsrl.policies import POLICIES, make_policy, make_stack
 from wsrl.policies.learned import is_exported_policy, load_learned_policy
-from wsrl.sim.arrays import SimSetup
-from wsrl.sim.build import build_setup
-from wsrl.sim.config import load_scenario, scenario_from_dict
 from wsrl.sim.simulator import Simulator
 
-TRACE_PREFIX = "traces:"
-TRACE_GUESTS_PER_HOST = 16
-"""Trace guests are packed onto hosts of at most this many guests, in the trace's order."""
 SERIES_GUESTS = 8
 """Guests of the first host whose sizes over time a run keeps for the report's plots."""
 SERIES_POINTS = 400
@@ -48,7 +45,7 @@ class RunSpec:
     """One evaluation run: what to run, on what, for how long, with which seed, under which rails."""
 
     policy: str
-    input: str
+    input: InputRef
     seed: int
     duration_s: float
     control: ControlSpec = field(default_factory=ControlSpec)
@@ -56,7 +53,10 @@ class RunSpec:
 
 @dataclass
 class RunResult:
-    """The metrics of one run, its per-guest breakdown and a thinned size series for plots."""
+    """The metrics of one run, its per-guest breakdown and a thinned size series for plots.
+
+    ``input`` is the run's input in its text form (``str`` of the :class:`RunSpec`'s ref).
+    """
 
     policy: str
     input: str
@@ -71,54 +71,6 @@ class RunResult:
         if not with_series:
             data.pop("series")
         return data
-
-
-@functools.lru_cache(maxsize=4)
-def input_setup(input_ref: str) -> SimSetup:
-    """The simulation setup of a run's input: a scenario, or ``traces:DIR`` for trace replay.
-
-    Cached per process: building a setup from a long trace costs far more than a run's first
-    steps, and a setup is never changed by a run (``Simulator.reset`` restarts its demand).
-
-    Raises:
-        WsrlError: the scenario or trace directory is missing or invalid (a clear one-line message).
-
-    """
-    if input_ref.startswith(TRACE_PREFIX):
-        return trace_setup(Path(input_ref[len(TRACE_PREFIX) :]))
-    return build_setup(load_scenario(input_ref))
-
-
-def trace_setup(trace_dir: Path, guests_per_host: int = TRACE_GUESTS_PER_HOST) -> SimSetup:
-    """Replay every guest of a recorded trace, packed onto hosts of ``guests_per_host`` guests.
-
-    Each host's capacity is the sum of its guests' provisioned sizes (no overcommit at the
-    provisioned size), so a policy can only save what the guests leave idle. When the last host
-    has room left, it replays the trace's first guests again (the scenario rule for copies).
-    """
-    directory = trace_dir.resolve()
-    label = str(trace_dir)
-    probe = scenario_from_dict(_trace_scenario(directory, 1, 1), label=label)
-    names = probe.trace_guests_of(0)
-    per_host = max(1, min(guests_per_host, len(names)))
-    hosts = math.ceil(len(names) / per_host)
-    setup = build_setup(scenario_from_dict(_trace_scenario(directory, per_host, hosts), label=label))
-    # The guests' provisioned sizes come from the trace; they size the hosts.
-    provisioned = np.where(setup.guests.mask, setup.guests.provisioned_bytes, 0.0)
-    setup.hosts.capacity_bytes = provisioned.sum(axis=1)
-    return setup
-
-
-def _trace_scenario(directory: Path, per_host: int, hosts: int) -> dict[str, Any]:
-    """A scenario replaying the trace; its host capacity is a placeholder that trace_setup replaces."""
-    return {
-        "name": f"{TRACE_PREFIX}{directory.name}",
-        "description": f"replay of the trace in {directory}",
-        "host": {"capacity_gib": 1e6, "reserve_gib": 0.0, "count": hosts},
-        "guest": [
-            {"name": "vm", "trace": str(directory), "count": per_host, "trace_fallback_provisioned_gib": 4.0}
-        ],
-    }
 
 
 def policy_of(ref: str) -> Policy:
@@ -153,13 +105,13 @@ def run_one(spec: RunSpec) -> RunResult:
 
 
 def evaluate_policy(
-    policy: Policy, input_ref: str, seed: int, duration_s: float, control: ControlSpec | None = None
+    policy: Policy, input_ref: InputRef, seed: int, duration_s: float, control: ControlSpec | None = None
 ) -> RunResult:
     """Run a policy object on one input with one seed and measure it (what every run does).
 
     Args:
         policy: any pipeline policy (it is reset first).
-        input_ref: a scenario name or path, or ``traces:DIR``.
+        input_ref: the input: a scenario or a trace.
         seed: the demand seed.
         duration_s: simulated time, seconds.
         control: allocator and rails (default: the production runner's defaults).
@@ -168,7 +120,8 @@ def evaluate_policy(
     setup = input_setup(input_ref)
     sim = Simulator(setup)
     sim.reset(seed)
-    snapshot = snapshot_from_simulator(sim)
+    host = SimulatedHost(sim)
+    snapshot = host.snapshot()
     stack = make_stack(policy, control)
     stack.reset(snapshot)
     recorder = MetricsRecorder(snapshot)
@@ -185,7 +138,7 @@ def evaluate_policy(
     for index in range(steps):
         decision = stack.step(snapshot)
         sim.step(decision.target_bytes)
-        snapshot = snapshot_from_simulator(sim)
+        snapshot = host.snapshot()
         recorder.observe(snapshot)
         if index % every == 0 or index == steps - 1:
             series["time_h"].append(sim.time_s / 3600.0)
@@ -195,7 +148,7 @@ def evaluate_policy(
     scalars = metrics.to_json_dict()
     return RunResult(
         policy=policy.name,
-        input=input_ref,
+        input=str(input_ref),
         seed=seed,
         metrics={name: float(scalars[name]) for name in METRIC_NAMES},
         per_guest=list(scalars.get("per_guest", [])),
@@ -205,7 +158,7 @@ def evaluate_policy(
 
 def grid(
     policies: Sequence[str],
-    inputs: Sequence[str],
+    inputs: Sequence[InputRef],
     seeds: int,
     duration_s: float,
     control: ControlSpec | None = None,

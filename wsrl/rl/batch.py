@@ -21,10 +21,11 @@ import math
 
 import numpy as np
 
+from wsrl.inputs.simulated import SimulatedHost
 from wsrl.pipeline.action import action_to_target_bytes
 from wsrl.pipeline.control import ControlSpec, StackDecision
 from wsrl.pipeline.observation import ObservationBuilder
-from wsrl.pipeline.snapshot import HostSnapshot, snapshot_from_simulator
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies import make_stack
 from wsrl.rl.reward import RewardWeights, reward_terms
 from wsrl.sim.arrays import DemandSource, SimSetup
@@ -116,6 +117,7 @@ class HostBatch:
         self.demand = ShiftedDemand(setup.demand)
         self.setup = dataclasses.replace(setup, demand=self.demand)
         self.sim = Simulator(self.setup)
+        self.host = SimulatedHost(self.sim)
         self.episode_steps = int(episode_steps)
         self.reward_weights = reward or RewardWeights()
         self.random_start = random_start
@@ -139,7 +141,7 @@ class HostBatch:
         else:
             self.demand.offset_s = 0.0
         self.sim.reset(seed)
-        self.snapshot = snapshot_from_simulator(self.sim)
+        self.snapshot = self.host.snapshot()
         self.stack.reset(self.snapshot)
         return self.builder.reset(self.snapshot)
 
@@ -153,7 +155,7 @@ class HostBatch:
         )
         decision = self.stack.step(before)
         self.sim.step(decision.target_bytes)
-        after = snapshot_from_simulator(self.sim)
+        after = self.host.snapshot()
         terms = reward_terms(before, after, self.reward_weights, decision.proposal_bytes)
         self.snapshot = after
         obs = self.builder.build(after)

@@ -6,8 +6,8 @@ Three steps, each usable alone:
    learned policy) through the evaluator's simulation loop on scenarios or ``traces:DIR`` inputs and
    records every step as a trace with the decision in ``action_target_bytes`` and the policy's name
    in ``action_policy``. The static configuration goes into the manifest
-   (:func:`wsrl.pipeline.trace_snapshot.static_meta`), so the trace replays exactly.
-2. :func:`bc_dataset` replays recorded traces (:mod:`wsrl.pipeline.trace_snapshot`), builds the
+   (:func:`wsrl.inputs.replay.static_meta`), so the trace replays exactly.
+2. :func:`bc_dataset` replays recorded traces (:mod:`wsrl.inputs.replay`), builds the
    observation rows with the one :class:`~wsrl.pipeline.observation.ObservationBuilder` and maps
    each recorded target to the action that proposes it (:func:`target_to_action`).
 3. :func:`behaviour_clone` fits an SB3 PPO or SAC policy's deterministic action to those actions
@@ -46,6 +46,7 @@ from wsrl.pipeline.snapshot import HostSnapshot
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
+    from wsrl.inputs.ref import InputRef
     from wsrl.pipeline.control import ControlSpec
     from wsrl.pipeline.policy import Policy
     from wsrl.rl.reward import RewardWeights
@@ -136,16 +137,14 @@ def reachable_target_range(snapshot: HostSnapshot) -> tuple[np.ndarray, np.ndarr
 # --- recording ---------------------------------------------------------------------------------------
 
 
-def _input_label(ref: str) -> str:
-    """A file-name-safe label of an input reference."""
-    text = ref.split(":", 1)[-1] if ref.startswith("traces:") else ref
-    stem = Path(text.rstrip("/")).stem or "input"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem)
+def _input_label(ref: InputRef) -> str:
+    """A file-name-safe label of an input."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", ref.stem or "input")
 
 
 def record_decisions(
     policy_name: str | Policy,
-    inputs: Sequence[str],
+    inputs: Sequence[InputRef],
     duration_s: float,
     seed: int,
     out_dir: str | Path,
@@ -163,7 +162,7 @@ def record_decisions(
 
     Args:
         policy_name: a registered policy name, an exported policy directory, or a policy object.
-        inputs: scenario names or paths, or ``traces:DIR``.
+        inputs: the inputs (scenarios and traces).
         duration_s: simulated time per input, seconds (rounded up to whole steps).
         seed: the demand seed.
         out_dir: parent directory; input ``i`` goes to ``out_dir/<i>-<label>`` (a new trace).
@@ -182,9 +181,10 @@ def record_decisions(
         WsrlError: an unknown policy or input, or a trace directory that already holds samples.
 
     """
-    from wsrl.eval.runner import input_setup, policy_of
-    from wsrl.pipeline.snapshot import snapshot_from_simulator
-    from wsrl.pipeline.trace_snapshot import STATIC_META_KEY, static_meta
+    from wsrl.eval.runner import policy_of
+    from wsrl.inputs.replay import STATIC_META_KEY, static_meta
+    from wsrl.inputs.setup import input_setup
+    from wsrl.inputs.simulated import SimulatedHost
     from wsrl.policies import make_stack
     from wsrl.sim.record import step_table
     from wsrl.sim.simulator import Simulator
@@ -207,7 +207,8 @@ def record_decisions(
             raise WsrlError(f"{directory}: already holds a trace; record into a new directory")
         sim = Simulator(setup)
         sim.reset(seed)
-        snapshot = snapshot_from_simulator(sim)
+        host = SimulatedHost(sim)
+        snapshot = host.snapshot()
         stack = make_stack(policy, control)
         stack.reset(snapshot)
         driving = stack if driver is None else make_stack(driver, control)
@@ -219,7 +220,7 @@ def record_decisions(
             "scenario": setup.scenario,
             "seed": int(seed),
             "step_s": sim.step_s,
-            "input": ref,
+            "input": str(ref),
             "policy": policy.name,
             "actor": policy.name if driver is None else driver.name,
             "decision": record,
@@ -241,7 +242,7 @@ def record_decisions(
                 )
                 writer.append_table(step_table(sim, action_target_bytes=recorded, action_policy=policy.name))
                 sim.step(decision.target_bytes if driver is None else driving.step(snapshot).target_bytes)
-                snapshot = snapshot_from_simulator(sim)
+                snapshot = host.snapshot()
             writer.append_table(step_table(sim))
         written.append(directory)
     return written
@@ -294,7 +295,7 @@ def guest_trajectories(
             missing inside a trajectory (one line naming the trace, guest and time).
 
     """
-    from wsrl.pipeline.trace_snapshot import read_trace_host, trace_host_names
+    from wsrl.inputs.replay import read_trace_host, trace_host_names
     from wsrl.rl.reward import RewardWeights, reward_terms
 
     weights = reward_weights if reward_weights is not None else RewardWeights()
@@ -366,7 +367,7 @@ def bc_dataset(trace_dirs: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray
         WsrlError: a trace cannot be replayed, or the traces hold no decisions at all.
 
     """
-    from wsrl.pipeline.trace_snapshot import read_trace_host, trace_host_names
+    from wsrl.inputs.replay import read_trace_host, trace_host_names
 
     obs_parts: list[np.ndarray] = []
     action_parts: list[np.ndarray] = []

@@ -26,23 +26,40 @@ reward weights, and what it is evaluated on while it trains::
     [policy]                     # SB3 policy_kwargs
     net_arch = [64, 64]
 
-Relative paths (scenario files, ``traces:`` directories) are resolved against the config file's
-folder, so a config runs the same from any working directory.
+Inputs are parsed once, when the config is read, into typed references
+(:data:`~wsrl.inputs.ref.InputRef`; written back as text by ``model_dump``). Relative paths
+(scenario files, ``traces:`` directories) are resolved against the config file's folder, so a
+config runs the same from any working directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from wsrl.config_tools import read_toml, validate_file
-from wsrl.eval.runner import TRACE_PREFIX
+from wsrl.errors import WsrlError
+from wsrl.inputs.ref import InputRef, ScenarioInput, TraceInput, parse_input
 from wsrl.rl.reward import RewardWeights
 from wsrl.units import parse_duration_s
 
 ALGORITHMS: tuple[str, ...] = ("PPO", "SAC", "RecurrentPPO")
+
+
+def _input_of(value: Any) -> InputRef:
+    """A config value's input: its text parsed (errors become the key's validation message)."""
+    if isinstance(value, ScenarioInput | TraceInput):
+        return value
+    try:
+        return parse_input(value)
+    except WsrlError as exc:
+        raise ValueError(str(exc)) from None
+
+
+ConfigInput = Annotated[InputRef, BeforeValidator(_input_of), PlainSerializer(str, return_type=str)]
+"""An input in a config: text in the file and in ``model_dump``, an :data:`InputRef` in between."""
 
 
 class EnvSection(BaseModel):
@@ -50,7 +67,7 @@ class EnvSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[str] = Field(min_length=1)
+    inputs: list[ConfigInput] = Field(min_length=1)
     hosts_per_input: int = Field(1, ge=1, le=4096)
     episode_steps: int = Field(360, ge=2)
     workers: int = Field(1, ge=1, le=256)
@@ -63,7 +80,7 @@ class EvalSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[str] = Field(default_factory=list)
+    inputs: list[ConfigInput] = Field(default_factory=list)
     every_timesteps: int = Field(500_000, ge=1)
     duration: str = "1h"
     seed: int = 1000
@@ -91,20 +108,6 @@ class AgentConfig(BaseModel):
         return parse_duration_s(self.eval.duration)
 
 
-def resolve_input(ref: str, base_dir: Path) -> str:
-    """An input reference with a relative file or trace path made absolute against ``base_dir``.
-
-    Bare scenario names (no ``/`` and no ``.toml``) are left for the scenario library to find.
-    """
-    if ref.startswith(TRACE_PREFIX):
-        directory = Path(ref[len(TRACE_PREFIX) :])
-        return TRACE_PREFIX + str(directory if directory.is_absolute() else (base_dir / directory).resolve())
-    if "/" in ref or ref.endswith(".toml"):
-        path = Path(ref)
-        return str(path if path.is_absolute() else (base_dir / path).resolve())
-    return ref
-
-
 def load_agent_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
     """Read and validate an agent config; ``overrides`` replace top-level keys (``timesteps``, ``seed``).
 
@@ -117,7 +120,7 @@ def load_agent_config(path: str | Path, overrides: dict[str, Any] | None = None)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     config: AgentConfig = validate_file(AgentConfig, data, str(file))
     base = file.resolve().parent
-    config.env.inputs = [resolve_input(ref, base) for ref in config.env.inputs]
-    config.eval.inputs = [resolve_input(ref, base) for ref in config.eval.inputs]
+    config.env.inputs = [ref.resolved(base) for ref in config.env.inputs]
+    config.eval.inputs = [ref.resolved(base) for ref in config.eval.inputs]
     config.path = str(file)
     return config

@@ -27,15 +27,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from wsrl.eval.runner import TRACE_PREFIX, _trace_scenario
+from wsrl.inputs.ref import ScenarioInput, TraceInput, trace_input
+from wsrl.inputs.setup import input_setup_with_hosts, trace_guest_names, trace_host_setup
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.rl.batch import HostBatch
 from wsrl.rl.reward import REWARD_TERMS, RewardWeights
 from wsrl.rl.spaces import OBS_HIGH, OBS_LOW
 from wsrl.sim.arrays import SimSetup
-from wsrl.sim.build import build_setup
-from wsrl.sim.config import load_scenario, scenario_from_dict
 
 DEFAULT_EPISODE_STEPS = 360
 """One simulated hour at the scenarios' 10 s step."""
@@ -115,16 +114,17 @@ class OvercommitEnv(HostEnv):
 
     """
 
-    def __init__(self, scenario: str | Path = "datacenter", **kwargs: Any) -> None:
-        self.scenario = str(scenario)
-        super().__init__(build_setup(load_scenario(self.scenario), hosts=1), **kwargs)
+    def __init__(self, scenario: str | Path | ScenarioInput = "datacenter", **kwargs: Any) -> None:
+        ref = scenario if isinstance(scenario, ScenarioInput) else ScenarioInput(str(scenario))
+        self.scenario = str(ref)
+        super().__init__(input_setup_with_hosts(ref, hosts=1), **kwargs)
 
 
 class TraceReplayEnv(HostEnv):
     """``wsrl/TraceReplay-v0``: recorded guests replayed on one host (capacity = their provisioned sum).
 
     Args:
-        traces: a trace directory (or ``traces:DIR``).
+        traces: a trace directory (or ``traces:DIR``, or a :class:`~wsrl.inputs.ref.TraceInput`).
         guests: which trace guests to replay (default: the first ``max_guests``).
         max_guests: at most this many guests on the host.
         **kwargs: see :class:`HostEnv`.
@@ -132,18 +132,14 @@ class TraceReplayEnv(HostEnv):
     """
 
     def __init__(
-        self, traces: str | Path, guests: list[str] | None = None, max_guests: int = 16, **kwargs: Any
+        self,
+        traces: str | Path | TraceInput,
+        guests: list[str] | None = None,
+        max_guests: int = 16,
+        **kwargs: Any,
     ) -> None:
-        text = str(traces)
-        directory = Path(text[len(TRACE_PREFIX) :] if text.startswith(TRACE_PREFIX) else text).resolve()
-        spec = _trace_scenario(directory, 1, 1)
-        probe = scenario_from_dict(spec, label=str(directory))
-        chosen = list(guests) if guests else probe.trace_guests_of(0)[:max_guests]
-        spec = _trace_scenario(directory, len(chosen), 1)
-        spec["guest"][0]["trace_guests"] = chosen
-        setup = build_setup(scenario_from_dict(spec, label=str(directory)))
-        provisioned = np.where(setup.guests.mask, setup.guests.provisioned_bytes, 0.0)
-        setup.hosts.capacity_bytes = provisioned.sum(axis=1)
+        directory = trace_input(traces).directory.resolve()
+        chosen = list(guests) if guests else trace_guest_names(directory)[:max_guests]
         self.traces = str(directory)
         self.guest_names = chosen
-        super().__init__(setup, **kwargs)
+        super().__init__(trace_host_setup(directory, chosen), **kwargs)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from wsrl.inputs.ref import InputRef
 from wsrl.rl.reward import RewardWeights
 from wsrl.rl.spaces import guest_action_space, guest_observation_space
 from wsrl.rl.vec_env import GuestVecEnv, SlotsShareOneEnv, StepArrays, step_infos
@@ -63,7 +64,7 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
     """:class:`~wsrl.rl.vec_env.GuestVecEnv` with its inputs stepped in ``workers`` processes.
 
     Args:
-        inputs: scenario names/paths and ``traces:DIR`` references, as for ``GuestVecEnv``.
+        inputs: the inputs (scenarios and traces), as for ``GuestVecEnv``.
         workers: processes to split the inputs over (at most one per input).
         hosts_per_input, episode_steps, seed, reward, random_start, info_reward_terms: as for
             ``GuestVecEnv``.
@@ -72,7 +73,7 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
 
     def __init__(
         self,
-        inputs: Sequence[str],
+        inputs: Sequence[InputRef],
         *,
         workers: int,
         hosts_per_input: int = 1,

@@ -118,8 +118,8 @@ class HeldOutEvaluation(BaseCallback):
         for ref in self.config.eval.inputs:
             policy = learned_policy_from_model(self.model)
             result = evaluate_policy(policy, ref, self.config.eval.seed, self.config.eval_duration_s)
-            results[ref] = result.metrics
-            label = Path(ref.split(":", 1)[-1]).stem or ref
+            results[str(ref)] = result.metrics
+            label = ref.stem or str(ref)
             for name in ("memory_saved_frac", "violation_frac", "oom_events", "jain_fairness"):
                 self.logger.record(f"eval/{label}/{name}", result.metrics[name])
         with self.path.open("a", encoding="utf-8") as fh:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from wsrl.errors import WsrlError
+from wsrl.inputs.ref import parse_input
 from wsrl.rl.config import AgentConfig
 
 SECTIONS = ("hyperparameters", "reward", "policy")
@@ -70,7 +71,7 @@ def _trial(space: dict[str, Any]) -> dict[str, Any]:
     record = train(config, params["out_dir"], progress_bar=False)
     metrics: dict[str, Any] = {"wall_s": record["wall_s"], "env_steps_per_s": record["env_steps_per_s"]}
     for ref, values in record["final_eval"].items():
-        label = Path(ref.split(":", 1)[-1]).stem or ref
+        label = parse_input(ref).stem or ref
         for name, value in values.items():
             metrics[f"{label}/{name}"] = value
     return metrics

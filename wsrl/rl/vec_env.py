@@ -20,26 +20,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from wsrl.eval.runner import TRACE_PREFIX, trace_setup
+from wsrl.inputs.ref import InputRef
+from wsrl.inputs.setup import input_setup_with_hosts
 from wsrl.rl.batch import HostBatch
 from wsrl.rl.reward import REWARD_TERMS, RewardWeights
 from wsrl.rl.spaces import guest_action_space, guest_observation_space
-from wsrl.sim.arrays import SimSetup
-from wsrl.sim.build import build_setup
-from wsrl.sim.config import load_scenario
-
-
-def input_setup_with_hosts(input_ref: str, hosts: int = 1) -> SimSetup:
-    """The setup of a scenario (name or path) with ``hosts`` hosts, or of ``traces:DIR`` (all its guests)."""
-    if input_ref.startswith(TRACE_PREFIX):
-        return trace_setup(Path(input_ref[len(TRACE_PREFIX) :]))
-    return build_setup(load_scenario(input_ref), hosts=hosts)
 
 
 def episode_seed(base_seed: int, batch: int, episode: int) -> int:
@@ -142,7 +132,7 @@ class GuestVecEnv(SlotsShareOneEnv):
     """One slot per real guest over several host batches (see the module docstring).
 
     Args:
-        inputs: scenario names/paths and ``traces:DIR`` references.
+        inputs: the inputs (scenarios and traces).
         hosts_per_input: hosts simulated per scenario input (trace inputs pack 16 guests per host).
         episode_steps: control steps per episode.
         seed: base seed; episode seeds derive from it, the batch index and the episode count.
@@ -158,7 +148,7 @@ class GuestVecEnv(SlotsShareOneEnv):
 
     def __init__(
         self,
-        inputs: Sequence[str],
+        inputs: Sequence[InputRef],
         *,
         hosts_per_input: int = 1,
         episode_steps: int = 360,

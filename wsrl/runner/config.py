@@ -35,10 +35,10 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from wsrl.backends.base import GuestSpec
 from wsrl.config_tools import StrictModel, parse_toml_bytes, validate_file
 from wsrl.errors import ConfigError, WsrlError
 from wsrl.histogram import DEFAULT_EDGES_MS, validate_edges
+from wsrl.inputs.live import GuestSpec
 from wsrl.pipeline.control import BreakerSpec, ControlSpec
 from wsrl.runner.config_backends import (
     BACKEND_KINDS,

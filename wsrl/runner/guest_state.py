@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wsrl.backends.base import GuestReading, GuestSpec
+from wsrl.inputs.live import GuestReading, GuestSpec
 from wsrl.pipeline.control import GuestConditions
 from wsrl.runner import safety
 from wsrl.runner.config import SafetySection

@@ -30,7 +30,7 @@ import numpy as np
 from wsrl.errors import WsrlError
 
 if TYPE_CHECKING:
-    from wsrl.backends.base import GuestReading
+    from wsrl.inputs.live import GuestReading
     from wsrl.pipeline.rails import BreakerUpdate, RailLog
     from wsrl.pipeline.snapshot import HostSnapshot
 

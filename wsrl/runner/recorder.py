@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wsrl.backends.base import GuestReading, GuestSpec
+from wsrl.inputs.live import GuestReading, GuestSpec
 from wsrl.trace.record import GuestSample
 from wsrl.trace.writer import TraceWriter
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from wsrl.backends.base import GuestReading
+from wsrl.inputs.live import GuestReading
 from wsrl.pipeline.control import Decision, StackDecision
 from wsrl.pipeline.rails import STATE_NAMES
 from wsrl.pipeline.snapshot import WORKING_SET_WINDOW_MS, HostSnapshot

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsrl.backends.base import GuestReading
+from wsrl.inputs.live import GuestReading
 from wsrl.pipeline.rails import FALLBACK, HOLD, OK, STATE_NAMES, GuestSignals, RailLog
 
 __all__ = [

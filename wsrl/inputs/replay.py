@@ -1,8 +1,10 @@
-"""Replay a recorded trace as :class:`~wsrl.pipeline.snapshot.HostSnapshot` objects: the trace backend.
+"""Replay a recorded trace as :class:`~wsrl.pipeline.snapshot.HostSnapshot` objects: the trace input.
 
 A trace (:mod:`wsrl.trace`) stores one row per guest per sample. :func:`read_trace_host` reads one
-host of it into ``[times, guests]`` arrays, and :meth:`TraceHost.snapshots` yields one
-``[1, guests]`` snapshot per sample time, in time order, for the
+host of it into ``[times, guests]`` arrays: a :class:`TraceHost`, the
+:class:`~wsrl.inputs.source.SnapshotSource` of a recording, whose :meth:`~TraceHost.snapshot` is the
+``[1, guests]`` snapshot at its current sample and :meth:`~TraceHost.advance` moves to the next;
+:meth:`TraceHost.snapshots` replays every sample time, in time order, for the
 :class:`~wsrl.pipeline.observation.ObservationBuilder`, the reference policies and the reward.
 Replaying a simulator run gives the same observation rows as the live simulator snapshots it was
 recorded from (see *Precision* below).
@@ -208,6 +210,7 @@ class TraceHost:
         static_source: where it came from: ``manifest``, ``scenario`` or ``defaults``.
         step_s: the recording's control interval, if the manifest says (``meta["step_s"]``).
         missing: the rule for guests absent at a time (``mask`` or ``hold``).
+        position: the current sample (what :meth:`snapshot` returns).
 
     """
 
@@ -224,6 +227,7 @@ class TraceHost:
     step_s: float | None
     missing: str
     action_policy: list[str | None] = field(default_factory=list)
+    position: int = 0
 
     def __len__(self) -> int:
         return int(self.times_ms.size)
@@ -242,7 +246,18 @@ class TraceHost:
             np.array([[s.tier for s in statics]], dtype=np.int64),
         )
 
-    def snapshot(self, index: int) -> HostSnapshot:
+    def snapshot(self) -> HostSnapshot:
+        """The ``[1, guests]`` snapshot at the current sample (:attr:`position`)."""
+        return self.snapshot_at(self.position)
+
+    def advance(self) -> bool:
+        """Move to the next sample; ``False`` (and no move) at the last one."""
+        if self.position + 1 >= len(self):
+            return False
+        self.position += 1
+        return True
+
+    def snapshot_at(self, index: int) -> HostSnapshot:
         """The ``[1, guests]`` snapshot at sample ``index``."""
         t = int(index)
         mask = self.mask[t][None, :]
@@ -295,9 +310,16 @@ class TraceHost:
         )
 
     def snapshots(self) -> Iterator[HostSnapshot]:
-        """Every snapshot in time order (feed them to one ObservationBuilder in this order)."""
-        for index in range(len(self)):
-            yield self.snapshot(index)
+        """Every snapshot in time order from the first (feed them to one ObservationBuilder in this order).
+
+        Replays from sample 0 through :meth:`snapshot` and :meth:`advance`; the cursor ends on the last.
+        """
+        self.position = 0
+        if not len(self):
+            return
+        yield self.snapshot()
+        while self.advance():
+            yield self.snapshot()
 
 
 def trace_host_names(directory: str | Path) -> list[str]:
