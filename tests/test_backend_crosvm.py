@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from wsrl.agent.wire import encode_dump
 from wsrl.backends.base import BackendError
 from wsrl.backends.crosvm import CrosvmBackend, parse_balloon_stats
-from wsrl.backends.guest_stream import encode_dump
 from wsrl.errors import ParseError
 from wsrl.formats import FormatOptions
 from wsrl.formats import crosvm as crosvm_format

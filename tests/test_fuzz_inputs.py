@@ -35,19 +35,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from wsrl.agent.wire import encode_dump, encode_histogram_record, encode_pressure_record
 from wsrl.backends.base import BackendError
 from wsrl.backends.crosvm import parse_balloon_stats
-from wsrl.backends.guest_stream import (
-    Dump,
-    HistogramRecord,
-    PressureRecord,
-    StreamDecoder,
-    encode_dump,
-    encode_histogram_record,
-    encode_pressure_record,
-    merge_lru_gen,
-    parse_record,
-)
+from wsrl.backends.guest_stream import merge_lru_gen
 from wsrl.backends.qemu import (
     U64_MAX,
     GuestStats,
@@ -56,6 +47,7 @@ from wsrl.backends.qemu import (
     parse_memory_size_summary,
     parse_query_balloon,
 )
+from wsrl.backends.stream_decoder import Dump, HistogramRecord, PressureRecord, StreamDecoder, parse_record
 from wsrl.config_tools import model_keys
 from wsrl.errors import ConfigError, HistogramError, ParseError, TraceError
 from wsrl.formats import FormatOptions, parse_bytes

@@ -37,19 +37,9 @@ from wsrl.agent.guest_agent import (
     lru_gen_max_seqs,
     read_psi,
 )
-from wsrl.backends.guest_stream import (
-    Dump,
-    GuestStreamReader,
-    HistogramRecord,
-    PressureRecord,
-    StreamDecoder,
-    encode_dump,
-    encode_histogram_record,
-    encode_pressure_record,
-    merge_lru_gen,
-    parse_record,
-    select_memcgs,
-)
+from wsrl.agent.wire import encode_dump, encode_histogram_record, encode_pressure_record
+from wsrl.backends.guest_stream import GuestStreamReader, merge_lru_gen, select_memcgs
+from wsrl.backends.stream_decoder import Dump, HistogramRecord, PressureRecord, StreamDecoder, parse_record
 from wsrl.cli.agent_cmd import guest_agent_command
 from wsrl.errors import ParseError
 from wsrl.formats import FormatOptions, parse_bytes
@@ -576,10 +566,63 @@ def test_read_psi_reads_the_host_kernel_file_and_rejects_garbage(tmp_path: Path)
         read_psi(bad)
 
 
-def test_the_agent_imports_no_torch() -> None:
-    code = "import sys, wsrl.agent.cli, wsrl.agent.guest_agent; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "False"
+STANDALONE_RUN = """
+import importlib.util, json, runpy, sys
+sys.path[:0] = [sys.argv[1]]
+assert importlib.util.find_spec("numpy") is None, "site-packages leaked into the guest interpreter"
+sys.argv = ["wsrl.agent", *sys.argv[2:]]
+try:
+    runpy.run_module("wsrl.agent", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    if exc.code not in (0, None):
+        raise
+ours = [name for name in sys.modules if name == "wsrl" or name.startswith("wsrl.")]
+others = [m for m in sys.modules if m.split(".")[0] not in (*sys.stdlib_module_names, "wsrl", "__main__")]
+outside = sorted(others + [name for name in ours if name != "wsrl" and not name.startswith("wsrl.agent")])
+print(json.dumps(outside), file=sys.stderr)
+"""
+
+
+def test_the_agent_runs_on_the_standard_library_alone(tmp_path: Path) -> None:
+    """Only the agent's files and a python3 without site-packages: what a minimal guest has."""
+    guest_root = tmp_path / "guest"
+    package = Path(__file__).resolve().parents[1] / "wsrl"
+    (guest_root / "wsrl" / "agent").mkdir(parents=True)
+    shutil.copyfile(package / "__init__.py", guest_root / "wsrl" / "__init__.py")
+    for module in (package / "agent").glob("*.py"):
+        shutil.copyfile(module, guest_root / "wsrl" / "agent" / module.name)
+    psi, lru_gen_port, wsr_port = tmp_path / "pressure", tmp_path / "port-lru_gen", tmp_path / "port-wsr"
+    psi.write_text(PSI_HIGH)
+    lru_gen_port.touch()
+    wsr_port.touch()
+
+    def run_agent(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-I", "-S", "-c", STANDALONE_RUN, str(guest_root), *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    usage = run_agent("--help")
+    assert usage.returncode == 0, usage.stderr
+    assert "--lru-gen" in usage.stdout and "--pressure-threshold" in usage.stdout
+    assert json.loads(usage.stderr.splitlines()[-1]) == []
+    once = ["--pressure-file", str(psi), "--count", "1", "--age-every", "0"]
+    streamed = run_agent(
+        *once, "--port", str(lru_gen_port), "--lru-gen", str(REAL_DUMPS[0]), "--memcg", "/wsrl"
+    )
+    assert streamed.returncode == 0, streamed.stderr
+    assert json.loads(streamed.stderr.splitlines()[-1]) == []  # nothing but the stdlib and the agent
+    page_age = DATA / "wsr" / "memcg_page_age_two_nodes.txt"
+    wsr_run = run_agent(*once, "--port", str(wsr_port), "--source", "wsr", "--wsr-file", str(page_age))
+    assert wsr_run.returncode == 0, wsr_run.stderr
+    pressure, lru_gen = _decode_file(lru_gen_port)
+    wsr = _decode_file(wsr_port)[1]
+    assert isinstance(pressure, PressureRecord) and pressure.some_avg10 == 42.5
+    # The host's parsers, on numpy, read the same files to the same bins.
+    assert isinstance(lru_gen, HistogramRecord) and isinstance(wsr, HistogramRecord)
+    host = parse_bytes("lru_gen", REAL_DUMPS[0].read_bytes(), FormatOptions(page_size_bytes=PAGE))
+    assert lru_gen.histogram("x").bytes.tolist() == merge_lru_gen(host, "/wsrl", "x").bytes.tolist()
+    assert_matches_recount(lru_gen.histogram("x"), REAL_DUMPS[0].read_text(), "/wsrl")
+    expected = merge_nodes(parse_bytes("wsr", page_age.read_bytes(), FormatOptions(guest="x")))
+    assert (wsr.edges_ms, wsr.histogram("x").bytes.tolist()) == (expected.edges_ms, expected.bytes.tolist())
 
 
 def test_reader_takes_one_histogram_per_round_preferring_plain_lru_gen(chardev: ChardevStandIn) -> None:

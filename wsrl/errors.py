@@ -7,13 +7,18 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from wsrl.agent.kernel_text import KernelTextError
+
 
 class WsrlError(Exception):
     """Base class of every user-facing wsrl error."""
 
 
-class ParseError(WsrlError):
+class ParseError(WsrlError, KernelTextError):
     """A working-set source produced input that does not match its documented format.
+
+    Also a :class:`~wsrl.agent.kernel_text.KernelTextError`, the error of the standard-library
+    parsers the guest agent shares with the host (the same four parts).
 
     Attributes:
         source: the format name (``wsr``, ``lru_gen``, ``crosvm``, ``virtio``, ``damon``).
@@ -23,13 +28,6 @@ class ParseError(WsrlError):
         reason: what is wrong with it.
 
     """
-
-    def __init__(self, source: str, location: str, field: str, reason: str) -> None:
-        self.source = source
-        self.location = location
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{source}: {location}: {field}: {reason}")
 
     def in_file(self, path: str) -> ParseError:
         """Return the same error with the file name put in front of its location."""

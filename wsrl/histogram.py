@@ -23,6 +23,9 @@ Both choices are the conservative ones for a controller that reclaims cold memor
 histogram never claims memory is colder than its source showed. :meth:`Histogram.cold_bytes` uses
 the same rule, so ``cold_bytes(T)`` counts the open-ended bin only for ``T <= lower``; beyond the
 last finite edge (:attr:`Histogram.known_up_to_ms`) a source says nothing.
+
+The constants and the integer re-binning arithmetic are :mod:`wsrl.agent.bins`, the standard-library
+core this module shares with the guest agent (which has no numpy).
 """
 
 from __future__ import annotations
@@ -32,14 +35,22 @@ from typing import Any
 
 import numpy as np
 
+from wsrl.agent.bins import ALL_NODES, ANON, BASE_TYPES, FILE, MAX_BYTES, overlap_weights, spread
 from wsrl.errors import HistogramError
 
-ANON = "anon"
-FILE = "file"
-BASE_TYPES: tuple[str, str] = (ANON, FILE)
-
-ALL_NODES = -1
-"""Node number of a histogram that is not split by NUMA node (merged, or a source without nodes)."""
+__all__ = [
+    "ALL_NODES",
+    "ANON",
+    "BASE_TYPES",
+    "DEFAULT_EDGES_MS",
+    "FILE",
+    "MAX_BYTES",
+    "Histogram",
+    "cold_weights",
+    "merge_nodes",
+    "on_common_grid",
+    "validate_edges",
+]
 
 DEFAULT_EDGES_MS: tuple[int, ...] = (
     1_000,
@@ -58,9 +69,6 @@ DEFAULT_EDGES_MS: tuple[int, ...] = (
 """wsrl's canonical bin edges (ms): roughly logarithmic from 1 s to 1 h, and containing the
 thresholds the reference policies use (10 s and 40 s for WMO, 120 s for Google's far-memory
 cold age), so they can be read off without interpolation."""
-
-MAX_BYTES = 2**63 - 1
-"""Largest byte count a bin can hold (int64)."""
 
 
 def validate_edges(edges_ms: Sequence[int]) -> tuple[int, ...]:
@@ -217,12 +225,12 @@ class Histogram:
         target_edges = validate_edges(edges_ms)
         if target_edges == self.edges_ms:
             return self
-        weights = _overlap_weights(self.edges_ms, target_edges)
+        weights = overlap_weights(self.edges_ms, target_edges)
         moved: dict[str, list[int]] = {}
         for row, type_name in enumerate(self.types):
             out = [0] * (len(target_edges) + 1)
             for source_bin, (overlaps, width) in enumerate(weights):
-                _spread(int(self._bytes[row, source_bin]), overlaps, width, out)
+                spread(int(self._bytes[row, source_bin]), overlaps, width, out)
             moved[type_name] = out
         return Histogram(self.guest, self.node, target_edges, moved, self.meta)
 
@@ -372,52 +380,3 @@ def on_common_grid(histograms: Sequence[Histogram]) -> list[Histogram]:
     edges = tuple(sorted(set().union(*(h.edges_ms for h in histograms))))
     types = list(dict.fromkeys(t for h in histograms for t in h.types))
     return [h.rebin(edges).with_types(types) for h in histograms]
-
-
-def _overlap_weights(
-    source_edges: tuple[int, ...], target_edges: tuple[int, ...]
-) -> list[tuple[list[int], int]]:
-    """For each source bin, its overlap (ms) with every target bin and its own width.
-
-    A source bin with no width to share (the open-ended bin, or a zero-width bin) gets a single
-    overlap of 1 on the target bin that receives all of it, and width 1.
-    """
-    target_lower = [0, *target_edges]
-    target_upper: list[float] = [*target_edges, float("inf")]
-    source_lower = [0, *source_edges]
-    source_upper: list[float] = [*source_edges, float("inf")]
-    weights = []
-    for lower, upper in zip(source_lower, source_upper, strict=True):
-        overlaps = [0] * len(target_lower)
-        if upper == float("inf"):
-            # Ages just above `lower`: the first target bin whose upper bound exceeds it.
-            overlaps[next(j for j, up in enumerate(target_upper) if up > lower)] = 1
-            weights.append((overlaps, 1))
-        elif upper == lower:
-            # A point mass at age `upper`: the target bin (lo, hi] holding it (age 0 -> bin 0).
-            overlaps[next(j for j, up in enumerate(target_upper) if up >= upper)] = 1
-            weights.append((overlaps, 1))
-        else:
-            for j, (t_lower, t_upper) in enumerate(zip(target_lower, target_upper, strict=True)):
-                overlap = min(upper, t_upper) - max(lower, t_lower)
-                if overlap > 0:
-                    overlaps[j] = int(overlap)
-            weights.append((overlaps, int(upper - lower)))
-    return weights
-
-
-def _spread(amount: int, overlaps: list[int], width: int, out: list[int]) -> None:
-    """Add ``amount`` to ``out`` in proportion to ``overlaps / width``, exactly (largest remainder)."""
-    if amount == 0:
-        return
-    shares = []
-    given = 0
-    for j, overlap in enumerate(overlaps):
-        if overlap:
-            share, remainder = divmod(amount * overlap, width)
-            out[j] += share
-            given += share
-            shares.append((-remainder, j))
-    shares.sort()
-    for _, j in shares[: amount - given]:
-        out[j] += 1

@@ -2,7 +2,7 @@
 
 Every ``interval_s`` the agent reads the guest kernel's working-set source, turns it into one
 histogram with wsrl's parsers and writes a ``histogram`` JSON-lines record (the wire format of
-:mod:`wsrl.backends.guest_stream`) to the virtio-serial port named ``org.wsrl.ws.0``. Between
+:mod:`wsrl.agent.wire`) to the virtio-serial port named ``org.wsrl.ws.0``. Between
 histograms it polls ``/proc/pressure/memory`` every ``pressure_poll_s`` and, when ``some avg10``
 rises to ``pressure_threshold`` percent or above, sends a ``pressure`` record at once (the host's
 reader wakes its controller with it); it sends the next one only after pressure has fallen below
@@ -11,15 +11,15 @@ the threshold again.
 Sources:
 
 * ``lru_gen`` (default): MGLRU's ``/sys/kernel/debug/lru_gen`` (debugfs mounted, MGLRU enabled:
-  ``echo y > /sys/kernel/mm/lru_gen/enabled``), parsed by :mod:`wsrl.formats.lru_gen`; the memcgs
-  ``memcg`` selects are merged by :func:`~wsrl.backends.guest_stream.merge_lru_gen` (default: all,
+  ``echo y > /sys/kernel/mm/lru_gen/enabled``), parsed by :mod:`wsrl.agent.parse_lru_gen`; the memcgs
+  ``memcg`` selects are merged by :func:`~wsrl.agent.bins.merge_lru_gen_bins` (default: all,
   i.e. the whole guest). MGLRU creates generations only when it ages, and it ages only under
   reclaim, so an idle guest's histogram would be one ever-older generation: every
   ``age_every`` rounds (default 1) the agent ages each (memcg, node) by one generation, writing
   ``+ MEMCG_ID NODE MAX_SEQ 1 1`` to the same file, as the busybox test guest does. The bins'
   edges are then the generations' ages, about one interval apart. ``age_every`` 0 never ages.
 * ``wsr``: a working-set reporting kernel's ``memory.workingset.page_age`` (or a node's
-  ``workingset_report/page_age``), parsed by :mod:`wsrl.formats.wsr`, NUMA nodes merged. Reading it
+  ``workingset_report/page_age``), parsed by :mod:`wsrl.agent.parse_wsr`, NUMA nodes merged. Reading it
   ages by itself.
 
 The port is found by name (``/sys/class/virtio-ports/*/name``; the device is ``/dev/<entry>``)
@@ -27,7 +27,9 @@ unless ``port`` gives a path. Writes never block for long: the port is opened no
 record that cannot be written within ``write_timeout_s`` (the host is not reading) is dropped and
 logged; a port that fails (``EIO``, unplugged) is reopened on the next record.
 
-The agent imports no torch; numpy comes with :class:`wsrl.histogram.Histogram`.
+The agent runs on the standard library alone (a minimal guest has nothing but python3): it
+imports only the wire format (:mod:`wsrl.agent.wire`) and the agent's own standard-library parsers
+and bins, which the host's :mod:`wsrl.formats` and :mod:`wsrl.histogram` are built on too.
 """
 
 from __future__ import annotations
@@ -43,15 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from wsrl.backends.guest_stream import (
-    PORT_NAME,
-    encode_histogram_record,
-    encode_pressure_record,
-    merge_lru_gen,
-)
-from wsrl.errors import ParseError, WsrlError
-from wsrl.formats import MAX_INPUT_BYTES, FormatOptions, parse_bytes
-from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
+from wsrl.agent.bins import Bins, merge_bins, merge_lru_gen_bins
+from wsrl.agent.kernel_text import MAX_INPUT_BYTES, KernelTextError
+from wsrl.agent.parse_lru_gen import parse_lru_gen
+from wsrl.agent.parse_wsr import parse_wsr
+from wsrl.agent.wire import PORT_NAME, encode_histogram_record, encode_pressure_record
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +58,12 @@ DEFAULT_PRESSURE_PATH = Path("/proc/pressure/memory")
 VIRTIO_PORTS_DIR = Path("/sys/class/virtio-ports")
 
 
-class AgentError(WsrlError):
-    """The agent cannot run (no port, unreadable source): one line naming the file."""
+class AgentError(Exception):
+    """The agent cannot run (no port, unreadable source): one line naming the file.
+
+    Not a :class:`wsrl.errors.WsrlError` (the agent imports nothing of the host's packages);
+    ``wsrl guest-agent`` reports it as one.
+    """
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ class PortWriter:
 
 
 def read_limited(path: Path) -> bytes:
-    """Read a kernel file (at most :data:`~wsrl.formats.MAX_INPUT_BYTES`); AgentError naming it."""
+    """Read a kernel file (at most :data:`~wsrl.agent.kernel_text.MAX_INPUT_BYTES`); AgentError naming it."""
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_INPUT_BYTES + 1)
@@ -272,7 +274,7 @@ def read_psi(path: Path) -> dict[str, dict[str, float]]:
 def lru_gen_max_seqs(text: str) -> list[tuple[str, int, int]]:
     """``(memcg id, node, youngest generation's seq)`` of every block of an lru_gen dump, in order.
 
-    Only called on a dump :mod:`wsrl.formats.lru_gen` has accepted, so the layout is known good.
+    Only called on a dump :mod:`wsrl.agent.parse_lru_gen` has accepted, so the layout is known good.
     """
     blocks: dict[tuple[str, int], int] = {}
     memcg_id: str | None = None
@@ -313,20 +315,17 @@ class HistogramSource:
             return self.config.wsr_path
         return self.config.lru_gen_path
 
-    def read(self) -> Histogram:
+    def read(self) -> Bins:
         """One histogram of the whole (selected) guest. Raises AgentError naming the file."""
         data = read_limited(self.path)
         self.rounds += 1
         try:
             if self.config.source == "wsr":
-                histograms = parse_bytes("wsr", data, FormatOptions(guest="guest"))
-                merged = merge_nodes(histograms, node=ALL_NODES)
+                merged = merge_bins(parse_wsr(data, "guest"), "guest")
             else:
-                histograms = parse_bytes(
-                    "lru_gen", data, FormatOptions(page_size_bytes=self.config.page_size_bytes)
-                )
-                merged = merge_lru_gen(histograms, self.config.memcg, "guest")
-        except ParseError as exc:
+                histograms = parse_lru_gen(data, self.config.page_size_bytes)
+                merged = merge_lru_gen_bins(histograms, self.config.memcg, "guest")
+        except KernelTextError as exc:
             raise AgentError(f"{self.path}: {exc}") from None
         if (
             self.config.source == "lru_gen"

@@ -23,13 +23,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsrl.errors import ParseError
+from wsrl.agent.bins import Bins
+from wsrl.agent.kernel_text import MAX_INPUT_BYTES, KernelTextError, decode_lines
+from wsrl.errors import HistogramError, ParseError
 from wsrl.histogram import Histogram
 
 FORMAT_NAMES: tuple[str, ...] = ("wsr", "lru_gen", "crosvm", "virtio", "damon")
-
-MAX_INPUT_BYTES = 64 * 1024 * 1024
-"""Largest capture a parser accepts: a real dump is kilobytes; a giant file is refused, not read."""
 
 
 class FormatOptions(BaseModel):
@@ -118,8 +117,22 @@ def parse_file(format_name: str, path: str | Path, options: FormatOptions | None
 def decode_text(source: str, data: bytes) -> list[str]:
     """Decode a text capture as ASCII/UTF-8 and split it into lines, or raise a ParseError."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ParseError(source, f"line {line}", "text", f"not UTF-8 text (byte {exc.start})") from None
-    return text.splitlines()
+        return decode_lines(source, data)
+    except KernelTextError as exc:
+        raise parse_error_from(exc) from None
+
+
+def parse_error_from(exc: KernelTextError) -> ParseError:
+    """The :class:`ParseError` of a standard-library parser's error (the same four parts)."""
+    return ParseError(exc.source, exc.location, exc.field, exc.reason)
+
+
+def histograms_from_bins(source: str, bins: list[Bins]) -> list[Histogram]:
+    """:class:`Histogram` objects of a standard-library parser's bins (a ParseError if one is invalid)."""
+    histograms = []
+    for item in bins:
+        try:
+            histograms.append(Histogram(item.guest, item.node, item.edges_ms, item.bytes_by_type, item.meta))
+        except HistogramError as exc:  # the parsers' own checks should make this unreachable
+            raise ParseError(source, f"node {item.node}", "histogram", str(exc)) from None
+    return histograms
