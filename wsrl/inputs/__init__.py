@@ -15,7 +15,8 @@ module                        source                                       used 
 :mod:`wsrl.inputs.live`       :class:`LiveHost`: a live host's readings    ``wsrl run``
 ============================  ===========================================  ==========================
 
-Layer: above :mod:`wsrl.pipeline`, :mod:`wsrl.sim` and :mod:`wsrl.trace`, beside
-:mod:`wsrl.policies`; :mod:`wsrl.backends` (which produces the live readings) and everything above
-import it, it imports none of them.
+Layer (``[tool.importlinter]`` in ``pyproject.toml``, ``docs/layers.md``): above
+:mod:`wsrl.pipeline`, :mod:`wsrl.sim` and :mod:`wsrl.trace`; below :mod:`wsrl.backends` (which
+produces the live readings) and :mod:`wsrl.policies`. Those and everything above them may import
+it; it imports none of them.
 """
