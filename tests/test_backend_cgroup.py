@@ -29,12 +29,12 @@ from wsrl.backends.base import BackendError, GuestBackend
 from wsrl.backends.cgroup import LRU_EDGE_MS, WSR_REPORT_FILE, CgroupBackend
 from wsrl.backends.cgroup_files import KERNEL_MAX_BYTES, MAX_FILE_BYTES, PAGE_SIZE_BYTES
 from wsrl.backends.kernfs import KernfsWatcher
-from wsrl.runner.backend_registry import build_backends
 from wsrl.errors import ConfigError
 from wsrl.formats import parse_bytes
 from wsrl.histogram import merge_nodes
 from wsrl.inputs.live import GuestSpec, snapshot_from_readings
 from wsrl.lab.kernel import rmdir_retry
+from wsrl.runner.backend_registry import build_backends
 from wsrl.runner.config import runner_config_from_dict
 from wsrl.units import GIB, MIB
 

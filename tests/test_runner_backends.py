@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_runner_support import audit_records, config_data
 
-from wsrl.runner.backend_registry import build_backends
 from wsrl.errors import WsrlError
+from wsrl.runner.backend_registry import build_backends
 from wsrl.runner.config import runner_config_from_dict
 from wsrl.runner.daemon import Runner
 from wsrl.units import GIB, MIB

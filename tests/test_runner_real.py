@@ -17,8 +17,8 @@ from test_backend_qemu import hand_over_serial_socket, wait_until
 from test_runner_support import ClockShiftBackend, cgroup_config
 from testbed import QemuGuest
 
-from wsrl.runner.backend_registry import build_backends
 from wsrl.pipeline.action import ACTION_DIM
+from wsrl.runner.backend_registry import build_backends
 from wsrl.runner.config import runner_config_from_dict
 from wsrl.runner.daemon import Runner
 from wsrl.units import GIB, MIB

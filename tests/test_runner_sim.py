@@ -31,9 +31,9 @@ from test_runner_support import (
 )
 
 from wsrl.backends.base import BackendError
-from wsrl.runner.backend_registry import build_backends
 from wsrl.backends.sim import SimBackend, SimWorld
 from wsrl.policies import make_policy
+from wsrl.runner.backend_registry import build_backends
 from wsrl.runner.config import RunnerConfig
 from wsrl.runner.daemon import Runner
 from wsrl.trace.reader import TraceReader

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wsrl.histogram import cold_weights
-
-WORKING_SET_WINDOW_MS = 120_000
-"""Memory touched within this window is the working set (Google far memory, ASPLOS'19)."""
+from wsrl.slo import WORKING_SET_WINDOW_MS
 
 
 @dataclass

@@ -528,7 +528,6 @@ def _backend_kind_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_KIND_IN_LOC = re.compile(r"\.backend\.(?:" + "|".join(BACKEND_KINDS) + r")(?=\.|$)")
 
 
 def runner_config_from_dict(
@@ -543,12 +542,8 @@ def runner_config_from_dict(
     problems = _raw_problems(data) or _backend_kind_problems(data)
     if problems:
         raise ConfigError(label, problems)
-    try:
-        config: RunnerConfig = validate_file(RunnerConfig, data, label)
-    except ConfigError as exc:
-        # The discriminated union puts the kind into the key path: guest[0].backend.qemu.x -> .backend.x
-        problems = [(_KIND_IN_LOC.sub(".backend", loc), why) for loc, why in exc.problems]
-        raise ConfigError(label, problems) from None
+    # validate_file names keys without the discriminated union's tag (guest[0].backend.x).
+    config: RunnerConfig = validate_file(RunnerConfig, data, label)
     config._base_dir = (base_dir or Path.cwd()).resolve()
     config._label = label
     problems = _socket_problems(config) + _file_path_problems(config) + _policy_problems(config)

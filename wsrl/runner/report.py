@@ -13,10 +13,11 @@ from typing import Any
 from wsrl.inputs.live import GuestReading
 from wsrl.pipeline.control import Decision, StackDecision
 from wsrl.pipeline.rails import STATE_NAMES
-from wsrl.pipeline.snapshot import WORKING_SET_WINDOW_MS, HostSnapshot
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.runner.audit import iso_time
 from wsrl.runner.config import RunnerConfig
 from wsrl.runner.guest_state import Intake
+from wsrl.slo import WORKING_SET_WINDOW_MS
 
 
 @dataclass(frozen=True)
