@@ -70,6 +70,20 @@ def test_cli_eval_json_and_report(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+def test_cli_eval_rails_production_by_default_or_none():
+    argv = ["eval", "--policy", "wmo", "--scenario", "laptop", "--duration", "30m", "--json"]
+    railed = runner.invoke(app, argv)
+    published = runner.invoke(app, [*argv, "--rails", "none"])
+    assert railed.exit_code == 0 and published.exit_code == 0, railed.output + published.output
+    railed_doc, published_doc = json.loads(railed.stdout), json.loads(published.stdout)
+    assert railed_doc["rails"] == "production" and railed_doc["control"]["max_shrink_frac_per_s"] == 0.005
+    assert published_doc["rails"] == "none" and published_doc["control"]["max_shrink_frac_per_s"] is None
+    # wmo shrinks to its floor at once as published; the production rail spreads that over minutes.
+    saved = {name: doc["summary"]["wmo"]["memory_saved_frac"] for name, doc in (("railed", railed_doc),
+             ("published", published_doc))}
+    assert saved["railed"] < saved["published"]
+
+
 def test_cli_eval_table():
     result = runner.invoke(app, ["eval", "--policy", "static", "--scenario", "laptop", "--duration", "10m"])
     assert result.exit_code == 0, result.output
@@ -86,6 +100,7 @@ def test_cli_eval_table():
         (["eval", "--policy", "static", "--scenario", "laptop", "--address", "x:1"], "--address"),
         (["eval", "--policy", "static", "--traces", "/no/such/dir"], "--traces"),
         (["eval", "--policy", "static", "--scenario", "laptop", "--duration", "soon"], "--duration"),
+        (["eval", "--policy", "static", "--scenario", "laptop", "--rails", "some"], "production, none"),
     ],
 )
 def test_cli_eval_bad_arguments_are_one_line(argv, expected, capsys):

@@ -49,10 +49,19 @@ def eval_command(
         Path | None, typer.Option("--report", help="Write an HTML report with plots into this folder.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print runs and summary as JSON.")] = False,
+    rails: Annotated[
+        str,
+        typer.Option(
+            "--rails",
+            help="production: the runner's default rails (shrink per second, circuit breaker with the "
+            "static fallback, OOM memory, host reserve), what a policy meets on a host; "
+            "none: each policy as published (only the floor/provisioned clamp).",
+        ),
+    ] = "production",
 ) -> None:
     """Evaluate policies on identical inputs: memory saved, SLO violations, OOMs, stall, fairness, churn."""
     from wsrl.eval.metrics import METRIC_NAMES
-    from wsrl.eval.runner import check_specs, grid, run_grid, summarize
+    from wsrl.eval.runner import check_specs, grid, rails_spec, run_grid, summarize
     from wsrl.inputs.ref import InputRef, TraceInput, parse_input
 
     duration_s = _checked_duration_s(duration, executor)
@@ -65,7 +74,8 @@ def eval_command(
     for path in traces or []:
         if not path.is_dir():
             raise WsrlError(f"option --traces: {path} is not a directory")
-    specs = grid(list(dict.fromkeys(policy)), inputs, seeds, duration_s)
+    control = rails_spec(rails)
+    specs = grid(list(dict.fromkeys(policy)), inputs, seeds, duration_s, control)
     check_specs(specs)  # before the progress bar, so that a bad input prints one clean line
     console = Console(stderr=True)
     progress = Progress(
@@ -98,10 +108,17 @@ def eval_command(
         if not as_json:
             Console(stderr=True).print(f"report: {page}")
     if as_json:
-        document = {"runs": [r.to_json_dict() for r in results], "summary": summary}
+        document = {
+            "rails": rails,
+            "control": control.describe(),
+            "runs": [r.to_json_dict() for r in results],
+            "summary": summary,
+        }
         typer.echo(json.dumps(document, indent=2))
         return
-    table = Table(title=f"{len(results)} runs: {len(inputs)} input(s) x {seeds} seed(s), {duration}")
+    table = Table(
+        title=f"{len(results)} runs: {len(inputs)} input(s) x {seeds} seed(s), {duration}, rails: {rails}"
+    )
     table.add_column("policy", no_wrap=True)
     for name in METRIC_NAMES:
         table.add_column(name.replace("_", " "), justify="right")

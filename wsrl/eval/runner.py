@@ -156,6 +156,17 @@ def evaluate_policy(
     )
 
 
+RAILS: dict[str, ControlSpec] = {"production": ControlSpec(), "none": ControlSpec.unguarded()}
+"""``wsrl eval --rails``: the production runner's default rails, or none (each policy as published)."""
+
+
+def rails_spec(name: str) -> ControlSpec:
+    """The control spec named by ``--rails`` (one-line error for another name)."""
+    if name not in RAILS:
+        raise WsrlError(f"option --rails: {name!r} is not one of {', '.join(RAILS)}")
+    return RAILS[name]
+
+
 def grid(
     policies: Sequence[str],
     inputs: Sequence[InputRef],
