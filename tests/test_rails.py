@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from wsrl.inputs.live import GuestReading
+from wsrl.inputs.live import GuestReading, ReadingArrays
 from wsrl.pipeline import rails
-from wsrl.runner.safety import InputArrays
 from wsrl.units import GIB, PAGE_BYTES
 
 PROV = np.array([[8.0, 4.0, 2.0]]) * GIB
@@ -23,8 +22,8 @@ def _reading(name: str = "g", **values: Any) -> GuestReading:
     return GuestReading(name=name, **base)
 
 
-def _inputs(*readings: GuestReading | None) -> InputArrays:
-    return InputArrays.from_readings(list(readings))
+def _inputs(*readings: GuestReading | None) -> ReadingArrays:
+    return ReadingArrays.from_readings(list(readings))
 
 def test_floor_rail_never_below_floor_nor_above_provisioned() -> None:
     target = np.array([[0.2, 9.0, math.nan]]) * GIB

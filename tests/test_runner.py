@@ -18,7 +18,7 @@ from test_runner_support import config_data, make_config, to_toml
 
 from wsrl.errors import ConfigError
 from wsrl.histogram import ALL_NODES, Histogram
-from wsrl.inputs.live import GuestReading
+from wsrl.inputs.live import GuestReading, ReadingArrays
 from wsrl.runner import safety
 from wsrl.runner.config import load_runner_config, runner_config_from_dict
 from wsrl.units import GIB
@@ -238,8 +238,8 @@ def _reading(name: str = "g", **values: Any) -> GuestReading:
     return GuestReading(name=name, **base)
 
 
-def _inputs(*readings: GuestReading | None) -> safety.InputArrays:
-    return safety.InputArrays.from_readings(list(readings))
+def _inputs(*readings: GuestReading | None) -> ReadingArrays:
+    return ReadingArrays.from_readings(list(readings))
 
 
 def test_check_inputs_sorts_missing_stale_malformed() -> None:

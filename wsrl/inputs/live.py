@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from wsrl.histogram import DEFAULT_EDGES_MS, Histogram
+from wsrl.pipeline.rails import GuestSignals
 from wsrl.pipeline.snapshot import HostSnapshot
 
 
@@ -70,6 +72,58 @@ class GuestSpec:
     tier: int = 1
 
 
+@dataclass
+class ReadingArrays:
+    """One tick's readings as ``[1, guests]`` arrays (NaN where a reading is missing), as read.
+
+    The one conversion of readings into numbers: the runner's input checks judge these
+    (:func:`wsrl.runner.safety.check_inputs`) and :func:`snapshot_from_readings` builds on them.
+    """
+
+    present: NDArray[np.bool_]
+    time_ms: NDArray[np.float64]
+    visible_bytes: NDArray[np.float64]
+    target_bytes: NDArray[np.float64]
+    usage_bytes: NDArray[np.float64]
+    hist_total_bytes: NDArray[np.float64]
+    refault_total: NDArray[np.float64]
+    swap_bytes: NDArray[np.float64]
+    psi_some_total_s: NDArray[np.float64]
+    psi_some_avg10: NDArray[np.float64]
+    oom_kills_total: NDArray[np.float64]
+    balloon_stalled: NDArray[np.float64]
+
+    @classmethod
+    def from_readings(cls, readings: Sequence[GuestReading | None]) -> ReadingArrays:
+        """Collect the readings' numbers (``None``: not present)."""
+        n = len(readings)
+        names = [name for name in cls.__dataclass_fields__ if name != "present"]
+        arrays = {name: np.full((1, n), np.nan) for name in names}
+        present = np.zeros((1, n), dtype=bool)
+        for g, reading in enumerate(readings):
+            if reading is None:
+                continue
+            present[0, g] = True
+            for name in names:
+                if name == "hist_total_bytes":
+                    hist = reading.histogram
+                    arrays[name][0, g] = 0.0 if hist is None else float(hist.total_bytes())
+                else:
+                    arrays[name][0, g] = float(getattr(reading, name))
+        return cls(present=present, **arrays)
+
+    def signals(self, valid: NDArray[np.bool_]) -> GuestSignals:
+        """The circuit breaker's view of these readings, ``valid`` where they are trusted."""
+        return GuestSignals(
+            valid=valid & self.present,
+            time_ms=self.time_ms,
+            usage_bytes=self.usage_bytes,
+            refault_total=self.refault_total,
+            psi_some_avg10=self.psi_some_avg10,
+            oom_kills_total=self.oom_kills_total,
+        )
+
+
 def snapshot_from_readings(
     readings: Sequence[GuestReading | None],
     specs: Sequence[GuestSpec],
@@ -92,37 +146,27 @@ def snapshot_from_readings(
     if len(readings) != n:
         raise ValueError(f"{len(readings)} readings for {n} guests")
     edges = tuple(int(e) for e in edges_ms)
+    arrays = ReadingArrays.from_readings(readings)
+    mask = arrays.present
     hist = np.zeros((1, n, 2, len(edges) + 1))
-    mask = np.zeros((1, n), dtype=bool)
-    values = {
-        key: np.full((1, n), np.nan)
-        for key in ("visible", "target", "usage", "refault", "swap", "psi_total", "psi_avg10")
-    }
-    ooms = np.zeros((1, n), dtype=np.int64)
-    stalled = np.zeros((1, n), dtype=bool)
     for g, reading in enumerate(readings):
-        if reading is None:
-            continue
-        mask[0, g] = True
-        if reading.histogram is not None:
+        if reading is not None and reading.histogram is not None:
             rebinned = reading.histogram.rebin(edges)
             hist[0, g, 0] = rebinned.type_bytes("anon")
             hist[0, g, 1] = rebinned.type_bytes("file")
-        resident = float(hist[0, g].sum())
-        usage = reading.usage_bytes if math.isfinite(reading.usage_bytes) else resident
-        values["visible"][0, g] = reading.visible_bytes
-        values["target"][0, g] = (
-            reading.target_bytes if math.isfinite(reading.target_bytes) else reading.visible_bytes
-        )
-        values["usage"][0, g] = max(usage, resident)
-        values["refault"][0, g] = reading.refault_total
-        values["swap"][0, g] = reading.swap_bytes
-        values["psi_total"][0, g] = (
-            reading.psi_some_total_s if math.isfinite(reading.psi_some_total_s) else 0.0
-        )
-        values["psi_avg10"][0, g] = reading.psi_some_avg10 if math.isfinite(reading.psi_some_avg10) else 0.0
-        ooms[0, g] = reading.oom_kills_total
-        stalled[0, g] = reading.balloon_stalled
+    resident = hist.sum(axis=(2, 3))
+    usage = np.where(np.isfinite(arrays.usage_bytes), arrays.usage_bytes, resident)
+    values = {
+        "visible": arrays.visible_bytes,
+        "target": np.where(np.isfinite(arrays.target_bytes), arrays.target_bytes, arrays.visible_bytes),
+        "usage": np.maximum(usage, resident),
+        "refault": arrays.refault_total,
+        "swap": arrays.swap_bytes,
+        "psi_total": np.where(np.isfinite(arrays.psi_some_total_s), arrays.psi_some_total_s, 0.0),
+        "psi_avg10": np.where(np.isfinite(arrays.psi_some_avg10), arrays.psi_some_avg10, 0.0),
+    }
+    ooms = np.where(mask, np.nan_to_num(arrays.oom_kills_total), 0).astype(np.int64)
+    stalled = mask & (np.nan_to_num(arrays.balloon_stalled) > 0)
     zero = np.zeros((1, n))
     return HostSnapshot(
         time_ms=int(time_ms),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wsrl.inputs.live import GuestReading, GuestSpec
+from wsrl.inputs.live import GuestReading, GuestSpec, ReadingArrays
 from wsrl.pipeline.control import GuestConditions
 from wsrl.runner import safety
 from wsrl.runner.config import SafetySection
@@ -35,7 +35,7 @@ class Intake:
     """
 
     readings: list[GuestReading | None]
-    inputs: safety.InputArrays
+    inputs: ReadingArrays
     verdict: safety.InputVerdict
     states: NDArray[np.int64]
     time_ms: int
@@ -94,7 +94,7 @@ class GuestState:
 
     def take(self, readings: list[GuestReading | None], now_ms: float) -> Intake:
         """Sort this tick's readings and update what is known (see :func:`safety.check_inputs`)."""
-        inputs = safety.InputArrays.from_readings(readings)
+        inputs = ReadingArrays.from_readings(readings)
         verdict = safety.check_inputs(
             inputs,
             previous_time_ms=self.last_time_ms,

@@ -7,18 +7,18 @@ training and evaluation. What stays here needs live readings and the runner's cl
 1. :func:`check_inputs`: a reading that is missing, stale or malformed is not trusted;
 2. :class:`InputHealth`: a guest with untrusted input is held at its last target for
    ``hold_intervals`` ticks (state ``HOLD``), then handed to the fallback policy (``FALLBACK``);
-3. :meth:`InputArrays.signals`: the trusted readings' counters as the circuit breaker's signals;
+3. :meth:`~wsrl.inputs.live.ReadingArrays.signals`: the trusted readings' counters as the circuit
+   breaker's signals;
 4. :func:`expiry_reason`: a decision whose inputs are older than ``decision_expiry_s`` is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from wsrl.inputs.live import GuestReading
+from wsrl.inputs.live import ReadingArrays
 from wsrl.pipeline.rails import FALLBACK, HOLD, OK, STATE_NAMES, GuestSignals, RailLog
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "OK",
     "STATE_NAMES",
     "GuestSignals",
-    "InputArrays",
     "InputHealth",
     "InputVerdict",
     "RailLog",
@@ -39,53 +38,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Inputs: missing, stale, malformed
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class InputArrays:
-    """The numbers of one tick's readings as ``[1, guests]`` arrays (NaN where a reading is missing)."""
-
-    present: np.ndarray
-    time_ms: np.ndarray
-    visible_bytes: np.ndarray
-    target_bytes: np.ndarray
-    usage_bytes: np.ndarray
-    hist_total_bytes: np.ndarray
-    refault_total: np.ndarray
-    psi_some_avg10: np.ndarray
-    oom_kills_total: np.ndarray
-
-    @classmethod
-    def from_readings(cls, readings: Sequence[GuestReading | None]) -> InputArrays:
-        """Collect the readings' numbers (``None``: not present)."""
-        n = len(readings)
-        arrays = {name: np.full((1, n), np.nan) for name in cls.__dataclass_fields__ if name != "present"}
-        present = np.zeros((1, n), dtype=bool)
-        for g, reading in enumerate(readings):
-            if reading is None:
-                continue
-            present[0, g] = True
-            arrays["time_ms"][0, g] = reading.time_ms
-            arrays["visible_bytes"][0, g] = reading.visible_bytes
-            arrays["target_bytes"][0, g] = reading.target_bytes
-            arrays["usage_bytes"][0, g] = reading.usage_bytes
-            hist = reading.histogram
-            arrays["hist_total_bytes"][0, g] = 0.0 if hist is None else float(hist.total_bytes())
-            arrays["refault_total"][0, g] = reading.refault_total
-            arrays["psi_some_avg10"][0, g] = reading.psi_some_avg10
-            arrays["oom_kills_total"][0, g] = reading.oom_kills_total
-        return cls(present=present, **arrays)
-
-    def signals(self, valid: np.ndarray) -> GuestSignals:
-        """The circuit breaker's view of these readings, ``valid`` where they are trusted."""
-        return GuestSignals(
-            valid=valid & self.present,
-            time_ms=self.time_ms,
-            usage_bytes=self.usage_bytes,
-            refault_total=self.refault_total,
-            psi_some_avg10=self.psi_some_avg10,
-            oom_kills_total=self.oom_kills_total,
-        )
 
 
 @dataclass
@@ -113,7 +65,7 @@ class InputVerdict:
 
 
 def check_inputs(
-    inputs: InputArrays,
+    inputs: ReadingArrays,
     *,
     previous_time_ms: np.ndarray,
     now_ms: float,
