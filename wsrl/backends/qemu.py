@@ -74,7 +74,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from wsrl.backends.base import BackendError, Notify
 from wsrl.backends.guest_stream import GuestStreamReader
@@ -140,7 +140,7 @@ def _make_client(name: str, on_event: Callable[[Mapping[str, Any]], None]) -> An
             f"qemu guest {name}: the QMP library is not installed (pip install qemu.qmp): {exc}"
         ) from None
 
-    class _EventClient(QMPClient):  # type: ignore[misc]
+    class _EventClient(QMPClient):
         async def _event_dispatch(self, msg: Any) -> None:
             on_event(msg)
 
@@ -175,7 +175,7 @@ MAX_MEMORY_BYTES = 2**63 - 1
 """Largest RAM or balloon size accepted from QEMU (QEMU's own sizes are uint64 below 2^63)."""
 
 
-def _is_size(value: object) -> bool:
+def _is_size(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_MEMORY_BYTES
 
 
@@ -210,7 +210,7 @@ def parse_query_balloon(answer: object) -> int:
     actual = answer.get("actual") if isinstance(answer, Mapping) else None
     if not _is_size(actual):
         raise _unexpected("query-balloon", answer)
-    return int(actual)  # type: ignore[arg-type]
+    return int(actual)
 
 
 def parse_guest_stats(answer: object) -> GuestStats | None:
@@ -341,7 +341,7 @@ class QemuBackend:
         actual = data.get("actual") if isinstance(data, Mapping) else None
         self.events_seen += 1
         if _is_size(actual):
-            self.last_event_actual_bytes = actual  # type: ignore[assignment]
+            self.last_event_actual_bytes = actual
         notify = self._notify
         if notify is not None:
             try:

@@ -12,6 +12,7 @@ function of its :class:`RunSpec`, so all three give identical results.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -256,7 +257,7 @@ def _run_ray(
         raise WsrlError("the ray executor needs Ray: pip install 'wsrl[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     try:
         remote_run = ray.remote(run_one)
         refs = [remote_run.remote(spec) for spec in specs]

@@ -403,12 +403,15 @@ def deterministic_action(model: BaseAlgorithm, obs: Any) -> Any:
         WsrlError: another algorithm (recurrent policies need sequences: not supported).
 
     """
+    import torch
     from stable_baselines3 import PPO, SAC
 
     if isinstance(model, SAC):
         return model.policy.actor(obs, deterministic=True)
     if isinstance(model, PPO):
-        return model.policy.get_distribution(obs).distribution.mean
+        distribution = model.policy.get_distribution(obs).distribution
+        assert isinstance(distribution, torch.distributions.Normal), type(distribution)  # a Box action
+        return distribution.mean
     raise WsrlError(
         f"behaviour cloning supports PPO and SAC models, not {type(model).__name__} (recurrent policies "
         "need whole sequences)"

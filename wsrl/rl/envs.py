@@ -21,7 +21,7 @@ consequences computed counterfactually by the simulator. Training uses the batch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -66,11 +66,15 @@ class HostEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         weights = reward if isinstance(reward, RewardWeights) else RewardWeights(**(reward or {}))
         self.batch = HostBatch(setup, episode_steps=episode_steps, reward=weights, random_start=random_start)
         self.max_guests = int(setup.guests.mask.shape[1])
-        self.observation_space = spaces.Dict(
-            {
-                "guests": spaces.Box(OBS_LOW, OBS_HIGH, (self.max_guests, FEATURE_COUNT), np.float32),
-                "mask": spaces.MultiBinary(self.max_guests),
-            }
+        # gymnasium types a Dict space's samples as dict[str, Space]; they are dicts of arrays.
+        self.observation_space = cast(
+            spaces.Space[dict[str, np.ndarray]],
+            spaces.Dict(
+                {
+                    "guests": spaces.Box(OBS_LOW, OBS_HIGH, (self.max_guests, FEATURE_COUNT), np.float32),
+                    "mask": spaces.MultiBinary(self.max_guests),
+                }
+            ),
         )
         self.action_space = spaces.Box(-1.0, 1.0, (self.max_guests, ACTION_DIM), np.float32)
         self._mask = setup.guests.mask[0].astype(np.int8)

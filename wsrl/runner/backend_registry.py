@@ -50,12 +50,13 @@ class _Context:
         return self._world
 
 
-def _backend_class(kind: str, class_name: str) -> Any:
+def _backend_class(kind: str, class_name: str) -> Callable[..., GuestBackend]:
     try:
         module = importlib.import_module(_MODULES[kind])
     except ImportError as exc:
         raise WsrlError(f"backend kind {kind!r} is not available in this installation: {exc}") from None
-    return getattr(module, class_name)
+    factory: Callable[..., GuestBackend] = getattr(module, class_name)
+    return factory
 
 
 def _cgroup(ctx: _Context, index: int) -> GuestBackend:

@@ -274,7 +274,7 @@ class GuestSection(StrictModel):
     provisioned_gib: float = Field(gt=0)
     floor_gib: float | None = Field(None, ge=0)
     shares: float = Field(defaults.SHARES, gt=0)
-    tier: Tier = defaults.TIER  # type: ignore[assignment]
+    tier: Tier = defaults.TIER
     backend: BackendConfig
 
     @model_validator(mode="after")

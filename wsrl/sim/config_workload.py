@@ -81,6 +81,7 @@ class WorkloadConfig(StrictModel):
         shared: dict[tuple[str, str], tuple[Any, ...]] = {}
         for pop in self.population:
             for pat in (pop.size_pattern, pop.rate_pattern):
+                params: tuple[Any, ...]
                 if isinstance(pat, SwitchingPattern):
                     key, params = ("switching", pat.group), (pat.slots, pat.mean_dwell_s)
                 elif isinstance(pat, BurstsPattern):
@@ -105,7 +106,7 @@ def load_workload(name_or_path: str | Path, *, base_dir: Path | None = None) -> 
     own folder). Raises :class:`wsrl.errors.ConfigError`.
     """
     path = find_file("workloads", name_or_path, base_dir)
-    return validate_file(WorkloadConfig, read_toml(path), str(path))  # type: ignore[no-any-return]
+    return validate_file(WorkloadConfig, read_toml(path), str(path))
 
 
 def list_workloads() -> list[tuple[str, str]]:

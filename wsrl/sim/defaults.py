@@ -7,6 +7,8 @@ measurements; the 200 us host-swap fault stands for double paging (host swap und
 
 from __future__ import annotations
 
+from typing import Final, Literal
+
 from wsrl.units import MIB
 
 UNEVICTABLE_BYTES = 64 * MIB
@@ -17,11 +19,11 @@ ANON_FAULT_LATENCY_S_BY_SWAP = {"none": 0.0, "zram": 6e-6, "ssd": 100e-6, "hdd":
 FILE_FAULT_LATENCY_S = 100e-6
 INFLATE_BYTES_PER_S = 256 * MIB
 DEFLATE_BYTES_PER_S = 1024 * MIB
-ACTUATOR = "balloon"
-SWAP = "zram"
+ACTUATOR: Final[Literal["memcg", "balloon"]] = "balloon"
+SWAP: Final[Literal["none", "zram", "ssd", "hdd"]] = "zram"
 DEFLATE_ON_OOM = False
 """QEMU's virtio-balloon leaves ``deflate-on-oom`` off unless the VM is started with it."""
 SHARES = 1000.0
-TIER = "silver"
+TIER: Final[Literal["gold", "silver", "bronze"]] = "silver"
 OOM_RESTART_S = 60.0
 HOST_SWAP_FAULT_LATENCY_S = 200e-6
