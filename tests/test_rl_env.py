@@ -257,6 +257,25 @@ def test_reward_terms_punish_ooms_far_above_everything() -> None:
     assert np.abs(terms["saved"][sim.mask]).max() < 1e-9 and (terms["oom"] == 0).all()
 
 
+def test_a_breaker_trip_costs_the_guest_that_tripped_in_training() -> None:
+    """Squeezed hard under the production rails, guests trip their breakers: the env's reward says so."""
+    batch = HostBatch(input_setup_with_hosts(ScenarioInput("dense")), episode_steps=30, random_start=False)
+    batch.reset(0)
+    squeeze = np.full((*batch.mask.shape, ACTION_DIM), -1.0)
+    tripped_any = False
+    for _ in range(30):
+        step = batch.step(squeeze)
+        tripped = step.decision.breaker.tripped & batch.mask
+        expected = np.where(tripped, -batch.reward_weights.breaker, 0.0)
+        np.testing.assert_array_equal(np.where(batch.mask, step.terms["breaker"], 0.0), expected)
+        tripped_any |= bool(tripped.any())
+    assert tripped_any
+    # Recorded traces carry no trips: the term is 0.
+    snapshot = batch.snapshot
+    assert snapshot is not None
+    assert not reward_terms(snapshot, snapshot, RewardWeights())["breaker"].any()
+
+
 @pytest.mark.parametrize("team", [0.0, 0.4, 1.0])
 def test_team_term_mixes_each_guest_reward_with_its_host_mean(team: float) -> None:
     """reward = (1 - team) * own + team * host mean of own; padding stays 0; hosts stay apart."""

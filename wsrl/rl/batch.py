@@ -156,7 +156,9 @@ class HostBatch:
         decision = self.stack.step(before)
         self.sim.step(decision.target_bytes)
         after = self.host.snapshot()
-        terms = reward_terms(before, after, self.reward_weights, decision.proposal_bytes)
+        terms = reward_terms(
+            before, after, self.reward_weights, decision.proposal_bytes, decision.breaker.tripped
+        )
         self.snapshot = after
         obs = self.builder.build(after)
         reward = sum(terms.values())

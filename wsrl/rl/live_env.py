@@ -136,7 +136,8 @@ class LiveHostEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 time.sleep(wait_s)
         self._last_step_s = time.monotonic()
         before, after = self._snapshot, self.runner.observe()
-        terms = reward_terms(before, after, self.weights)
+        tripped = np.array([[bool(g["breaker"]["tripped"]) for g in outcome.record["guests"]]])
+        terms = reward_terms(before, after, self.weights, breaker_tripped=tripped)
         self._snapshot = after
         obs = self.builder.build(after)
         mask = after.mask[0] & before.mask[0]

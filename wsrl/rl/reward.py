@@ -11,6 +11,8 @@ Each term mirrors a metric of ``docs/metrics.md`` so that what the agent is paid
 ``churn``      ``- w * |target change| / provisioned`` (``churn``)
 ``unfairness`` ``- w * |slowdown - host mean slowdown|`` (what ``jain_fairness`` measures)
 ``asked``      ``+ w * (1 - proposal / provisioned)``: memory the policy *asked* to give back
+``breaker``    ``- w`` when the step tripped the guest's circuit breaker (a refault, PSI or OOM spike
+               the production rails answer by deflating the guest and handing it to the fallback)
 ``team``       ``w * (host mean of the terms above - this guest's sum of them)``, ``w`` in [0, 1]
 =============  ===============================================================================
 
@@ -20,6 +22,12 @@ costs nothing in its own terms, while the bursting container that the allocator 
 room pays the violation. With ``team = w`` a guest's reward is ``(1 - w) * own + w * host mean``
 (the cooperative reward of multi-agent RL), so giving room to a neighbour pays. On a host with room
 the host mean moves with every guest's own terms, so nothing else changes. Off (0) by default.
+
+Why ``breaker``: the stack trains under the production rails, and the breaker is a safety net a
+policy can lean on: squeezed past what it touches, a guest refaults, the breaker deflates it at
+once and keeps it on the fallback for the cooldown, so the violation lasts a step or two and the
+savings before it were paid for. On a host each trip is an incident (and ten minutes of no
+savings); the term makes it one for the learner too. Recorded traces carry no trips (0).
 
 Why ``asked``: on an overcommitted host the allocator, not the policy, sets every guest's size while
 proposals exceed capacity, so ``saved`` does not move when a policy asks for less, and a learner sees
@@ -48,6 +56,7 @@ REWARD_TERMS: tuple[str, ...] = (
     "churn",
     "unfairness",
     "asked",
+    "breaker",
     "team",
 )
 """Reward components, each reported per guest in ``info["reward_terms"]``."""
@@ -65,6 +74,7 @@ class RewardWeights(BaseModel):
     churn: float = Field(0.5, ge=0)
     unfairness: float = Field(1.0, ge=0)
     asked: float = Field(0.0, ge=0)
+    breaker: float = Field(10.0, ge=0)
     team: float = Field(0.0, ge=0, le=1)
 
 
@@ -73,11 +83,13 @@ def reward_terms(
     after: HostSnapshot,
     weights: RewardWeights,
     proposal_bytes: np.ndarray | None = None,
+    breaker_tripped: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Weighted reward terms of the step from ``before`` to ``after``, each ``[hosts, guests]``.
 
     ``proposal_bytes`` is what the policy proposed for the step (default: the target in force after
-    it, for recorded traces that keep no proposal). Padding slots are 0 in every term. The reward
+    it, for recorded traces that keep no proposal); ``breaker_tripped`` where the step tripped a
+    guest's circuit breaker (default: none). Padding slots are 0 in every term. The reward
     is the sum of the terms.
     """
     mask = after.mask
@@ -103,6 +115,7 @@ def reward_terms(
         "churn": -weights.churn * np.abs(after.target_bytes - before.target_bytes) * inv_prov,
         "unfairness": -weights.unfairness * np.abs(slowdown - mean_slowdown),
         "asked": weights.asked * (1.0 - np.clip(asked, 0.0, provisioned) * inv_prov),
+        "breaker": -weights.breaker * (0.0 if breaker_tripped is None else breaker_tripped.astype(float)),
     }
     terms = {name: np.where(mask, value, 0.0) for name, value in terms.items()}
     own = sum(terms.values())
