@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_trace.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_runner.py
+	$(PY) benchmarks/bench_stack.py
 
 # The shipped policy from scratch (see trained/ppo-overcommit/README.md): split the Bitbrains history,
 # clone vpa's decisions on the training inputs as a warm start, fine-tune with PPO (seed 1: of the
