@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pytest
+from test_runner_support import reading, reading_arrays
 
-from wsrl.inputs.live import GuestReading, ReadingArrays
 from wsrl.pipeline import rails
 from wsrl.units import GIB, PAGE_BYTES
 
@@ -16,14 +15,6 @@ PROV = np.array([[8.0, 4.0, 2.0]]) * GIB
 FLOOR = np.array([[1.0, 1.0, 0.5]]) * GIB
 
 
-def _reading(name: str = "g", **values: Any) -> GuestReading:
-    base: dict[str, Any] = {"time_ms": 1_000_000, "visible_bytes": 2 * GIB, "usage_bytes": GIB}
-    base.update(values)
-    return GuestReading(name=name, **base)
-
-
-def _inputs(*readings: GuestReading | None) -> ReadingArrays:
-    return ReadingArrays.from_readings(list(readings))
 
 def test_floor_rail_never_below_floor_nor_above_provisioned() -> None:
     target = np.array([[0.2, 9.0, math.nan]]) * GIB
@@ -131,12 +122,12 @@ def test_circuit_breaker_trips_on_oom_psi_refaults_and_cools_down() -> None:
 
     def tick(t_s: float, ooms: list[int], psi: list[float], refaults: list[float]) -> rails.BreakerUpdate:
         readings = [
-            _reading(
+            reading(
                 time_ms=int(t_s * 1000), oom_kills_total=o, psi_some_avg10=p, refault_total=r, usage_bytes=GIB
             )
             for o, p, r in zip(ooms, psi, refaults, strict=True)
         ]
-        return breaker.update(_inputs(*readings).signals(valid), t_s * 1000)
+        return breaker.update(reading_arrays(*readings).signals(valid), t_s * 1000)
 
     first = tick(1000, [3, 0, 0], [0, 0, 0], [0, 0, 0])
     assert not first.tripped.any()  # an OOM count from before the runner started is history
@@ -156,9 +147,9 @@ def test_circuit_breaker_trips_on_oom_psi_refaults_and_cools_down() -> None:
 def test_disabled_breaker_never_trips() -> None:
     breaker = rails.CircuitBreaker((1, 1), enabled=False)
     valid = np.ones((1, 1), dtype=bool)
-    breaker.update(_inputs(_reading(time_ms=1000)).signals(valid), 1000)
+    breaker.update(reading_arrays(reading(time_ms=1000)).signals(valid), 1000)
     update = breaker.update(
-        _inputs(_reading(time_ms=2000, oom_kills_total=5, psi_some_avg10=99)).signals(valid), 2000
+        reading_arrays(reading(time_ms=2000, oom_kills_total=5, psi_some_avg10=99)).signals(valid), 2000
     )
     assert not update.tripped.any() and not update.open.any()
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_runner_support import config_data, make_config, to_toml
+from test_runner_support import config_data, make_config, reading, reading_arrays, to_toml
 
 from wsrl.errors import ConfigError
 from wsrl.histogram import ALL_NODES, Histogram
-from wsrl.inputs.live import GuestReading, ReadingArrays
 from wsrl.runner import safety
 from wsrl.runner.config import load_runner_config, runner_config_from_dict
 from wsrl.units import GIB
@@ -232,36 +231,28 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
 
 
 
-def _reading(name: str = "g", **values: Any) -> GuestReading:
-    base: dict[str, Any] = {"time_ms": 1_000_000, "visible_bytes": 2 * GIB, "usage_bytes": GIB}
-    base.update(values)
-    return GuestReading(name=name, **base)
-
-
-def _inputs(*readings: GuestReading | None) -> ReadingArrays:
-    return ReadingArrays.from_readings(list(readings))
 
 
 def test_check_inputs_sorts_missing_stale_malformed() -> None:
     hist = Histogram("g", ALL_NODES, [1000], {"anon": [20 * GIB, 0], "file": [0, 0]})
     readings = [
-        _reading(),  # fine
+        reading(),  # fine
         None,  # missing
-        _reading(time_ms=500_000),  # time did not advance past the previous reading
-        _reading(time_ms=1_000_000 - 120_000),  # older than stale_after_s
-        _reading(visible_bytes=math.nan),
-        _reading(usage_bytes=-5.0),
-        _reading(usage_bytes=9 * GIB),  # > 2x provisioned
-        _reading(histogram=hist),
-        _reading(psi_some_avg10=140.0),
-        _reading(refault_total=math.inf),
-        _reading(usage_bytes=math.nan, target_bytes=math.nan, psi_some_avg10=math.nan),  # unknowns are fine
+        reading(time_ms=500_000),  # time did not advance past the previous reading
+        reading(time_ms=1_000_000 - 120_000),  # older than stale_after_s
+        reading(visible_bytes=math.nan),
+        reading(usage_bytes=-5.0),
+        reading(usage_bytes=9 * GIB),  # > 2x provisioned
+        reading(histogram=hist),
+        reading(psi_some_avg10=140.0),
+        reading(refault_total=math.inf),
+        reading(usage_bytes=math.nan, target_bytes=math.nan, psi_some_avg10=math.nan),  # unknowns are fine
     ]
     n = len(readings)
     previous = np.full((1, n), np.nan)
     previous[0, 2] = 500_000
     verdict = safety.check_inputs(
-        _inputs(*readings),
+        reading_arrays(*readings),
         previous_time_ms=previous,
         now_ms=1_000_500,
         stale_after_s=60,
@@ -284,15 +275,15 @@ def test_check_inputs_sorts_missing_stale_malformed() -> None:
 def test_check_inputs_refuses_a_clock_ahead_and_follows_a_clock_stepped_back() -> None:
     now_ms = 10_000_000.0
     readings = [
-        _reading(time_ms=now_ms + 2 * 3600 * 1000),  # a source two hours ahead: refused
-        _reading(time_ms=now_ms + 5_000),  # within the skew: fine
-        _reading(time_ms=now_ms - 1_000),  # the host clock was stepped back an hour: a new time line
-        _reading(time_ms=now_ms - 7200 * 1000),  # stamped two hours ago: old, stale
-        _reading(time_ms=now_ms - 1_000),  # a repeat of the previous sample
+        reading(time_ms=now_ms + 2 * 3600 * 1000),  # a source two hours ahead: refused
+        reading(time_ms=now_ms + 5_000),  # within the skew: fine
+        reading(time_ms=now_ms - 1_000),  # the host clock was stepped back an hour: a new time line
+        reading(time_ms=now_ms - 7200 * 1000),  # stamped two hours ago: old, stale
+        reading(time_ms=now_ms - 1_000),  # a repeat of the previous sample
     ]
     previous = np.array([[now_ms - 10_000, now_ms - 10_000, now_ms + 3600 * 1000, now_ms, now_ms - 1_000]])
     verdict = safety.check_inputs(
-        _inputs(*readings),
+        reading_arrays(*readings),
         previous_time_ms=previous,
         now_ms=now_ms,
         stale_after_s=60,

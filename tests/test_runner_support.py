@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from wsrl.backends.base import BackendError, GuestBackend, Notify
-from wsrl.inputs.live import GuestReading
+from wsrl.inputs.live import GuestReading, ReadingArrays
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.runner.config import RunnerConfig, runner_config_from_dict
+from wsrl.units import GIB
 
 LAPTOP_GUESTS: list[dict[str, Any]] = [
     {
@@ -290,3 +291,15 @@ class SlowPolicy:
         if self.delay_s > 0:
             time.sleep(self.delay_s)
         return self.inner.decide(snapshot)
+
+
+def reading(name: str = "g", **values: Any) -> GuestReading:
+    """A guest's reading at t = 1000 s: 2 GiB visible, 1 GiB used, ``values`` overriding."""
+    base: dict[str, Any] = {"time_ms": 1_000_000, "visible_bytes": 2 * GIB, "usage_bytes": GIB}
+    base.update(values)
+    return GuestReading(name=name, **base)
+
+
+def reading_arrays(*readings: GuestReading | None) -> ReadingArrays:
+    """The readings as the runner's input checks and the circuit breaker see them."""
+    return ReadingArrays.from_readings(list(readings))
