@@ -112,3 +112,22 @@ def test_card_evaluates_an_exported_policy_against_every_reference(tmp_path: Pat
     assert "- Refinement (`wsrl distill --config agents/ppo-refine.toml`): 1,234 actions" in text
     assert "headroom capped at 17% on hosts provisioned over 1.1x" in text and "DAgger round" in text
     assert "600 s refining" in text and "  - `dense`" in text
+    # The card says which control stack its numbers were made under.
+    assert "- Control stack: trained and evaluated (every policy below) under the production" in text
+    assert "shrink at most 0.005 of provisioned per second" in text
+
+
+def test_training_card_judges_on_the_training_inputs_only(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``--training``: the acceptance rule on the training inputs, written beside the model, no README."""
+    import wsrl.rl.card as card_module
+
+    config = {"algorithm": "PPO", "timesteps": 64, "env": {"inputs": ["laptop"], "episode_steps": 16},
+              "hyperparameters": {"n_steps": 16, "batch_size": 48}, "policy": {"net_arch": [16]}}
+    train(AgentConfig.model_validate(config), tmp_path / "tiny", progress_bar=False)
+    export_policy(tmp_path / "tiny")
+    agents = tmp_path / "agents.toml"
+    agents.write_text('algorithm = "PPO"\ntimesteps = 1\n[env]\ninputs = ["laptop"]\n', encoding="utf-8")
+    monkeypatch.setattr(card_module, "TRAINING_INPUTS_CONFIG", agents)
+    assert card_module.main([str(tmp_path / "tiny"), "--training", "--duration-h", "0.1"]) == 0
+    written = json.loads((tmp_path / "tiny" / "card-training.json").read_text(encoding="utf-8"))
+    assert list(written["checks"]) == ["laptop"] and not (tmp_path / "tiny" / "README.md").exists()

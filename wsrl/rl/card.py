@@ -294,14 +294,33 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TRAINING_INPUTS_CONFIG = Path("agents/ppo-refine.toml")
+"""Whose ``[env] inputs`` ``--training`` judges on: every input the shipped policy learns from."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wsrl.rl.card TRAINED_DIR [--duration-h H]``: evaluate and write the card data."""
+    """``python -m wsrl.rl.card TRAINED_DIR [--duration-h H] [--training]``: evaluate, write the card.
+
+    ``--training`` applies the same rule on the training inputs instead of the held-out ones and
+    writes ``card-training.json`` only: a check that reads no held-out data, for choosing between
+    training runs before the held-out card is made.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        print("usage: python -m wsrl.rl.card TRAINED_DIR [--duration-h H]", file=sys.stderr)
+        print("usage: python -m wsrl.rl.card TRAINED_DIR [--duration-h H] [--training]", file=sys.stderr)
         return 2
     directory = Path(args[0])
     hours = float(args[args.index("--duration-h") + 1]) if "--duration-h" in args else 6.0
+    if "--training" in args:
+        from wsrl.rl.config import load_agent_config
+
+        inputs = tuple(load_agent_config(TRAINING_INPUTS_CONFIG).env.inputs)
+        card = evaluate_card(str(directory), inputs, duration_s=hours * 3600)
+        (directory / "card-training.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        print(card_tables(card))
+        passed = sum(all(c["verdict"].values()) for c in card["checks"].values() if c["verdict"])
+        print(f"training inputs passed: {passed} of {len(card['checks'])}")
+        return 0
     card = evaluate_card(str(directory), duration_s=hours * 3600)
     (directory / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (directory / "README.md").write_text(model_card(directory, card), encoding="utf-8")
