@@ -144,3 +144,4 @@ def test_leaderboard_writes_a_table_per_input(tmp_path):
     assert text.count("| policy | memory_saved_frac") == len(STANDARD_SUITE) + 1
     for policy in REFERENCE_POLICIES:
         assert text.count(f"| {policy} |") == len(STANDARD_SUITE) + 1
+    assert "under the production runner's default rails" in text and "--rails production" in text

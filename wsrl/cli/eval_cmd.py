@@ -136,14 +136,17 @@ def leaderboard_command(
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per (policy, input).")] = 1,
     executor: Annotated[str, typer.Option("--executor", help="serial, process or ray.")] = "process",
     out: Annotated[Path, typer.Option("--out", help="Markdown file to write.")] = Path("docs/leaderboard.md"),
+    rails: Annotated[
+        str, typer.Option("--rails", help="production (the runner's default rails) or none (as published).")
+    ] = "production",
 ) -> None:
     """Run every reference policy on the standard suite and write the table to docs/leaderboard.md."""
     from wsrl.eval.leaderboard import STANDARD_SUITE, leaderboard_markdown
-    from wsrl.eval.runner import check_specs, grid, run_grid
+    from wsrl.eval.runner import check_specs, grid, rails_spec, run_grid
     from wsrl.policies import REFERENCE_POLICIES
 
     duration_s = _checked_duration_s(duration, executor)
-    specs = grid(list(REFERENCE_POLICIES), list(STANDARD_SUITE), seeds, duration_s)
+    specs = grid(list(REFERENCE_POLICIES), list(STANDARD_SUITE), seeds, duration_s, rails_spec(rails))
     check_specs(specs)
     with Progress(
         TextColumn("leaderboard"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -155,8 +158,8 @@ def leaderboard_command(
             executor=executor,  # type: ignore[arg-type]  # typer gives a str; run_grid refuses others
             on_done=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    command = f"wsrl leaderboard --duration {duration} --seeds {seeds}"
-    text = leaderboard_markdown(results, command=command, duration=duration, seeds=seeds)
+    command = f"wsrl leaderboard --duration {duration} --seeds {seeds} --rails {rails}"
+    text = leaderboard_markdown(results, command=command, duration=duration, seeds=seeds, rails=rails)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)

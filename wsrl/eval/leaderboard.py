@@ -26,14 +26,25 @@ TABLE_METRICS: tuple[str, ...] = (
 )
 
 
-def leaderboard_markdown(results: Sequence[RunResult], *, command: str, duration: str, seeds: int) -> str:
+RAILS_TEXT = {
+    "production": "under the production runner's default rails (shrink at most 0.5 % of provisioned per "
+    "second, the circuit breaker with the `static` fallback, OOM memory, host reserve: what a policy "
+    "meets on a host; [architecture.md](architecture.md))",
+    "none": "as published: no rail but the floor/provisioned clamp",
+}
+
+
+def leaderboard_markdown(
+    results: Sequence[RunResult], *, command: str, duration: str, seeds: int, rails: str = "production"
+) -> str:
     """A markdown page: one table per input and one overall, policies sorted by memory saved."""
     inputs = list(dict.fromkeys(r.input for r in results))
     lines = [
         "# Leaderboard",
         "",
         f"Every reference policy on the standard suite: {len(inputs)} inputs, {seeds} seed(s), "
-        f"{duration} of simulated time per run. Metric definitions: [metrics.md](metrics.md).",
+        f"{duration} of simulated time per run, {RAILS_TEXT[rails]}. "
+        "Metric definitions: [metrics.md](metrics.md).",
         f"Generated {datetime.now(UTC).strftime('%Y-%m-%d')} by `{command}`.",
         "",
     ]
