@@ -131,3 +131,11 @@ def test_training_card_judges_on_the_training_inputs_only(tmp_path: Path, monkey
     assert card_module.main([str(tmp_path / "tiny"), "--training", "--duration-h", "0.1"]) == 0
     written = json.loads((tmp_path / "tiny" / "card-training.json").read_text(encoding="utf-8"))
     assert list(written["checks"]) == ["laptop"] and not (tmp_path / "tiny" / "README.md").exists()
+
+
+def test_card_notes_are_placed_in_the_card(tmp_path: Path) -> None:
+    from wsrl.rl.card import NOTES_FILE, notes_section
+
+    assert notes_section(tmp_path / NOTES_FILE) == ""
+    (tmp_path / NOTES_FILE).write_text("## Status\n\nmake train gives another network.\n", encoding="utf-8")
+    assert notes_section(tmp_path / NOTES_FILE) == "## Status\n\nmake train gives another network.\n"

@@ -209,6 +209,17 @@ def _distill_line(distilled: dict[str, Any] | None) -> str:
     )
 
 
+NOTES_FILE = "card-notes.md"
+"""Prose a maintainer keeps beside the model (what the numbers cannot say), placed in the card as is."""
+
+
+def notes_section(path: Path) -> str:
+    """The maintainers' notes beside the model (``card-notes.md``), or nothing."""
+    if not path.is_file():
+        return ""
+    return path.read_text(encoding="utf-8").strip() + "\n"
+
+
 def _control_line(control: dict[str, Any] | None) -> str:
     """How the control stack was set for training and for every evaluation on this card."""
     if control is None:
@@ -282,6 +293,7 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
         _control_line(card.get("control")),
         f"- Versions: {train['versions']}; git commit {train['git_commit']}.",
         "",
+        notes_section(directory / NOTES_FILE),
         gpu_section(directory / GPU_RECORD, train),
         "",
         f"## Held-out evaluation ({card['duration_s'] / 3600:.0f} h per input, seeds: {card['seeds']})",
