@@ -70,6 +70,7 @@ train: $(STAMP) bitbrains-split
 	$(PY) -m wsrl export $(TRAINED)
 	mkdir -p $(TRAINED)/base
 	cp out/ppo-overcommit-base/model.zip out/ppo-overcommit-base/model.onnx out/ppo-overcommit-base/manifest.json $(TRAINED)/base/
+	cp out/bc-ppo-overcommit/bc.json $(TRAINED)/
 	$(PY) -m wsrl.rl.card $(TRAINED)
 
 # Every reference policy on the standard suite (bundled scenarios + the Bitbrains slice), written to

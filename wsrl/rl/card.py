@@ -241,7 +241,10 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
     train = json.loads((directory / "train.json").read_text(encoding="utf-8"))
     config = train["config"]
     init = train.get("init")
-    bc_path = Path(init).parent / "bc.json" if init else None
+    # The warm start's record: kept beside the model (make train copies it), else where it was written.
+    bc_path = directory / "bc.json" if (directory / "bc.json").is_file() else None
+    if bc_path is None and init:
+        bc_path = Path(init).parent / "bc.json"
     bc = json.loads(bc_path.read_text(encoding="utf-8")) if bc_path and bc_path.is_file() else None
     bc_wall = bc["wall_s"] if bc and "wall_s" in bc else 0.0
     distilled = train.get("distill")
