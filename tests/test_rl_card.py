@@ -115,6 +115,10 @@ def test_card_evaluates_an_exported_policy_against_every_reference(tmp_path: Pat
     # The card says which control stack its numbers were made under.
     assert "- Control stack: trained and evaluated (every policy below) under the production" in text
     assert "shrink at most 0.005 of provisioned per second" in text
+    # A network trained before the one control stack has no record of it: the card says so.
+    del record["control"]
+    (tmp_path / "tiny" / "train.json").write_text(json.dumps(record), encoding="utf-8")
+    assert "trained before the one control stack (no rails" in model_card(tmp_path / "tiny", card)
 
 
 def test_training_card_judges_on_the_training_inputs_only(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -220,13 +220,19 @@ def notes_section(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip() + "\n"
 
 
-def _control_line(control: dict[str, Any] | None) -> str:
-    """How the control stack was set for training and for every evaluation on this card."""
+def _control_line(control: dict[str, Any] | None, trained_under: dict[str, Any] | None) -> str:
+    """How the control stack was set for every evaluation on this card, and for the training."""
     if control is None:
         return "- Control stack: not recorded (a card from before the one control stack)."
+    if trained_under is None:
+        training = "trained before the one control stack (no rails, breaker or fallback in training); "
+    elif trained_under == control:
+        training = "trained and "
+    else:
+        training = f"trained under {trained_under}; "
     breaker = control["breaker"]
     return (
-        "- Control stack: trained and evaluated (every policy below) under the production runner's "
+        f"- Control stack: {training}evaluated (every policy below) under the production runner's "
         f"default rails (`ControlSpec()`, docs/architecture.md): shrink at most "
         f"{control['max_shrink_frac_per_s']:g} of provisioned per second, growth at once; circuit breaker "
         f"on OOM kills, PSI some avg10 > {breaker['psi_some_avg10_pct']:g} % and refaults > "
@@ -293,7 +299,7 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
         if bc
         else "- Warm start: none.",
         _distill_line(distilled),
-        _control_line(card.get("control")),
+        _control_line(card.get("control"), train.get("control")),
         f"- Versions: {train['versions']}; git commit {train['git_commit']}.",
         "",
         notes_section(directory / NOTES_FILE),

@@ -32,6 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, Check
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from wsrl.eval.runner import evaluate_policy
+from wsrl.pipeline.control import ControlSpec
 from wsrl.policies.learned import LearnedPolicy, RecurrentStateSpec
 from wsrl.rl.config import AgentConfig
 from wsrl.rl.parallel_vec_env import ParallelGuestVecEnv
@@ -238,6 +239,8 @@ def train(
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "final_eval": final,
         "init": str(init_path) if init_path is not None else None,
+        # The training envs decide through the one control stack with its defaults: the production rails.
+        "control": ControlSpec().describe(),
     }
     tmp = out / (TRAIN_RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
