@@ -51,9 +51,9 @@ def export_minari_command(
     path = export_minari(trace_dir, dataset_id, weights, out=out)
     import minari
 
-    from wsrl.rl.minari_export import MINARI_PATH_ENV, _datasets_root
+    from wsrl.rl.minari_export import MINARI_PATH_ENV, datasets_root
 
-    with _datasets_root(out):
+    with datasets_root(out):
         dataset = minari.load_dataset(dataset_id)
         episodes, steps = int(dataset.total_episodes), int(dataset.total_steps)
     root = str(out.resolve()) if out is not None else None

@@ -40,7 +40,7 @@ DATA_FORMAT = "arrow"
 
 
 @contextlib.contextmanager
-def _datasets_root(out: str | Path | None) -> Iterator[None]:
+def datasets_root(out: str | Path | None) -> Iterator[None]:
     """Point Minari at ``out`` (when given) for the duration of the block."""
     if out is None:
         yield
@@ -134,7 +134,7 @@ def export_minari(
     policies = sorted({t.policy for t in trajectories if t.policy})
     who = ", ".join(policies) or "a controller"
 
-    with _datasets_root(out):
+    with datasets_root(out):
         path = get_dataset_path(dataset_id)
         if path.exists():
             raise WsrlError(
