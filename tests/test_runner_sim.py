@@ -7,6 +7,7 @@ audit log. Faults are injected with the small wrapping backends of ``test_runner
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -32,6 +33,7 @@ from test_runner_support import (
 
 from wsrl.backends.base import BackendError
 from wsrl.backends.sim import SimBackend, SimWorld
+from wsrl.inputs.live import GuestReading
 from wsrl.policies import make_policy
 from wsrl.runner.backend_registry import build_backends
 from wsrl.runner.config import RunnerConfig
@@ -432,3 +434,50 @@ def test_audit_log_is_appended_across_restarts(tmp_path: Path) -> None:
     kinds = [r["kind"] for r in map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines())]
     assert kinds == ["start", "tick", "exit"] * 2
     assert (tmp_path / "audit.jsonl").stat().st_mode & 0o777 == 0o640
+
+
+class _ReadAt:
+    """Wraps a backend: its readings carry the time of the test's clock (ticks woken back to back)."""
+
+    def __init__(self, inner: Any, wall: list[float]) -> None:
+        self.inner, self.wall, self.name = inner, wall, inner.name
+
+    def start(self, notify: Any) -> None:
+        self.inner.start(notify)
+
+    def read(self) -> GuestReading:
+        return dataclasses.replace(self.inner.read(), time_ms=int(self.wall[0] * 1000))
+
+    def apply(self, target_bytes: int) -> None:
+        self.inner.apply(target_bytes)
+
+    def relax(self, target_bytes: int | None) -> None:
+        self.inner.relax(target_bytes)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_flood_of_early_ticks_shrinks_no_faster_than_the_rate_per_second(tmp_path: Path) -> None:
+    """A guest waking the runner 10 times a second (a report flood) cannot speed up any guest's shrink:
+    the rate rail allows a share of provisioned per second of control time, not per tick."""
+    config = make_config(tmp_path, breaker={"enabled": False}, record=False)  # wmo: squeezes every tick
+    wall = [2_000_000_000.0]
+    backends = [_ReadAt(b, wall) for b in build_backends(config)]
+    runner = Runner(config, backends=backends, wall_clock=lambda: wall[0])
+    runner.start()
+    ticks, gap_s = 100, 0.1
+    for _ in range(ticks):
+        wall[0] += gap_s
+        runner.tick()
+    current = runner.state.current[0]
+    runner.shutdown(relax=False)
+    rate = config.safety.max_shrink_frac_per_s
+    # The first tick may use one interval's allowance (no previous tick to measure from).
+    allowed_s = config.host.interval_s + (ticks - 1) * gap_s
+    for g, spec in enumerate(runner.specs):
+        drop = spec.provisioned_bytes - current[g]
+        assert drop <= rate * allowed_s * spec.provisioned_bytes + PAGE_BYTES, (spec.name, drop)
+    # The rail, not the policy, is what held them: some shrank close to the allowance.
+    drops = [(s.provisioned_bytes - current[g]) / s.provisioned_bytes for g, s in enumerate(runner.specs)]
+    assert max(drops) > 0.8 * rate * allowed_s, drops
