@@ -85,7 +85,7 @@ def test_hold_and_breaker_rails() -> None:
     assert not result.changed[0, 0]
 
 def test_rail_log_records_each_change_with_its_reason() -> None:
-    log = rails.RailLog((1, 3))
+    log = rails.RailLog()
     target = np.array([[0.1, 3.0, 9.0]]) * GIB
     out = log.add(target, rails.floor_rail(target, FLOOR, PROV))
     assert out[0, 0] == FLOOR[0, 0]

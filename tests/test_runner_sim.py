@@ -436,26 +436,15 @@ def test_audit_log_is_appended_across_restarts(tmp_path: Path) -> None:
     assert (tmp_path / "audit.jsonl").stat().st_mode & 0o777 == 0o640
 
 
-class _ReadAt:
+class _ReadAt(FreezableBackend):
     """Wraps a backend: its readings carry the time of the test's clock (ticks woken back to back)."""
 
     def __init__(self, inner: Any, wall: list[float]) -> None:
-        self.inner, self.wall, self.name = inner, wall, inner.name
-
-    def start(self, notify: Any) -> None:
-        self.inner.start(notify)
+        super().__init__(inner)
+        self.wall = wall
 
     def read(self) -> GuestReading:
         return dataclasses.replace(self.inner.read(), time_ms=int(self.wall[0] * 1000))
-
-    def apply(self, target_bytes: int) -> None:
-        self.inner.apply(target_bytes)
-
-    def relax(self, target_bytes: int | None) -> None:
-        self.inner.relax(target_bytes)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_a_flood_of_early_ticks_shrinks_no_faster_than_the_rate_per_second(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from wsrl.errors import WsrlError
 from wsrl.pipeline import rails
 from wsrl.pipeline.allocator import DEFAULT_IDLE_TAX, Allocation, Allocator
 from wsrl.pipeline.policy import Policy
@@ -38,7 +39,6 @@ AllocatorMode = Literal["max-min", "idle-tax"]
 
 ACTOR, FALLBACK_POLICY, HELD, RELAXED = 0, 1, 2, 3
 """Where each guest's target came from (:attr:`StackDecision.source`)."""
-SOURCE_NAMES: tuple[str, ...] = ("actor", "fallback", "hold", "relax")
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -134,10 +134,6 @@ class ControlSpec:
             breaker=BreakerSpec(enabled=False),
         )
 
-    def replace(self, **changes: Any) -> ControlSpec:
-        """A copy with ``changes``."""
-        return dataclasses.replace(self, **changes)
-
     def describe(self) -> dict[str, Any]:
         """A JSON-ready dict of every setting (for run records and model cards)."""
         data = dataclasses.asdict(self)
@@ -230,14 +226,22 @@ class PolicyStage:
         """Start the policy over from ``snapshot``."""
         self.policy.reset(snapshot)
 
-    def step(self, snapshot: HostSnapshot) -> Decision:
-        """The policy's proposal and the allocator's grant for ``snapshot``."""
-        proposal = np.asarray(self.policy.decide(snapshot), dtype=float)
+    def propose(self, snapshot: HostSnapshot) -> Array:
+        """The policy's proposal for ``snapshot`` (shape checked)."""
+        proposal: Array = np.asarray(self.policy.decide(snapshot), dtype=float)
         if proposal.shape != snapshot.shape:
             raise ValueError(
                 f"policy {self.policy.name!r} proposed shape {proposal.shape}, expected {snapshot.shape}"
             )
-        return Decision(proposal_bytes=proposal, allocation=self.allocator.allocate(proposal, snapshot))
+        return proposal
+
+    def allocate(self, proposal_bytes: Array, snapshot: HostSnapshot) -> Decision:
+        """The allocator's grant for a proposal of this stage's policy."""
+        return Decision(proposal_bytes, self.allocator.allocate(proposal_bytes, snapshot))
+
+    def step(self, snapshot: HostSnapshot) -> Decision:
+        """The policy's proposal and the allocator's grant for ``snapshot``."""
+        return self.allocate(self.propose(snapshot), snapshot)
 
 
 @dataclass
@@ -248,7 +252,9 @@ class StackDecision:
         target_bytes: the sizes to apply: within ``[floor, provisioned]``, whole pages, 0 where no
             guest sits.
         actor: the configured policy's decision (``None`` if it failed or nothing was readable).
-        fallback: the fallback policy's decision (same).
+        fallback: the fallback policy's decision, where some guest acts on it (``None`` otherwise:
+            the fallback proposes every step, so it is warm when it takes over, but the allocator
+            shares the host out for it only when its grant is used).
         source: where each target came from (:data:`ACTOR`, :data:`FALLBACK_POLICY`, :data:`HELD`,
             :data:`RELAXED`).
         breaker: the circuit breaker's step.
@@ -275,10 +281,6 @@ class StackDecision:
         if self.actor is None:
             return np.full(self.target_bytes.shape, np.nan)
         return self.actor.proposal_bytes
-
-    def source_name(self, guest: int, host: int = 0) -> str:
-        """``actor``, ``fallback``, ``hold`` or ``relax`` for one guest."""
-        return SOURCE_NAMES[int(self.source[host, guest])]
 
 
 class ControlStack:
@@ -363,15 +365,20 @@ class ControlStack:
         if self.breaker is None or self.breaker.open_until_ms.shape != shape:
             self._start_rails(shape)
         assert self.breaker is not None and self.oom_memory is not None
-        actor, fallback, errors = self._decide(snapshot)
+        actor, fallback_proposal, errors = self._decide(snapshot)
         breaker = self.breaker.update(conditions.signals, now_ms)
+        fallback = None
+        if snapshot is not None and fallback_proposal is not None:
+            acting = (conditions.input_state == FALLBACK) | breaker.open | (actor is None)
+            if (acting & conditions.configured).any():
+                fallback = self.fallback.allocate(fallback_proposal, snapshot)
         target, source = _choose(conditions, breaker, actor, fallback)
         current = conditions.current_bytes
         oom_min_bytes = self.oom_memory.update(
             breaker.oom, current, conditions.provisioned_bytes, now_ms
         )
         elapsed_s = self._elapsed_s(snapshot, now_ms)
-        log_to = RailLog(shape) if log else None
+        log_to = RailLog() if log else None
         target, shrink_limited, growth_limited = self._rails(
             target, source, conditions, breaker, oom_min_bytes, elapsed_s, log_to
         )
@@ -397,26 +404,29 @@ class ControlStack:
         cap_s = self.spec.max_rate_step_s
         return elapsed_s if cap_s is None else min(elapsed_s, cap_s)
 
-    def _decide(
-        self, snapshot: HostSnapshot | None
-    ) -> tuple[Decision | None, Decision | None, dict[str, str]]:
+    def _decide(self, snapshot: HostSnapshot | None) -> tuple[Decision | None, Array | None, dict[str, str]]:
+        """The actor's decision and the fallback's proposal (``None``: no snapshot, or it failed)."""
         errors: dict[str, str] = {}
-        decisions: list[Decision | None] = []
+        proposals: list[Array | None] = []
         for name, stage in (("actor", self.actor), ("fallback", self.fallback)):
             if snapshot is None:
-                decisions.append(None)
+                proposals.append(None)
                 continue
             try:
                 if id(stage) in self._needs_reset:
                     stage.reset(snapshot)
                     self._needs_reset.discard(id(stage))
-                decisions.append(stage.step(snapshot))
+                proposals.append(stage.propose(snapshot))
             except Exception as exc:  # a bad model or a policy bug: its guests go to the fallback
                 if not self.spec.contain_policy_errors:
                     raise
                 errors[name] = f"policy {stage.policy.name!r} failed: {error_line(exc)}"
-                decisions.append(None)
-        return decisions[0], decisions[1], errors
+                proposals.append(None)
+        actor_proposal, fallback_proposal = proposals
+        actor = None
+        if snapshot is not None and actor_proposal is not None:
+            actor = self.actor.allocate(actor_proposal, snapshot)
+        return actor, fallback_proposal, errors
 
     def _rails(
         self,
@@ -494,7 +504,5 @@ def _choose(
 
 def error_line(exc: BaseException) -> str:
     """An exception as one line: ``Type: first line`` (a :class:`~wsrl.errors.WsrlError`: its text)."""
-    from wsrl.errors import WsrlError
-
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text if isinstance(exc, WsrlError) else f"{type(exc).__name__}: {text}"

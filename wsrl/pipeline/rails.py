@@ -253,7 +253,6 @@ def page_rail(target_bytes: Array, floor_bytes: Array, provisioned_bytes: Array)
 class RailLog:
     """Per guest, the rails that changed its target and why (the audit log's ``rails`` field)."""
 
-    shape: tuple[int, int]
     entries: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
 
     def add(self, before: Array, result: RailResult) -> Array:

@@ -443,7 +443,8 @@ class Runner:
         }
         choices, sources = self._sources(decision)
         holding = decision.source == HELD
-        rails = decision.rails if decision.rails is not None else safety.RailLog((1, n))
+        rails = decision.rails
+        assert rails is not None  # stepped with log=True
         final = [int(decision.target_bytes[0, g]) for g in range(n)]
 
         expiry_s = self.config.safety.decision_expiry_s

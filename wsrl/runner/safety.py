@@ -19,17 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsrl.inputs.live import ReadingArrays
-from wsrl.pipeline.rails import FALLBACK, HOLD, OK, STATE_NAMES, GuestSignals, RailLog
+from wsrl.pipeline.rails import FALLBACK, HOLD, OK
 
 __all__ = [
     "FALLBACK",
     "HOLD",
     "OK",
-    "STATE_NAMES",
-    "GuestSignals",
     "InputHealth",
     "InputVerdict",
-    "RailLog",
     "check_inputs",
     "expiry_reason",
 ]
