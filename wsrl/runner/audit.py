@@ -2,7 +2,12 @@
 
 The file is opened for appending only (``O_APPEND``, mode 0640) and every record is flushed (and
 by default fsynced) before the next tick, so a crash loses at most the record being written and
-never rewrites an earlier one. A record (``docs/runner.md`` lists every field)::
+never rewrites an earlier one. A record torn by a crash is ended with a newline when the log is
+opened again, so the next record starts a line of its own (:func:`read_audit` skips the torn one).
+The log, and every folder and symlink on the way to it, must be this user's or root's
+(:func:`wsrl.security.open_trusted_append`): a symlink another user planted is not followed.
+
+A record (``docs/runner.md`` lists every field)::
 
     {"kind": "tick", "tick": 7, "time": "2025-...Z", "time_ms": ..., "mode": "normal",
      "policy": "wmo", "fallback": "static", "duration_s": 0.004,
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from wsrl.errors import WsrlError
+from wsrl.security import UntrustedFileError, open_trusted_append
 
 AUDIT_FILE_MODE = 0o640
 
@@ -74,11 +80,18 @@ class AuditLog:
         self.path = Path(path)
         self.fsync = fsync
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, AUDIT_FILE_MODE)
+            fd = open_trusted_append(self.path, "audit log", AUDIT_FILE_MODE)
+        except UntrustedFileError as exc:
+            if exc.unreadable:
+                raise WsrlError(f"audit.path: cannot open {self.path} for appending: {exc.reason}") from None
+            raise WsrlError(f"audit.path: {exc}") from None
+        try:
+            _end_torn_line(fd)
         except OSError as exc:
-            reason = exc.strerror or exc
-            raise WsrlError(f"audit.path: cannot open {self.path} for appending: {reason}") from None
+            os.close(fd)
+            raise WsrlError(
+                f"audit.path: cannot open {self.path} for appending: {exc.strerror or exc}"
+            ) from None
         self._handle = os.fdopen(fd, "a", encoding="utf-8")
         self.records_written = 0
 
@@ -97,12 +110,21 @@ class AuditLog:
             self._handle.close()
 
 
+def _end_torn_line(fd: int) -> None:
+    """End the file with a newline if it does not (the last record was torn by a crash)."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        os.write(fd, b"\n")
+
+
 def read_audit(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of an audit log, in order (a torn last line, from a crash, is skipped)."""
+    """Every record of an audit log, in order (a torn line, from a crash, is skipped)."""
     records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_bytes().splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # torn: invalid JSON or UTF-8
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records

@@ -2,7 +2,8 @@
 
 One row per guest per tick, through the crash-safe :class:`~wsrl.trace.writer.TraceWriter` (whole
 Parquet parts, flushed every ``flush_rows`` rows or ``flush_interval_s``; a crash loses at most the
-unflushed rows). The decision columns say what the runner set: ``action_target_bytes`` is the
+unflushed rows; a part that cannot be written keeps its rows buffered for the next flush). The
+decision columns say what the runner set: ``action_target_bytes`` is the
 target applied at this sample (null when nothing was applied: held, dry run, unchanged, failed)
 and ``action_policy`` the policy whose decision it was.
 
@@ -10,6 +11,10 @@ Live readings carry one refault counter (anon and file together); it is stored i
 ``refault_file_total`` with ``refault_anon_total`` null, and every consumer sums the two columns
 (nulls as 0). A reading whose time did not advance (a stale source) is not recorded again: the
 store keys rows by (host, guest, time).
+
+The trace directory, and every folder and symlink on the way to it, must be this user's or root's
+(:func:`wsrl.security.make_trusted_directory`): nobody else may plant files the runner writes
+through.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wsrl.errors import WsrlError
 from wsrl.inputs.live import GuestReading, GuestSpec
+from wsrl.security import UntrustedFileError, make_trusted_directory
 from wsrl.trace.record import GuestSample
 from wsrl.trace.writer import TraceWriter
 
@@ -36,7 +43,8 @@ class TraceRecorder:
     """Append each tick's readings and decisions to a trace directory.
 
     Args:
-        directory: the trace directory (created, or appended to).
+        directory: the trace directory (created, or appended to; refused when someone else could
+            write it or a folder on the way).
         host: the host label of every row.
         specs: the guests, in config order.
         meta: manifest extras (config path, policy names).
@@ -57,8 +65,12 @@ class TraceRecorder:
     ) -> None:
         self.host = host
         self.specs = list(specs)
+        try:
+            real = make_trusted_directory(directory, "trace directory")
+        except UntrustedFileError as exc:
+            raise WsrlError(f"record.dir: {exc}") from None
         self.writer = TraceWriter(
-            directory,
+            real,
             source="runner",
             description=f"wsrl run on host {host}",
             meta=meta,
@@ -74,16 +86,27 @@ class TraceRecorder:
         actions_bytes: Sequence[int | None],
         policies: Sequence[str | None],
     ) -> list[bool]:
-        """Append one row per guest whose reading is new; returns which guests were recorded."""
+        """Append one row per guest whose reading is new; returns which guests were recorded.
+
+        Every new row of the tick is buffered before the writer may flush, so a part that cannot
+        be written (a full disk) loses none of them: they stay buffered and the next flush
+        retries them.
+
+        Raises:
+            TraceError: the flush failed (every row of this tick is buffered all the same).
+
+        """
         recorded = []
+        samples = []
         for g, reading in enumerate(readings):
             last = self._last_time_ms[g]
             if reading is None or (last is not None and reading.time_ms <= last):
                 recorded.append(False)
                 continue
             self._last_time_ms[g] = int(reading.time_ms)
-            self.writer.append(self._sample(g, reading, actions_bytes[g], policies[g]))
+            samples.append(self._sample(g, reading, actions_bytes[g], policies[g]))
             recorded.append(True)
+        self.writer.append_many(samples)
         return recorded
 
     def _sample(self, g: int, reading: GuestReading, action: int | None, policy: str | None) -> GuestSample:

@@ -102,6 +102,19 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def _rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    columns = {name: [row.get(name) for row in rows] for name in COLUMN_NAMES}
+    return pa.Table.from_pydict(columns, schema=TRACE_SCHEMA)
+
+
+def _row_converts(row: dict[str, Any]) -> bool:
+    try:
+        _rows_table([row])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return False
+    return True
+
+
 class TraceWriter:
     """Append samples to a trace directory, flushing whole immutable parts.
 
@@ -158,7 +171,17 @@ class TraceWriter:
     # -- set-up -----------------------------------------------------------------------------
 
     def _acquire_lock(self) -> Any:
-        handle = (self.directory / LOCK_NAME).open("a")
+        try:  # never through a symlink, and never blocking on a FIFO planted in its place
+            fd = os.open(
+                self.directory / LOCK_NAME,
+                os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                0o644,
+            )
+        except OSError as exc:
+            raise TraceError(
+                f"{self.directory / LOCK_NAME}: cannot open the lock: {exc.strerror or exc}"
+            ) from None
+        handle = os.fdopen(fd, "a")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -212,15 +235,25 @@ class TraceWriter:
     # -- appending --------------------------------------------------------------------------
 
     def append(self, sample: GuestSample) -> None:
-        """Buffer one sample; flushes when a size or time threshold is reached."""
-        self._rows.append(sample.to_row())
-        self._buffered += 1
-        self._maybe_flush()
+        """Buffer one sample; flushes when a size or time threshold is reached.
+
+        Raises:
+            TraceError: the flush failed; the sample and everything before it stay buffered.
+
+        """
+        self.append_many((sample,))
 
     def append_many(self, samples: Iterable[GuestSample]) -> None:
-        """Buffer several samples."""
+        """Buffer several samples, all of them, then flush once if a threshold is reached.
+
+        Raises:
+            TraceError: the flush failed; every sample stays buffered for the next flush.
+
+        """
         for sample in samples:
-            self.append(sample)
+            self._rows.append(sample.to_row())
+            self._buffered += 1
+        self._maybe_flush()
 
     def append_table(self, table: pa.Table) -> None:
         """Buffer an Arrow table of trace columns (missing nullable columns become null)."""
@@ -243,13 +276,19 @@ class TraceWriter:
     def _flush_rows_into_tables(self) -> None:
         if not self._rows:
             return
-        columns = {name: [row.get(name) for row in self._rows] for name in COLUMN_NAMES}
+        rows, self._rows = self._rows, []
         try:
-            self._tables.append(pa.Table.from_pydict(columns, schema=TRACE_SCHEMA))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            self._rows.clear()
-            raise TraceError(f"sample does not match the trace schema: {exc}") from None
-        self._rows.clear()
+            self._tables.append(_rows_table(rows))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            # Keep every row that converts; only the ones that do not match the schema are dropped.
+            good = [row for row in rows if _row_converts(row)]
+            if good:
+                self._tables.append(_rows_table(good))
+            dropped = len(rows) - len(good)
+            self._buffered -= dropped
+            raise TraceError(
+                f"sample does not match the trace schema ({dropped} of {len(rows)} dropped): {exc}"
+            ) from None
 
     def flush(self) -> None:
         """Write everything buffered as one new part, durably. A no-op when nothing is buffered."""
