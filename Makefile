@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_runner.py
 	$(PY) benchmarks/bench_stack.py
+	$(PY) benchmarks/bench_reports.py
 
 # The learned policy from scratch, through the one control stack under the production rails
 # (trained/ppo-overcommit-rails/README.md): split the Bitbrains history, clone vpa's decisions on the

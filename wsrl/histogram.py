@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from wsrl.agent.bins import ALL_NODES, ANON, BASE_TYPES, FILE, MAX_BYTES, overlap_weights, spread
+from wsrl.agent.bins import ALL_NODES, ANON, BASE_TYPES, FILE, MAX_BYTES, merge_rows, rebin_rows
 from wsrl.errors import HistogramError
 
 __all__ = [
@@ -221,17 +221,16 @@ class Histogram:
     # -- re-binning, merging, comparing --------------------------------------------------------
 
     def rebin(self, edges_ms: Sequence[int]) -> Histogram:
-        """Return this histogram on other bin edges, conserving every type's bytes exactly."""
+        """Return this histogram on other bin edges, conserving every type's bytes exactly.
+
+        Itself when it is on those edges already; otherwise O(bins + target bins) per type
+        (:func:`wsrl.agent.bins.rebin_rows`).
+        """
         target_edges = validate_edges(edges_ms)
         if target_edges == self.edges_ms:
             return self
-        weights = overlap_weights(self.edges_ms, target_edges)
-        moved: dict[str, list[int]] = {}
-        for row, type_name in enumerate(self.types):
-            out = [0] * (len(target_edges) + 1)
-            for source_bin, (overlaps, width) in enumerate(weights):
-                spread(int(self._bytes[row, source_bin]), overlaps, width, out)
-            moved[type_name] = out
+        rows = dict(zip(self.types, self._bytes.tolist(), strict=True))
+        moved = rebin_rows(self.edges_ms, rows, target_edges)
         return Histogram(self.guest, self.node, target_edges, moved, self.meta)
 
     def with_types(self, types: Iterable[str]) -> Histogram:
@@ -353,22 +352,25 @@ def _cold_shares(edges_ms: Sequence[int], idle_ms: int) -> list[tuple[int, int]]
     return shares
 
 
-def merge_nodes(histograms: Sequence[Histogram], node: int = ALL_NODES) -> Histogram:
-    """Add up several histograms (typically one guest's NUMA nodes) into one.
+def merge_nodes(
+    histograms: Sequence[Histogram], node: int = ALL_NODES, max_bins: int | None = None
+) -> Histogram:
+    """Add up several histograms (typically one guest's NUMA nodes, or a dump's memcgs) into one.
 
-    Histograms on different edges are first re-binned onto the union of their edges; the result
-    carries the union of their memory types. Bytes are conserved exactly.
+    The result is on the union of their edges and carries the union of their memory types. Bytes
+    are conserved exactly; histograms on the same edges add up bin by bin. The cost is linear in
+    the histograms' bins, however many there are and however their edges differ: the rule is
+    :func:`wsrl.agent.bins.merge_rows`, which ``max_bins`` (``None``: no cap) passes a cap on the
+    result's bins to.
     """
     if not histograms:
         raise HistogramError("merge_nodes needs at least one histogram")
-    aligned = on_common_grid(histograms)
-    sums = {
-        type_name: [sum(int(h.bytes[row, column]) for h in aligned) for column in range(aligned[0].n_bins)]
-        for row, type_name in enumerate(aligned[0].types)
-    }
+    types = list(dict.fromkeys(t for h in histograms for t in h.types))
+    parts = [(h.edges_ms, dict(zip(h.types, h.bytes.tolist(), strict=True))) for h in histograms]
+    edges, sums = merge_rows(parts, types, max_bins)
     guests = {h.guest for h in histograms}
     guest = histograms[0].guest if len(guests) == 1 else "+".join(sorted(guests))
-    return Histogram(guest, node, aligned[0].edges_ms, sums, histograms[0].meta)
+    return Histogram(guest, node, edges, sums, histograms[0].meta)
 
 
 def on_common_grid(histograms: Sequence[Histogram]) -> list[Histogram]:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from wsrl.agent.bins import Bins, merge_bins, merge_lru_gen_bins
+from wsrl.agent.bins import MAX_HISTOGRAM_BINS, Bins, merge_bins, merge_lru_gen_bins
 from wsrl.agent.kernel_text import MAX_INPUT_BYTES, KernelTextError
 from wsrl.agent.parse_lru_gen import parse_lru_gen
 from wsrl.agent.parse_wsr import parse_wsr
@@ -321,7 +321,7 @@ class HistogramSource:
         self.rounds += 1
         try:
             if self.config.source == "wsr":
-                merged = merge_bins(parse_wsr(data, "guest"), "guest")
+                merged = merge_bins(parse_wsr(data, "guest"), "guest", max_bins=MAX_HISTOGRAM_BINS)
             else:
                 histograms = parse_lru_gen(data, self.config.page_size_bytes)
                 merged = merge_lru_gen_bins(histograms, self.config.memcg, "guest")

@@ -40,7 +40,10 @@ Rules this parser enforces beyond the syntax:
 * seq numbers within a node are consecutive; a (memcg id) or a node within a memcg appears once
   (a repeat happens when the dump is read while memcgs come and go, so: read it again);
 * page counts fit in 64 bits and, as bytes (``page_size_bytes`` each), below 2^63; one
-  histogram holds at most 2^63 - 1 bytes.
+  histogram holds at most 2^63 - 1 bytes;
+* at most :data:`MAX_MEMCGS` memcgs, :data:`MAX_NODES` node blocks per memcg and
+  :data:`MAX_GENERATIONS` generations per node block: a dump over a cap is refused, naming it, so
+  that a report's cost is bounded whoever wrote it. Parsing is linear in the dump's size.
 
 One histogram per (memcg, node), in file order, as :class:`~wsrl.agent.bins.Bins`: guest = the
 memcg path (``memcg:<id>`` when the path is empty), node = the node id, meta
@@ -62,6 +65,14 @@ U64_MAX = 2**64 - 1
 MAX_NODE_ID = 2**31 - 1
 MAX_AGE_MS = MAX_BYTES
 """Largest age usable as a histogram edge (the kernel prints ages as 32-bit ``%u``)."""
+
+MAX_MEMCGS = 16384
+"""Most memcgs one dump may hold. A dump comes from a guest, so it bounds the work one report can
+cost the host; it is far above what a VM runs (a busy container host has a few thousand memcgs)."""
+MAX_NODES = 1024
+"""Most node blocks one memcg may have: the kernel's ``MAX_NUMNODES`` is at most 1024."""
+MAX_GENERATIONS = 32
+"""Most generation lines one node block may have: the kernel prints at most ``MAX_NR_GENS`` (4)."""
 
 _MEMCG = re.compile(r"[ \t]*memcg[ \t]+([0-9]+)(?: (.*))?")
 _NODE = re.compile(r"[ \t]*node[ \t]+([0-9]+)[ \t]*")
@@ -108,6 +119,7 @@ class _Memcg:
     path: str
     line: int
     nodes: list[_NodeBlock] = field(default_factory=list)
+    node_ids: set[int] = field(default_factory=set)
 
     @property
     def guest(self) -> str:
@@ -147,6 +159,8 @@ class _Reader:
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         self.memcgs: list[_Memcg] = []
+        self.memcg_lines: dict[int, int] = {}
+        """Line of each memcg id seen (a repeat is found in O(1), not by a scan)."""
         self.memcg: _Memcg | None = None
         self.block: _NodeBlock | None = None
 
@@ -199,14 +213,17 @@ class _Reader:
         if self.memcg is not None:
             self._close_memcg(location, "a new memcg line starts")
         memcg_id = _parse_uint(match.group(1), location, "memcg id", U64_MAX)
-        earlier = next((m for m in self.memcgs if m.memcg_id == memcg_id), None)
+        earlier = self.memcg_lines.get(memcg_id)
         if earlier is not None:
             raise _error(
                 location,
                 "memcg id",
-                f"memcg {memcg_id} appears twice (first on line {earlier.line}); the dump was "
+                f"memcg {memcg_id} appears twice (first on line {earlier}); the dump was "
                 "probably read while memcgs were created or removed: read it again",
             )
+        if len(self.memcgs) == MAX_MEMCGS:
+            raise _error(location, "memcg id", f"more than {MAX_MEMCGS} memcgs: over the cap on one dump")
+        self.memcg_lines[memcg_id] = number
         self.memcg = _Memcg(memcg_id, match.group(2) or "", number)
         self.memcgs.append(self.memcg)
 
@@ -216,15 +233,20 @@ class _Reader:
             raise _error(location, "node id", "node line before any memcg line")
         self._close_node(location, "a new node line starts")
         node = _parse_uint(digits, location, "node id", MAX_NODE_ID)
-        if any(block.node == node for block in self.memcg.nodes):
+        if node in self.memcg.node_ids:
             raise _error(
                 location,
                 "node id",
                 f"node {node} appears twice in memcg {self.memcg.memcg_id} (line "
                 f"{self.memcg.line}); the dump was probably read while memcgs changed",
             )
+        if len(self.memcg.nodes) == MAX_NODES:
+            raise _error(
+                location, "node id", f"memcg {self.memcg.memcg_id} has more than {MAX_NODES} nodes (the cap)"
+            )
         self.block = _NodeBlock(node, number)
         self.memcg.nodes.append(self.block)
+        self.memcg.node_ids.add(node)
 
     def _close_node(self, location: str, why: str) -> None:
         block = self.block
@@ -270,6 +292,13 @@ class _Reader:
                 location,
                 "generation seq",
                 f"seq {seq} follows {previous.seq}: generations must be consecutive, oldest first",
+            )
+        if len(self.block.generations) == MAX_GENERATIONS:
+            raise _error(
+                location,
+                "generation seq",
+                f"node {self.block.node} has more than {MAX_GENERATIONS} generations (the cap; the "
+                "kernel keeps 4)",
             )
         self.block.generations.append(
             _Generation(seq, age_ms, anon_pages, file_pages, anon_live, file_live, number)

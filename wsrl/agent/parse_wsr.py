@@ -29,8 +29,8 @@ What this parser accepts, precisely:
   type added by a later patch) is kept as an extra type and must then appear on every line of its
   block; a key may not repeat on a line;
 * values are decimal byte counts in [0, 2^63); one block may hold at most 2^63 - 1 bytes in all;
-* either every block has an ``N<id>`` header (each node at most once) or the file has none and is
-  one block, whose node is ``node`` (0 when unset);
+* either every block has an ``N<id>`` header (each node at most once, at most :data:`MAX_NODES`
+  of them) or the file has none and is one block, whose node is ``node`` (0 when unset);
 * blank lines and whitespace around tokens are ignored.
 
 The guest is ``guest`` (the CLI passes the file stem), or ``"memcg"``. An empty capture is
@@ -60,6 +60,8 @@ MAX_BINS = 32
 """WORKINGSET_REPORT_MAX_NR_BINS: up to 31 intervals plus the catch-all bin."""
 
 MAX_NODE_ID = 2**31 - 1
+MAX_NODES = 1024
+"""Most node blocks one file may have: the kernel's ``MAX_NUMNODES`` is at most 1024."""
 DEFAULT_GUEST = "memcg"
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -104,6 +106,7 @@ def _error(location: str, field_name: str, reason: str) -> KernelTextError:
 def _read_blocks(lines: list[str], headerless_node: int | None) -> list[_Block]:
     """Split the lines into node blocks, checking headers and block ends."""
     blocks: list[_Block] = []
+    nodes: set[int] = set()
     has_headers: bool | None = None
     current: _Block | None = None
     for number, raw in enumerate(lines, start=1):
@@ -121,7 +124,7 @@ def _read_blocks(lines: list[str], headerless_node: int | None) -> list[_Block]:
                 )
             has_headers = True
             _require_closed(current, location)
-            current = _Block(_node_id(header.group(1), location, blocks), number)
+            current = _Block(_node_id(header.group(1), location, nodes), number)
             blocks.append(current)
             continue
         if current is None:
@@ -147,10 +150,14 @@ def _read_blocks(lines: list[str], headerless_node: int | None) -> list[_Block]:
     return blocks
 
 
-def _node_id(digits: str, location: str, blocks: list[_Block]) -> int:
+def _node_id(digits: str, location: str, nodes: set[int]) -> int:
+    """The node of an ``N<id>`` header, recorded in ``nodes`` (a repeat or one too many is an error)."""
     node = _parse_uint(digits, location, "node header", MAX_NODE_ID)
-    if any(block.node == node for block in blocks):
+    if node in nodes:
         raise _error(location, "node header", f"node {node} appears twice")
+    if len(nodes) == MAX_NODES:
+        raise _error(location, "node header", f"more than {MAX_NODES} nodes (the cap)")
+    nodes.add(node)
     return node
 
 

@@ -40,9 +40,11 @@ does not know (new optional keys and kinds keep ``v`` 1; a change of meaning tak
   ``page_age`` file). ``edges_ms`` are the finite upper bounds of all bins but the last, strictly
   increasing integers >= 0; ``anon`` and ``file`` are BYTES per bin, ``len(edges_ms) + 1``
   integers in ``[0, 2^63)`` each, the last bin open-ended (idle longer than the last edge), the
-  same bins as :class:`wsrl.histogram.Histogram`. ``memcg`` (optional, string or null) names what
-  the agent merged (null or ``"/"``: the whole guest). ``psi_some_avg10`` (percent, a number >= 0)
-  and ``psi_some_total_us`` (integer >= 0) are optional: the guest's ``/proc/pressure/memory``
+  same bins as :class:`wsrl.histogram.Histogram`, at most
+  :data:`~wsrl.agent.bins.MAX_HISTOGRAM_BINS` of them (a record with more is refused; the agent
+  merges onto at most that many). ``memcg`` (optional, string or null) names what the agent merged
+  (null or ``"/"``: the whole guest). ``psi_some_avg10`` (percent, a number >= 0) and
+  ``psi_some_total_us`` (integer >= 0) are optional: the guest's ``/proc/pressure/memory``
   ``some`` line when the histogram was taken.
 
 * ``"kind": "pressure"``: sent unprompted by the agent when memory pressure crosses its

@@ -137,6 +137,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from wsrl.agent.bins import MAX_HISTOGRAM_BINS
 from wsrl.backends.base import BackendError, Notify
 from wsrl.backends.cgroup_files import (
     KERNEL_MAX_BYTES,
@@ -196,6 +197,8 @@ class CgroupBackend:
         damon_target: its target index (the context's only target).
         damon_scheme: the DAMOS scheme whose ``tried_regions`` hold the regions.
         damon_admin_root: DAMON's sysfs admin directory.
+        edges_ms: bin edges the histogram is re-binned onto when it is read (the runner's, so a
+            tick does no re-binning); ``None`` keeps the source's edges.
 
     Raises:
         BackendError: the path escapes the root, the group does not exist, its files do not
@@ -219,8 +222,10 @@ class CgroupBackend:
         damon_target: int = 0,
         damon_scheme: int = 0,
         damon_admin_root: str | Path = DEFAULT_ADMIN_ROOT,
+        edges_ms: Sequence[int] | None = None,
     ) -> None:
         self.name = name
+        self.edges_ms = None if edges_ms is None else tuple(edges_ms)
         if version not in ("auto", "v1", "v2"):
             raise BackendError(f"cgroup {name!r}: version={version!r}: choose 'auto', 'v1' or 'v2'")
         if histogram_source not in HISTOGRAM_SOURCES:
@@ -389,6 +394,8 @@ class CgroupBackend:
             psi_total_s, psi_avg10 = self.files.psi()
         refaults = self.files.refaults(stat_fields)
         histogram = self._histogram(stat_fields)
+        if self.edges_ms is not None:
+            histogram = histogram.rebin(self.edges_ms)  # on the read's worker, under its deadline
         return GuestReading(
             name=self.name,
             time_ms=time_ms,
@@ -536,7 +543,7 @@ class CgroupBackend:
 
     def _merged(self, histograms: Sequence[Histogram], path: Path, meta: dict[str, str]) -> Histogram:
         try:
-            merged = merge_nodes(histograms)
+            merged = merge_nodes(histograms, max_bins=MAX_HISTOGRAM_BINS)
             rows = {t: list(merged.type_bytes(t)) for t in merged.types}
             return Histogram(self.name, ALL_NODES, merged.edges_ms, rows, meta)
         except HistogramError as exc:

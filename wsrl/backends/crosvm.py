@@ -256,6 +256,8 @@ class CrosvmBackend:
         stall_reads: reads without progress before ``balloon_stalled`` is set.
         stall_tolerance_bytes: distance from the target that counts as reached.
         histogram_max_age_s: an older histogram from the stream is not reported.
+        edges_ms: bin edges every histogram is re-binned onto when it is read or arrives (the
+            runner's, so a tick does no re-binning); ``None`` keeps the source's edges.
 
     """
 
@@ -275,6 +277,7 @@ class CrosvmBackend:
         stall_reads: int = 3,
         stall_tolerance_bytes: int = MIB,
         histogram_max_age_s: float = 30.0,
+        edges_ms: Sequence[int] | None = None,
     ) -> None:
         if ram_bytes <= 0:
             raise ValueError("ram_bytes must be positive")
@@ -290,6 +293,7 @@ class CrosvmBackend:
         self.memcg = memcg
         self.max_output_bytes = max_output_bytes
         self.histogram_max_age_s = histogram_max_age_s
+        self.edges_ms = None if edges_ms is None else tuple(edges_ms)
         self._format_options = FormatOptions(guest=name, crosvm_bytes_order=bytes_order)
         self._stall = BalloonStallTracker(stall_reads, stall_tolerance_bytes)
         self._major_faults = MonotonicCounter()
@@ -326,7 +330,9 @@ class CrosvmBackend:
         if "major_faults" in stats.stats:
             self._major_faults.update(float(stats.stats["major_faults"]))
         if self.agent_socket is not None:
-            self._stream = GuestStreamReader(self.agent_socket, guest=self.name, memcg=self.memcg)
+            self._stream = GuestStreamReader(
+                self.agent_socket, guest=self.name, memcg=self.memcg, edges_ms=self.edges_ms
+            )
             self._stream.start(notify)
 
     def close(self) -> None:
@@ -400,7 +406,7 @@ class CrosvmBackend:
                 self._ws_error_logged = True
             return None
         source["histogram"] = f"crosvm balloon_ws {self.control_socket}"
-        return histogram
+        return histogram if self.edges_ms is None else histogram.rebin(self.edges_ms)
 
     # -- acting --------------------------------------------------------------------------------
 

@@ -13,7 +13,16 @@ NUMA node); each memcg's block holds only the pages charged to that memcg itself
 children). The reader merges, with :func:`merge_lru_gen`, the memcgs its ``memcg`` setting
 selects: ``None`` or ``"/"`` (the default) merges every memcg, i.e. all the guest's LRU pages; a
 path ``"/a"`` merges ``/a`` and every memcg below it (``/a/b``, ...). Generations of different
-memcgs have different ages: merging re-bins them onto the union of their ages, conserving bytes.
+memcgs have different ages: merging puts them on the union of their ages, conserving bytes, in
+time linear in the dump (:func:`wsrl.histogram.merge_nodes`), and keeps at most
+:data:`~wsrl.agent.bins.MAX_HISTOGRAM_BINS` bins.
+
+**Bounded work per report.** What arrives is the guest's, so every size in it is capped: a frame's
+and a record's bytes (the decoder), a dump's memcgs, nodes and generations
+(:mod:`wsrl.agent.parse_lru_gen`), a record's bins (:data:`~wsrl.agent.bins.MAX_HISTOGRAM_BINS`).
+A report over a cap is refused like a malformed one, with one logged line naming the guest and the
+cap; the latest good histogram stays. Given ``edges_ms`` (the runner's bin edges), the reader
+re-bins each histogram onto them as it arrives, on its own thread, so that a tick takes it as it is.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsrl.agent.bins import MAX_HISTOGRAM_BINS
 from wsrl.agent.bins import select_memcgs as select_memcg_bins
 from wsrl.agent.kernel_text import KernelTextError
 from wsrl.agent.wire import DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RECORD_BYTES, LRU_GEN_DUMP_NAMES
@@ -36,7 +46,7 @@ from wsrl.backends.base import Notify
 from wsrl.backends.stream_decoder import Dump, HistogramRecord, PressureRecord, StreamDecoder, StreamUnit
 from wsrl.errors import HistogramError, ParseError
 from wsrl.formats import FormatOptions, parse_bytes, parse_error_from
-from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
+from wsrl.histogram import ALL_NODES, Histogram, merge_nodes, validate_edges
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +75,14 @@ def select_memcgs(histograms: Sequence[Histogram], memcg: str | None) -> list[Hi
 def merge_lru_gen(histograms: Sequence[Histogram], memcg: str | None, guest: str) -> Histogram:
     """Merge the memcgs ``memcg`` selects (see :func:`select_memcgs`) into one histogram of ``guest``.
 
-    The result is on the union of the generations' ages, node :data:`ALL_NODES`, and holds exactly
-    the bytes of the selected blocks. ``meta["memcgs"]`` lists the memcg paths merged.
+    The result is on the union of the generations' ages (at most :data:`MAX_HISTOGRAM_BINS` bins),
+    node :data:`ALL_NODES`, and holds exactly the bytes of the selected blocks; the work is linear
+    in the blocks. ``meta["memcgs"]`` lists the memcg paths merged.
     """
     chosen = select_memcgs(histograms, memcg)
     if not chosen:
         raise ParseError("lru_gen", "dump", "memcg", "the dump holds no memcg")
-    merged = merge_nodes(chosen, node=ALL_NODES)
+    merged = merge_nodes(chosen, node=ALL_NODES, max_bins=MAX_HISTOGRAM_BINS)
     memcgs = ",".join(dict.fromkeys(h.guest for h in chosen))
     meta = {"source": "lru_gen", "memcgs": memcgs}
     rows = {t: merged.type_bytes(t) for t in merged.types}
@@ -152,6 +163,8 @@ class GuestStreamReader:
         page_size_bytes: the guest's page size (lru_gen prints pages).
         max_frame_bytes: cap on one dump's body; larger frames are dropped with a logged error.
         max_record_bytes: cap on one JSON line.
+        edges_ms: bin edges every histogram is re-binned onto as it arrives (the runner's);
+            ``None`` keeps each histogram on its source's edges.
         reconnect_delay_s: pause between connection attempts.
         recv_timeout_s: how long one ``recv`` waits, which bounds how long :meth:`close` waits.
 
@@ -166,12 +179,14 @@ class GuestStreamReader:
         page_size_bytes: int = 4096,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        edges_ms: Sequence[int] | None = None,
         reconnect_delay_s: float = 0.5,
         recv_timeout_s: float = 0.2,
     ) -> None:
         self.socket_path = Path(socket_path)
         self.guest = guest
         self.memcg = memcg
+        self.edges_ms = None if edges_ms is None else validate_edges(edges_ms)
         self._options = FormatOptions(page_size_bytes=page_size_bytes)
         self._max_frame_bytes = max_frame_bytes
         self._max_record_bytes = max_record_bytes
@@ -189,7 +204,12 @@ class GuestStreamReader:
         self._plain_lru_gen_seen = False
 
     def _new_decoder(self) -> StreamDecoder:
-        return StreamDecoder(self._max_frame_bytes, self._max_record_bytes)
+        return StreamDecoder(self._max_frame_bytes, self._max_record_bytes, name=self._label)
+
+    @property
+    def _label(self) -> str:
+        """How log lines name this stream: the guest and its socket."""
+        return f"{self.guest} ({self.socket_path})"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -370,7 +390,7 @@ class GuestStreamReader:
             self._note_error("parse", message)
             with self._cond:
                 self._stats.parse_errors += 1
-            log.error("guest stream %s: %s", self.socket_path, message)
+            log.error("guest stream %s: %s", self._label, message)
             return
         merged.meta["dump"] = dump.name
         self._publish(
@@ -384,6 +404,8 @@ class GuestStreamReader:
         )
 
     def _publish(self, histogram: Histogram, now: float, **details: Any) -> None:
+        if self.edges_ms is not None:
+            histogram = histogram.rebin(self.edges_ms)  # here, on this thread: never in a tick
         with self._cond:
             self._stats.histograms += 1
             self._latest = StreamSample(

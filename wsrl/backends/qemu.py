@@ -71,7 +71,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -270,6 +270,8 @@ class QemuBackend:
         stall_tolerance_bytes: distance from the target that counts as reached.
         histogram_max_age_s: an older histogram from the stream is not reported.
         page_size_bytes: the guest's page size (for lru_gen dumps).
+        edges_ms: bin edges the stream's histograms are re-binned onto as they arrive (the
+            runner's, so a tick does no re-binning); ``None`` keeps the source's edges.
 
     """
 
@@ -287,10 +289,12 @@ class QemuBackend:
         stall_tolerance_bytes: int = MIB,
         histogram_max_age_s: float = 30.0,
         page_size_bytes: int = 4096,
+        edges_ms: Sequence[int] | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self.name = name
+        self.edges_ms = None if edges_ms is None else tuple(edges_ms)
         self.qmp_socket = Path(qmp_socket)
         self.agent_socket = Path(agent_socket) if agent_socket is not None else None
         self.memcg = memcg
@@ -368,7 +372,11 @@ class QemuBackend:
                 raise
             if self.agent_socket is not None:
                 self._stream = GuestStreamReader(
-                    self.agent_socket, guest=self.name, memcg=self.memcg, page_size_bytes=self.page_size_bytes
+                    self.agent_socket,
+                    guest=self.name,
+                    memcg=self.memcg,
+                    page_size_bytes=self.page_size_bytes,
+                    edges_ms=self.edges_ms,
                 )
                 self._stream.start(notify)
             log.info(

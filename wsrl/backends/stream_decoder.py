@@ -13,6 +13,9 @@ valid JSON of the shape above are dropped, counted and logged.
 :data:`DEFAULT_MAX_FRAME_BYTES`) and a record line longer than ``max_record_bytes`` are dropped
 with a logged error: their bytes are discarded as they arrive, never buffered. The decoder's
 buffer therefore never holds more than one frame (or line) under the cap plus one read.
+
+**Bounded work.** A histogram record has at most :data:`~wsrl.agent.bins.MAX_HISTOGRAM_BINS` bins:
+a longer array is refused (a bad record naming the cap) before its values are looked at.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wsrl.agent.bins import MAX_HISTOGRAM_BINS
 from wsrl.agent.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
@@ -159,10 +163,14 @@ def _get_float(obj: Mapping[str, Any], key: str, seq: object, *, required: bool 
     return float(value)
 
 
-def _get_int_list(obj: Mapping[str, Any], key: str, seq: object) -> tuple[int, ...]:
+def _get_int_list(obj: Mapping[str, Any], key: str, seq: object, max_items: int) -> tuple[int, ...]:
     value = obj.get(key)
     if not isinstance(value, list):
         raise _field_error(key, f"expected an array of integers, got {value!r:.40}", seq)
+    if len(value) > max_items:
+        raise _field_error(
+            key, f"{len(value)} values: over the cap of {MAX_HISTOGRAM_BINS} bins per histogram", seq
+        )
     out = []
     for index, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= MAX_WIRE_INT:
@@ -213,9 +221,9 @@ def _parse_histogram_record(
     memcg = obj.get("memcg")
     if memcg is not None and not isinstance(memcg, str):
         raise _field_error("memcg", f"expected a string or null, got {memcg!r:.40}", seq)
-    edges = _get_int_list(obj, "edges_ms", seq)
-    anon = _get_int_list(obj, "anon", seq)
-    file = _get_int_list(obj, "file", seq)
+    edges = _get_int_list(obj, "edges_ms", seq, MAX_HISTOGRAM_BINS - 1)
+    anon = _get_int_list(obj, "anon", seq, MAX_HISTOGRAM_BINS)
+    file = _get_int_list(obj, "file", seq, MAX_HISTOGRAM_BINS)
     for key, values in (("anon", anon), ("file", file)):
         if len(values) != len(edges) + 1:
             raise _field_error(
@@ -268,6 +276,7 @@ class StreamDecoder:
     Args:
         max_frame_bytes: largest dump body kept; a larger frame is discarded as it arrives.
         max_record_bytes: longest JSON line kept (newline included); a longer one is discarded.
+        name: names the stream (its guest) in log lines.
 
     """
 
@@ -275,7 +284,10 @@ class StreamDecoder:
         self,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        *,
+        name: str = "",
     ) -> None:
+        self.name = name
         self._buf = bytearray()
         self._max_frame_bytes = max_frame_bytes
         self._max_record_bytes = max_record_bytes
@@ -391,7 +403,11 @@ class StreamDecoder:
             if len(self._buf) >= self._max_record_bytes:
                 self.bad_records += 1
                 self.oversized += 1
-                log.error("guest stream: JSON record longer than %d bytes dropped", self._max_record_bytes)
+                log.error(
+                    "guest stream %s: JSON record longer than %d bytes dropped",
+                    self.name,
+                    self._max_record_bytes,
+                )
                 self._discard_line = True
                 self._skip(len(self._buf))
                 return _NOTHING
@@ -402,7 +418,7 @@ class StreamDecoder:
             record = parse_record(line, received_at=now)
         except ParseError as exc:
             self.bad_records += 1
-            log.error("guest stream: bad record dropped: %s", exc)
+            log.error("guest stream %s: bad record dropped: %s", self.name, exc)
             return _NOTHING
         if record is None:
             log.debug("guest stream: record of an unknown kind ignored")
@@ -433,7 +449,8 @@ class StreamDecoder:
             self.bad_frames += 1
             self.oversized += 1
             log.error(
-                "guest stream: frame seq=%d name=%s of %d bytes exceeds the %d-byte cap; dropped",
+                "guest stream %s: frame seq=%d name=%s of %d bytes exceeds the %d-byte cap; dropped",
+                self.name,
                 seq,
                 name,
                 length,

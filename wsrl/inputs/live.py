@@ -34,8 +34,9 @@ class GuestReading:
         visible_bytes: guest-visible memory now (memcg limit, RAM minus balloon).
         target_bytes: the target currently set on the actuator (NaN if unknown).
         usage_bytes: memory in use (``memory.current`` / ``usage_in_bytes``, or the VM's used RAM).
-        histogram: the working-set histogram, any bin edges (re-binned onto canonical edges by
-            :func:`snapshot_from_readings`); ``None`` when the source has none this time.
+        histogram: the working-set histogram; ``None`` when the source has none this time. The
+            backends the runner builds deliver it on the runner's edges (re-binned on their own
+            threads); on other edges :func:`snapshot_from_readings` re-bins it.
         refault_total: cumulative refaults (promotions), pages.
         swap_bytes: bytes in swap (0 if unknown).
         psi_some_total_s: cumulative memory stall "some", seconds (NaN if unknown).
@@ -138,9 +139,11 @@ def snapshot_from_readings(
     """One host's snapshot (``[1, guests]``) from live readings, in config order.
 
     A ``None`` reading (the guest could not be read) leaves its slot masked out, so the pipeline
-    proposes nothing for it and the runner holds its last good target. Histograms are re-binned
-    onto ``edges_ms``; a reading without one contributes an empty histogram and its usage as
-    unevictable memory (the conservative reading: nothing is known to be cold).
+    proposes nothing for it and the runner holds its last good target. A histogram on
+    ``edges_ms`` is taken as it is (O(bins): what the runner's backends deliver, so a tick does no
+    re-binning); one on other edges is re-binned here, in time linear in its bins. A reading
+    without one contributes an empty histogram and its usage as unevictable memory (the
+    conservative reading: nothing is known to be cold).
     """
     n = len(specs)
     if len(readings) != n:

@@ -1,5 +1,9 @@
 """Build each ``[[guest]]``'s backend from its validated config table, importing only the kinds in use.
 
+Every histogram backend is given the runner's bin edges (``host.histogram_edges_ms``): it re-bins
+what it reads onto them on its own threads (the read's worker, a guest stream's reader), so that a
+tick's snapshot takes each histogram as it is.
+
 ``kind`` -> factory: ``cgroup`` (:mod:`wsrl.backends.cgroup`), ``qemu`` (:mod:`wsrl.backends.qemu`),
 ``crosvm`` (:mod:`wsrl.backends.crosvm`), ``sim`` (:mod:`wsrl.backends.sim`). Each module is
 imported when the first guest of its kind is built, so a host of containers never loads the QMP
@@ -67,6 +71,7 @@ def _cgroup(ctx: _Context, index: int) -> GuestBackend:
         "version": table.version,  # type: ignore[union-attr]
         "histogram_source": table.histogram_source,  # type: ignore[union-attr]
         "proactive_reclaim": table.proactive_reclaim,  # type: ignore[union-attr]
+        "edges_ms": ctx.config.host.histogram_edges_ms,
     }
     if table.lru_gen_path is not None:  # type: ignore[union-attr]
         kwargs["lru_gen_path"] = table.lru_gen_path  # type: ignore[union-attr]
@@ -88,6 +93,7 @@ def _qemu(ctx: _Context, index: int) -> GuestBackend:
         memcg=table.memcg,  # type: ignore[union-attr]
         stats_interval_s=table.stats_interval_s,  # type: ignore[union-attr]
         timeout_s=table.timeout_s,  # type: ignore[union-attr]
+        edges_ms=ctx.config.host.histogram_edges_ms,
     )
 
 
@@ -103,6 +109,7 @@ def _crosvm(ctx: _Context, index: int) -> GuestBackend:
         agent_socket=table.agent_socket,  # type: ignore[union-attr]
         memcg=table.memcg,  # type: ignore[union-attr]
         working_set=table.working_set,  # type: ignore[union-attr]
+        edges_ms=ctx.config.host.histogram_edges_ms,
     )
 
 
