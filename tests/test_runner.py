@@ -65,7 +65,7 @@ def test_floor_defaults_guest_then_safety_then_fraction(tmp_path: Path) -> None:
     [
         (lambda d: d["host"].pop("capacity_gib"), "host.capacity_gib", "required"),
         (lambda d: d["host"].update(reserve_gib=20), "host", "reserve_gib"),
-        (lambda d: d["host"].update(interval_s=0), "host.interval_s", "> 0"),
+        (lambda d: d["host"].update(interval_s=0), "host.interval_s", ">= 0.01"),
         (lambda d: d["host"].update(histogram_edges_ms=[5, 2]), "host.histogram_edges_ms", "increasing"),
         (lambda d: d["host"].update(name="bad name"), "host.name", "pattern"),
         (

@@ -10,20 +10,103 @@ whose problems are ``(dotted key path, reason)`` pairs (``guest[2].provisioned_g
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AllowInfNan, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from wsrl.errors import ConfigError
 
+MIN_SECONDS = 0.001
+"""Smallest non-zero duration a config may give (a key ending in ``_s``): 1 ms."""
+MAX_SECONDS = 10 * 365 * 86400.0
+"""Largest duration a config may give: ten years (timers and clocks overflow far beyond)."""
+MAX_GIB = float(1 << 20)
+"""Largest size a config may give in GiB (a key ending in ``_gib``): 1 PiB."""
+MAX_MIB = MAX_GIB * 1024
+"""Largest size a config may give in MiB (a key ending in ``_mib``)."""
+
+
+def non_finite_in(value: Any) -> bool:
+    """Whether ``value`` is, or holds (in lists, tuples and dicts, nested), a NaN or an infinity."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(non_finite_in(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(non_finite_in(v) for v in value)
+    return False
+
+
+def _opts_in(annotation: Any, metadata: list[Any]) -> bool:
+    """Whether a field's type says ``AllowInfNan(True)``, on itself or on a member of its union."""
+    if any(isinstance(item, AllowInfNan) and item.allow_inf_nan for item in metadata):
+        return True
+    if get_origin(annotation) is Annotated:
+        inner, *extra = get_args(annotation)
+        return _opts_in(inner, extra)
+    return any(_opts_in(arg, []) for arg in get_args(annotation))
+
+
+def _allows_non_finite(model: type[BaseModel], name: str) -> bool:
+    """Whether field ``name`` opted in to NaN or infinity (it then checks them itself)."""
+    field = model.model_fields.get(name)
+    return field is not None and _opts_in(field.annotation, list(field.metadata))
+
+
+def _unit_bound_problem(name: str, value: float) -> str | None:
+    """Why a number under key ``name`` is out of the range its unit suffix allows (``None``: fine)."""
+    if name.endswith("_s") and not name.endswith("_per_s"):
+        if 0 < abs(value) < MIN_SECONDS:
+            return f"must be 0 or at least {MIN_SECONDS:g} s (got {value:g})"
+        if abs(value) > MAX_SECONDS:
+            return f"must be at most {MAX_SECONDS:g} s, ten years (got {value:g})"
+    if name.endswith("_ms") and abs(value) > MAX_SECONDS * 1000:
+        return f"must be at most {MAX_SECONDS * 1000:g} ms, ten years (got {value:g})"
+    if name.endswith("_h") and abs(value) > MAX_SECONDS / 3600:
+        return f"must be at most {MAX_SECONDS / 3600:g} h, ten years (got {value:g})"
+    if name.endswith("_gib") and abs(value) > MAX_GIB:
+        return f"must be at most {MAX_GIB:g} GiB (got {value:g})"
+    if name.endswith("_mib") and abs(value) > MAX_MIB:
+        return f"must be at most {MAX_MIB:g} MiB (got {value:g})"
+    return None
+
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, so typos do not pass silently."""
+    """Base of every config model: unknown keys are errors, so typos do not pass silently.
 
-    model_config = ConfigDict(extra="forbid")
+    Numbers are checked at the root, for every model and every key, nested and free-form tables
+    (``params``) included:
+
+    * NaN and infinities are refused (``must be a finite number``); a field that means "never" by
+      infinity opts in with ``Annotated[float, AllowInfNan(True)]`` and its own spelling;
+    * a key ending in ``_s`` is a duration: 0, or between :data:`MIN_SECONDS` and
+      :data:`MAX_SECONDS` (``_per_s`` keys are rates, not durations); ``_ms`` and ``_h`` keys are
+      durations of at most :data:`MAX_SECONDS` too;
+    * a key ending in ``_gib`` or ``_mib`` is a size of at most :data:`MAX_GIB` GiB.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_and_bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        if _allows_non_finite(cls, name):
+            if isinstance(value, float) and not math.isfinite(value):
+                return value  # the field's own validator has judged it
+        elif non_finite_in(value):
+            raise ValueError("must be a finite number (not inf or nan), and so must everything it holds")
+        numbers = value if isinstance(value, list) else [value]
+        for number in numbers:
+            if isinstance(number, int | float) and not isinstance(number, bool):
+                problem = _unit_bound_problem(name, float(number))
+                if problem:
+                    raise ValueError(problem)
+        return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +247,8 @@ def _format_error(err: dict[str, Any], keys: set[str], unions: dict[str, tuple[s
         return loc, f"unknown key{hint}"
     if kind == "missing":
         return loc, "required key missing"
+    if kind == "finite_number":
+        return loc, f"must be a finite number, not inf or nan (got {_describe(err.get('input'))})"
     if kind in _TYPE_WORDS:
         return loc, f"must be {_TYPE_WORDS[kind]} (got {_describe(err.get('input'))})"
     if kind in _BOUNDS:

@@ -70,6 +70,20 @@ def _os_reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` is, for messages: ``a regular file``, ``a FIFO``, ``a symlink``..."""
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
 def _trusted_owners() -> set[int]:
     return {0, os.geteuid()}
 
@@ -231,6 +245,24 @@ def check_trusted_directory(path: str | Path, what: str) -> Path:
 
     """
     return _trusted_directory(Path(path), what)
+
+
+def check_trusted_directory_so_far(path: str | Path, what: str) -> Path | None:
+    """:func:`check_trusted_directory` for a directory that may not exist yet.
+
+    The part of its path that exists is checked (so nobody else could create the rest).
+
+    Returns:
+        the real path of the directory, or ``None`` when it does not exist (yet).
+
+    Raises:
+        UntrustedFileError: one line naming the directory and the reason.
+
+    """
+    try:
+        return _trusted_directory(Path(path), what, missing_ok=True)
+    except _MissingError:
+        return None
 
 
 def _trusted_directory(path: Path, what: str, *, missing_ok: bool = False) -> Path:

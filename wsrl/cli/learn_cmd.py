@@ -49,9 +49,9 @@ def export_minari_command(
 
         weights = load_agent_config(agent).reward
     path = export_minari(trace_dir, dataset_id, weights, out=out)
-    import minari
+    from wsrl.rl.minari_export import MINARI_PATH_ENV, datasets_root, import_minari
 
-    from wsrl.rl.minari_export import MINARI_PATH_ENV, datasets_root
+    minari = import_minari()
 
     with datasets_root(out):
         dataset = minari.load_dataset(dataset_id)

@@ -68,6 +68,35 @@ def _weights(reward_weights: RewardWeights | Mapping[str, float] | None) -> Rewa
         raise WsrlError(f"reward weights: {first[-1] if first else exc}") from None
 
 
+INSTALL_HINT = "pip install 'wsrl[train]' (or pip install minari)"
+"""How to install what a Minari export needs."""
+
+
+@contextlib.contextmanager
+def _install_hint() -> Iterator[None]:
+    """Turn a missing module of the Minari export into one line naming it and how to install it."""
+    try:
+        yield
+    except ImportError as exc:
+        missing = exc.name or "minari"
+        raise WsrlError(
+            f"trace export-minari needs {missing}, which is not installed: {INSTALL_HINT}"
+        ) from None
+
+
+def import_minari() -> Any:
+    """The ``minari`` module.
+
+    Raises:
+        WsrlError: minari (or a module it needs) is not installed; names how to install it.
+
+    """
+    with _install_hint():
+        import minari
+
+        return minari
+
+
 def export_minari(
     trace_dir: str | Path,
     dataset_id: str,
@@ -86,17 +115,18 @@ def export_minari(
         description: the dataset's description (default: names the trace and the policy).
 
     Raises:
-        WsrlError: the trace cannot be replayed or holds no decisions, the id is malformed, or a
-            dataset with that id exists already under the root.
+        WsrlError: the trace cannot be replayed or holds no decisions, the id is malformed, a
+            dataset with that id exists already under the root, or minari is not installed.
 
     """
-    import minari
-    from minari.data_collector import EpisodeBuffer
-    from minari.dataset.minari_dataset import parse_dataset_id
-    from minari.storage import get_dataset_path
+    minari = import_minari()
+    with _install_hint():
+        from minari.data_collector import EpisodeBuffer
+        from minari.dataset.minari_dataset import parse_dataset_id
+        from minari.storage import get_dataset_path
 
-    from wsrl.rl.bc import guest_trajectories
-    from wsrl.rl.spaces import guest_action_space, guest_observation_space
+        from wsrl.rl.bc import guest_trajectories
+        from wsrl.rl.spaces import guest_action_space, guest_observation_space
 
     try:
         parse_dataset_id(dataset_id)

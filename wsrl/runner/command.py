@@ -11,6 +11,7 @@ which the guests keep the last values that passed the rails (``docs/runner.md``)
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,8 @@ def run_host(
     if shadow_actor is not None and not shadow:
         raise WsrlError("option --shadow-actor needs --shadow")
     settings = load_runner_config(config)
+    for warning in settings.warnings():  # also in the audit log's start record
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     mode: Mode = "dry-run" if dry_run else "shadow" if shadow else "normal"
     runner = Runner(settings, mode=mode, shadow_actor=shadow_actor)
     stop = threading.Event()

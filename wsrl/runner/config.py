@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from wsrl.config_tools import StrictModel, parse_toml_bytes, validate_file
 from wsrl.errors import ConfigError, WsrlError
@@ -52,7 +52,12 @@ from wsrl.runner.config_backends import (
     absolute_path,
     socket_problem,
 )
-from wsrl.security import MAX_CONFIG_BYTES, UntrustedFileError, read_trusted_file
+from wsrl.security import (
+    MAX_CONFIG_BYTES,
+    UntrustedFileError,
+    check_trusted_directory_so_far,
+    read_trusted_file,
+)
 from wsrl.sim import defaults
 from wsrl.sim.arrays import TIER_NAMES
 from wsrl.units import GIB
@@ -62,6 +67,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$"
 SIM_ONLY_POLICIES: tuple[str, ...] = ("oracle", "oracle-zero", "oracle-steady")
 """Reference policies that read the simulator's future: never usable on a live host."""
 DEFAULT_FALLBACK = "static"
+MIN_INTERVAL_S = 0.01
+"""Shortest control and flush interval (``host.interval_s``, ``record.flush_interval_s``)."""
+MAX_INTERVAL_S = 86400.0
+"""Longest control and flush interval: a day."""
 
 __all__ = [
     "BACKEND_KINDS",
@@ -92,7 +101,7 @@ class HostSection(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     capacity_gib: float = Field(gt=0)
     reserve_gib: float = Field(0.0, ge=0)
-    interval_s: float = Field(10.0, gt=0)
+    interval_s: float = Field(10.0, ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S)
     min_tick_gap_s: float = Field(1.0, ge=0)
     """Pushed reports (``notify``) wake the runner early, but never closer than this to the last tick."""
     histogram_edges_ms: list[int] = Field(default_factory=lambda: list(DEFAULT_EDGES_MS))
@@ -230,26 +239,43 @@ class AuditSection(StrictModel):
 
 
 class MetricsSection(StrictModel):
-    """``[metrics]``: the Prometheus endpoint (port 0: off)."""
+    """``[metrics]``: the Prometheus endpoint (port 0: off).
 
+    The metrics name every guest and its sizes, so they are served on a loopback address unless
+    ``allow_remote = true`` says otherwise; the runner then warns on stderr and in the audit
+    ``start`` record (:meth:`RunnerConfig.warnings`).
+    """
+
+    allow_remote: bool = False
+    """Allow ``bind`` to be an address other hosts can reach (``0.0.0.0``, ``::``, a NIC's)."""
     bind: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
 
     @field_validator("bind")
     @classmethod
-    def _ip(cls, value: str) -> str:
+    def _ip(cls, value: str, info: ValidationInfo) -> str:
         try:
-            ipaddress.ip_address(value)
+            address = ipaddress.ip_address(value)
         except ValueError:
             raise ValueError(f"must be an IP address such as 127.0.0.1, got {value!r}") from None
+        if not address.is_loopback and not info.data.get("allow_remote", False):
+            raise ValueError(
+                f"{value} is reachable from other hosts; metrics stay on loopback (127.0.0.1) unless "
+                "metrics.allow_remote = true"
+            )
         return value
+
+    @property
+    def remote(self) -> bool:
+        """Whether metrics are served on an address other hosts can reach."""
+        return self.port != 0 and not ipaddress.ip_address(self.bind).is_loopback
 
 
 class RecordSection(StrictModel):
     """``[record]``: where ticks are recorded as a trace (no ``dir``: not recorded)."""
 
     dir: str | None = None
-    flush_interval_s: float = Field(60.0, gt=0)
+    flush_interval_s: float = Field(60.0, ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S)
     flush_rows: int = Field(10_000, ge=1)
 
 
@@ -273,7 +299,7 @@ class GuestSection(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     provisioned_gib: float = Field(gt=0)
     floor_gib: float | None = Field(None, ge=0)
-    shares: float = Field(defaults.SHARES, gt=0)
+    shares: float = Field(defaults.SHARES, gt=0, le=defaults.MAX_SHARES)
     tier: Tier = defaults.TIER
     backend: BackendConfig
 
@@ -383,6 +409,17 @@ class RunnerConfig(StrictModel):
             contain_policy_errors=True,
         )
 
+    def warnings(self) -> list[str]:
+        """What the operator allowed but should know (``wsrl run`` prints them and audits them)."""
+        found = []
+        if self.metrics.remote:
+            found.append(
+                f"metrics.bind = {self.metrics.bind}: metrics are served to other hosts on port "
+                f"{self.metrics.port} (metrics.allow_remote = true); anyone who reaches it reads every "
+                "guest's name and sizes"
+            )
+        return found
+
     def socket_dirs(self) -> list[str]:
         """Every directory a socket may live in."""
         dirs = [*DEFAULT_SOCKET_DIRS, tempfile.gettempdir(), *self.host.socket_dirs]
@@ -397,6 +434,11 @@ class RunnerConfig(StrictModel):
 def _socket_problems(config: RunnerConfig) -> list[tuple[str, str]]:
     allowed = config.socket_dirs()
     problems = []
+    for index, directory in enumerate(config.host.socket_dirs):
+        try:  # a folder not made yet is checked as far as it exists
+            check_trusted_directory_so_far(directory, "socket directory")
+        except UntrustedFileError as exc:
+            problems.append((f"host.socket_dirs[{index}]", exc.reason if not exc.unreadable else str(exc)))
     for index, guest in enumerate(config.guest):
         for key in SOCKET_KEYS:
             value = getattr(guest.backend, key, None)

@@ -7,13 +7,16 @@ checked there with :func:`socket_problem`.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from wsrl.config_tools import StrictModel
+from wsrl.security import file_kind
 
 BACKEND_KINDS: tuple[str, ...] = ("cgroup", "qemu", "crosvm", "sim")
 DEFAULT_SOCKET_DIRS: tuple[str, ...] = ("/run", "/var/run", "/var/lib/wsrl", "/tmp")
@@ -159,11 +162,23 @@ def _guest_memcg_path(value: str) -> str:
 
 
 def socket_problem(value: str, allowed_dirs: list[str]) -> str | None:
-    """Why ``value`` is not an acceptable socket path (``None`` when it is)."""
+    """Why ``value`` is not an acceptable socket path (``None`` when it is).
+
+    It must lie under an allowed directory and, when it exists, be a unix socket itself (not a
+    regular file, a FIFO, a device, nor a symlink to anything).
+    """
     try:
         path = PurePosixPath(absolute_path(value))
     except ValueError as exc:
         return str(exc)
     if not any(path.is_relative_to(d) and path != PurePosixPath(d) for d in allowed_dirs):
         return f"must lie under one of {', '.join(allowed_dirs)} (add host.socket_dirs), got {value!r}"
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None  # not made yet: the VM starts later, and the backend connects when it is there
+    except OSError as exc:
+        return f"{value}: cannot be examined: {exc.strerror or exc}"
+    if not stat.S_ISSOCK(info.st_mode):
+        return f"{value} is not a socket (it is {file_kind(info.st_mode)})"
     return None

@@ -61,6 +61,7 @@ def start_record(runner: RunnerView, errors: dict[str, str], time_ms: float) -> 
         "fallback": runner.fallback,
         "actor": runner.actor,
         "interval_s": config.host.interval_s,
+        "warnings": config.warnings(),
         "safety": config.safety.model_dump(mode="json"),
         "control": config.control_spec().describe(),
         "guests": [

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import AllowInfNan, Field, PrivateAttr, field_validator, model_validator
 
 from wsrl.config_tools import StrictModel, read_toml, validate_file
 from wsrl.errors import ConfigError
@@ -102,7 +102,7 @@ class GuestConfig(StrictModel):
     floor_gib: float | None = Field(None, ge=0)
     floor_mib: float | None = Field(None, ge=0)
     unevictable_mib: float = Field(defaults.UNEVICTABLE_BYTES / MIB, ge=0)
-    shares: float = Field(defaults.SHARES, gt=0)
+    shares: float = Field(defaults.SHARES, gt=0, le=defaults.MAX_SHARES)
     tier: Tier = Field(defaults.TIER)
     actuator: Actuator = Field(defaults.ACTUATOR)
     swap: Swap = Field(defaults.SWAP)
@@ -117,7 +117,8 @@ class GuestConfig(StrictModel):
     jitter: float = Field(0.1, ge=0, le=0.5)
     # Trace-driven guests: what is measured and what is assumed is in wsrl.sim.trace_demand.
     trace_guests: Literal["all"] | list[str] = "all"
-    trace_start: str | float | datetime | date | None = None
+    trace_start: str | Annotated[float, AllowInfNan(True)] | datetime | date | None = None
+    """Its validator refuses NaN and infinities itself, with the offset's own message."""
     trace_duration_h: float | None = Field(None, gt=0)
     trace_loop: bool = False
     trace_active_column: Literal["working_set_bytes", "usage_bytes"] = "working_set_bytes"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AllowInfNan, Field, field_validator, model_validator
 
 from wsrl.config_tools import StrictModel, read_toml, validate_file
 from wsrl.sim.config_files import find_file, listing
@@ -25,7 +25,9 @@ def _positive_seconds_or_never(value: Any) -> float:
         raise ValueError(f'must be a positive number of seconds or "never" (got {value!r})')
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f'must be a positive number of seconds or "never" (got {type(value).__name__})')
-    if not value > 0 or math.isnan(value):
+    if not math.isfinite(value):
+        raise ValueError(f'must be a finite number of seconds, or "never" (got {value})')
+    if not value > 0:
         raise ValueError(f"must be > 0 (got {value})")
     return float(value)
 
@@ -37,7 +39,8 @@ class PopulationConfig(StrictModel):
     type: Literal["anon", "file"]
     size_mib: float | None = Field(None, ge=0)
     size_gib: float | None = Field(None, ge=0)
-    access_interval_s: float
+    access_interval_s: Annotated[float, AllowInfNan(True)]
+    """Seconds between touches of one page; ``"never"`` (infinity) for pages never touched."""
     size_pattern: Pattern | None = None
     rate_pattern: Pattern | None = None
 

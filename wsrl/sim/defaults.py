@@ -24,6 +24,8 @@ SWAP: Final[Literal["none", "zram", "ssd", "hdd"]] = "zram"
 DEFLATE_ON_OOM = False
 """QEMU's virtio-balloon leaves ``deflate-on-oom`` off unless the VM is started with it."""
 SHARES = 1000.0
+MAX_SHARES = 1e6
+"""Largest ``shares`` of a guest in any config (weights beyond this only overflow the allocator's sums)."""
 TIER: Final[Literal["gold", "silver", "bronze"]] = "silver"
 OOM_RESTART_S = 60.0
 HOST_SWAP_FAULT_LATENCY_S = 200e-6

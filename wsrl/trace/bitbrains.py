@@ -10,7 +10,8 @@ Input: the Parquet file described in ``shared/data/bitbrains-rnd/README.md`` wit
 
 Mapping onto the trace schema:
 
-* ``time_ms = ts * 1000``; ``host`` is one label for the whole data set (which VMs shared a
+* ``time_ms = ts * 1000`` (a ``ts`` outside the trace's time range, 1970 to the year 9999, is
+  refused: it would wrap around); ``host`` is one label for the whole data set (which VMs shared a
   physical host is not in the data); ``guest = "vm<id>"``.
 * ``provisioned_bytes = mem_prov_kb * 1024``; ``working_set_bytes = mem_use_kb * 1024``: "working
   set" here is VMware's sampled active-memory estimate, not resident memory and not a histogram.
@@ -41,7 +42,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wsrl.errors import ImportDataError
+from wsrl.errors import ImportDataError, TraceError
+from wsrl.trace.files import open_regular
+from wsrl.trace.schema import MAX_TIME_MS, MIN_TIME_MS
 from wsrl.trace.writer import TraceWriter, write_json_atomically
 
 HOST_LABEL = "bitbrains-rnd"
@@ -87,9 +90,12 @@ class ImportReport:
 
 def _load_columns(source: Path) -> dict[str, np.ndarray]:
     try:
-        table = pq.read_table(source, columns=list(SOURCE_COLUMNS))
+        with open_regular(source) as handle:  # a FIFO or device is refused, never waited on
+            table = pq.read_table(handle, columns=list(SOURCE_COLUMNS))
     except FileNotFoundError:
         raise ImportDataError(f"{source}: no such file") from None
+    except TraceError as exc:
+        raise ImportDataError(str(exc)) from None
     except (pa.ArrowInvalid, OSError, KeyError) as exc:
         raise ImportDataError(f"{source}: not a Bitbrains memory Parquet file: {exc}") from None
     columns = {}
@@ -116,8 +122,14 @@ def _load_columns(source: Path) -> dict[str, np.ndarray]:
                 f"first at row {row} ({values[row]})"
             )
         columns[name] = values
-    if (columns["ts"] < 0).any():
-        raise ImportDataError(f"{source}: column ts: negative UNIX time")
+    ts = columns["ts"]
+    outside = (ts < MIN_TIME_MS // MS_PER_S) | (ts > MAX_TIME_MS // MS_PER_S)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise ImportDataError(
+            f"{source}: column ts: {int(outside.sum())} UNIX time(s) before 1970 or after the year 9999, "
+            f"first at row {row} ({int(ts[row])})"
+        )
     return columns
 
 

@@ -19,8 +19,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from wsrl.errors import TraceError, WsrlError
+from wsrl.trace.files import open_regular
 from wsrl.trace.record import GuestSample
-from wsrl.trace.schema import REQUIRED_COLUMNS, TRACE_SCHEMA
+from wsrl.trace.schema import MAX_TIME_MS, MIN_TIME_MS, REQUIRED_COLUMNS, TRACE_SCHEMA
 from wsrl.trace.writer import list_parts, read_manifest
 
 SORT_KEYS = [("host", "ascending"), ("time_ms", "ascending"), ("guest", "ascending")]
@@ -35,11 +36,15 @@ def _one_line(exc: BaseException) -> str:
 def part_problem(path: Path) -> str | None:
     """Why a part file cannot be read as part of a trace, from its footer alone (``None``: it can).
 
-    The footer must parse and the schema must hold the required columns; every column the trace
-    schema knows must have the schema's type (unknown columns are ignored by the reader).
+    It must be a regular file (a FIFO or device is refused without being read, never waited
+    on); the footer must parse and the schema must hold the required columns; every column the
+    trace schema knows must have the schema's type (unknown columns are ignored by the reader).
     """
     try:
-        schema = pq.read_schema(path)
+        with open_regular(path) as handle:
+            schema = pq.read_schema(handle)
+    except TraceError as exc:
+        return str(exc).removeprefix(f"{path}: ")
     except ARROW_ERRORS as exc:
         return f"unreadable Parquet: {_one_line(exc)}"
     names = schema.names
@@ -72,7 +77,9 @@ class TraceSummary:
         from datetime import UTC, datetime
 
         def iso(ms: int | None) -> str | None:
-            return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+            if ms is None or not MIN_TIME_MS <= ms <= MAX_TIME_MS:  # out of range: validate says so
+                return None
+            return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
         return {
             "hosts": self.hosts,

@@ -16,6 +16,14 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 """Bumped whenever a column is added, removed or changes meaning; readers refuse newer versions."""
 
+MIN_TIME_MS = 0
+"""Earliest sample time a trace holds: the UNIX epoch."""
+MAX_TIME_MS = 253_402_300_799_999
+"""Latest sample time a trace holds: 9999-12-31T23:59:59.999Z, the last instant a date shows.
+
+Importers refuse times outside ``[MIN_TIME_MS, MAX_TIME_MS]`` (a source's seconds times 1000 would
+otherwise wrap around int64) and ``wsrl trace validate`` reports them."""
+
 FORMAT_NAME = "wsrl-trace"
 SCHEMA_VERSION_KEY = b"wsrl.schema_version"
 

@@ -30,7 +30,6 @@ last, atomically: a directory without it is an interrupted split, not a finished
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wsrl.errors import TraceError, WsrlError
+from wsrl.trace.files import open_regular, read_json_file
 from wsrl.trace.writer import TraceWriter, list_parts, read_manifest, write_json_atomically
 
 SPLIT_FILE_NAME = "split.json"
@@ -221,9 +221,10 @@ def _overlaps(a: Path, b: Path) -> bool:
 def _batches(parts: Sequence[Path], columns: Sequence[str] | None) -> Iterator[pa.Table]:
     for path in parts:
         try:
-            parquet = pq.ParquetFile(path)
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-                yield pa.Table.from_batches([batch])
+            with open_regular(path) as handle:  # never waits on a FIFO planted as a part
+                parquet = pq.ParquetFile(handle)
+                for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+                    yield pa.Table.from_batches([batch])
         except (pa.ArrowInvalid, OSError) as exc:
             raise TraceError(f"{path}: unreadable trace part: {exc}") from None
 
@@ -416,13 +417,11 @@ def read_split(directory: str | Path) -> dict[str, Any]:
     """The ``split.json`` of one side of a split (raises :class:`TraceError` when missing or malformed)."""
     path = Path(directory) / SPLIT_FILE_NAME
     try:
-        record = json.loads(path.read_text())
+        record = read_json_file(path, "split record")
     except FileNotFoundError:
         raise TraceError(
             f"{path}: no split record (not a split output, or the split was interrupted)"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise TraceError(f"{path}: unreadable split record: {exc}") from None
     if not isinstance(record, dict) or record.get("format") != SPLIT_FORMAT:
         raise TraceError(f"{path}: field 'format' must be {SPLIT_FORMAT!r}")
     return record

@@ -15,8 +15,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wsrl.errors import TraceError
+from wsrl.trace.files import open_regular
 from wsrl.trace.schema import (
     FLAG_DESCRIPTIONS,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
     NON_NEGATIVE_COLUMNS,
     SCHEMA_VERSION_KEY,
     TRACE_SCHEMA,
@@ -55,9 +58,13 @@ def _rows(mask: np.ndarray) -> str:
 def _check_part(path: Path, report: ValidationReport) -> pa.Table | None:
     where = path.name
     try:
-        parquet = pq.ParquetFile(path)
-        table = parquet.read()
+        with open_regular(path) as handle:  # a FIFO or device is a problem, never waited on
+            parquet = pq.ParquetFile(handle)
+            table = parquet.read()
         table.validate(full=True)  # offsets, lengths, UTF-8 of every string
+    except TraceError as exc:
+        report.problems.append(f"{where}: {str(exc).removeprefix(f'{path}: ')}")
+        return None
     except ARROW_ERRORS as exc:
         report.problems.append(f"{where}: unreadable Parquet: {' '.join(str(exc).split())[:300]}")
         return None
@@ -87,6 +94,16 @@ def _check_rows(where: str, table: pa.Table, report: ValidationReport) -> None:
         nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
         if nulls.any():
             report.problems.append(f"{where}: column {name}: null in {_rows(nulls)}")
+    time_ms = table.column("time_ms")
+    outside = (
+        pc.or_(pc.less(time_ms, MIN_TIME_MS), pc.greater(time_ms, MAX_TIME_MS))
+        .fill_null(False)
+        .to_numpy(zero_copy_only=False)
+    )
+    if outside.any():
+        report.problems.append(
+            f"{where}: column time_ms: out of range (before 1970 or after the year 9999) in {_rows(outside)}"
+        )
     for name in ("host", "guest"):
         empty = (
             pc.equal(pc.utf8_length(table.column(name)), 0).fill_null(False).to_numpy(zero_copy_only=False)

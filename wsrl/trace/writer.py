@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wsrl.errors import TraceError
+from wsrl.trace.files import read_json_file
 from wsrl.trace.record import GuestSample
 from wsrl.trace.schema import COLUMN_NAMES, FORMAT_NAME, SCHEMA_VERSION, TRACE_SCHEMA, conform
 
@@ -80,14 +81,16 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and check a trace's manifest; refuse other formats and newer schema versions."""
+    """Read and check a trace's manifest; refuse other formats and newer schema versions.
+
+    The manifest is read as possibly hostile data (:func:`wsrl.trace.files.read_json_file`: a
+    regular file only, size-capped, nesting bounded).
+    """
     path = directory / MANIFEST_NAME
     try:
-        manifest = json.loads(path.read_text())
+        manifest = read_json_file(path, "manifest")
     except FileNotFoundError:
         raise TraceError(f"{directory}: not a trace directory (no {MANIFEST_NAME})") from None
-    except (OSError, ValueError) as exc:
-        raise TraceError(f"{path}: unreadable manifest: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise TraceError(f"{path}: field 'format' must be {FORMAT_NAME!r}")
     version = manifest.get("schema_version")
@@ -244,15 +247,26 @@ class TraceWriter:
         self.append_many((sample,))
 
     def append_many(self, samples: Iterable[GuestSample]) -> None:
-        """Buffer several samples, all of them, then flush once if a threshold is reached.
+        """Buffer several samples, flushing a part whenever ``flush_rows`` are buffered.
+
+        A flush that fails does not stop the appending: every sample is buffered (no more flushes
+        are tried in this call) and the error is raised at the end.
 
         Raises:
-            TraceError: the flush failed; every sample stays buffered for the next flush.
+            TraceError: a flush failed; every sample stays buffered for the next flush.
 
         """
+        error: TraceError | None = None
         for sample in samples:
             self._rows.append(sample.to_row())
             self._buffered += 1
+            if error is None and self._buffered >= self.flush_rows:
+                try:
+                    self.flush()
+                except TraceError as exc:
+                    error = exc
+        if error is not None:
+            raise error
         self._maybe_flush()
 
     def append_table(self, table: pa.Table) -> None:
