@@ -63,10 +63,24 @@ def test_host_reserve_rail_trims_growth_only() -> None:
     np.testing.assert_allclose(result.values, [[4.75 * GIB, 2.75 * GIB, 0.5 * GIB]])
     assert result.changed.tolist() == [[True, True, False]]
     assert "capacity - reserve" in result.reasons[0, 0]
-    # Exempt growth is kept; when only exempt guests grow, nobody is shrunk to make room.
+    # An open breaker the host's kernel saw (no finite share): its growth is kept whole; when only
+    # such guests grow, nobody is shrunk to make room.
     exempt = np.array([[True, True, False]])
     kept = rails.host_reserve_rail(target, current, 12 * GIB, 4 * GIB, exempt=exempt)
     np.testing.assert_allclose(kept.values, target)
+    # One the guest reported itself (a finite share): protected only within its share, and trimmed
+    # too (after everyone else's growth) when the room is still short; never past the room.
+    one = np.array([[True, False, False]])
+    fair = rails.fair_share_bytes(np.array([[2.0, 1.0, 1.0]]) * GIB, 12 * GIB, 4 * GIB)
+    np.testing.assert_allclose(fair, [[4 * GIB, 2 * GIB, 2 * GIB]])
+    within = rails.host_reserve_rail(target, current, 12 * GIB, 4 * GIB, exempt=one, fair_bytes=fair)
+    np.testing.assert_allclose(within.values, result.values)  # already at its share: trimmed like anyone
+    assert "share" in within.reasons[0, 0]
+    both = rails.host_reserve_rail(
+        target, current, 12 * GIB, 4 * GIB, exempt=exempt, fair_bytes=np.full((1, 3), 6.0 * GIB)
+    )
+    assert both.values.sum() == pytest.approx(8 * GIB)  # 2 + 2 GiB protected, 2.5 GiB too much
+    assert (both.values >= np.minimum(current, target)).all()
     fits = rails.host_reserve_rail(current, current, 12 * GIB, 4 * GIB)
     assert not fits.changed.any()
 

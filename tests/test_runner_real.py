@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from cgroup_fixtures import hog, v1_memcg, zram_swap
+from hostile import Squeeze
 from test_backend_qemu import hand_over_serial_socket, wait_until
 from test_runner_support import ClockShiftBackend, cgroup_config
 from testbed import QemuGuest
@@ -175,3 +176,45 @@ def test_runner_inflates_and_deflates_a_real_balloon_from_lru_gen(tmp_path: Path
         )
         env.close()
         wait_until(lambda: guest.qmp("query-balloon")["actual"] == GIB, 30.0, "the env's exit to deflate")
+
+
+@pytest.mark.realvm
+@pytest.mark.qemu
+def test_a_restarted_runner_starts_from_the_real_balloon(tmp_path: Path) -> None:
+    """A runner shrinks a real VM's balloon and is killed (no relax). A new runner, with no state
+    file, squeezing as hard as the rails allow, starts from the balloon size QMP reports: its first
+    target is one rate step below it. Before issue 16 the QEMU backend reported no target until
+    it set one, the runner started from the provisioned 1 GiB and its first tick inflated the
+    guest back to 0.9 GiB."""
+    with QemuGuest() as guest:
+        data = {
+            "host": {"name": "vm-host", "capacity_gib": 2, "reserve_gib": 0, "interval_s": 1},
+            "policy": {"name_or_path": "static"},
+            "safety": {"max_shrink_frac_per_s": 0.1, "floor_gib": 0.5},
+            "audit": {"path": str(tmp_path / "audit.jsonl"), "fsync": False},
+            "guest": [
+                {
+                    "name": "vm",
+                    "provisioned_gib": 1,
+                    "backend": {"kind": "qemu", "qmp_socket": str(guest.qmp_socket), "timeout_s": 10},
+                }
+            ],
+        }
+        config = runner_config_from_dict(data, base_dir=tmp_path, label="host.toml")
+        first = Runner(config, policy=Squeeze())
+        first.start()
+        for _ in range(4):
+            left = first.tick().target_bytes[0]
+            time.sleep(1.0)
+        first.close()  # killed: nothing relaxed
+        assert left <= 0.61 * GIB
+        wait_until(lambda: guest.qmp("query-balloon")["actual"] == left, 30.0, "the balloon at its target")
+        config.state_path().unlink()  # the VMM's own report alone must be enough
+
+        second = Runner(config, policy=Squeeze())
+        second.start()
+        time.sleep(1.0)
+        outcome = second.tick()
+        second.shutdown()  # relax: the balloon deflates to 1 GiB
+        assert outcome.target_bytes[0] == pytest.approx(max(left - 0.1 * GIB, 0.5 * GIB), abs=4096)
+        wait_until(lambda: guest.qmp("query-balloon")["actual"] == GIB, 30.0, "the balloon to deflate")

@@ -203,24 +203,18 @@ def to_toml(data: dict[str, Any]) -> str:
 # -- fault-injecting backends --------------------------------------------------------------------
 
 
-class FreezableBackend:
-    """Wraps a backend; while ``frozen``, every read returns the last reading again (a stuck source)."""
+class WrappedBackend:
+    """Passes every call through to ``inner`` (the base of the fault-injecting backends)."""
 
     def __init__(self, inner: GuestBackend) -> None:
         self.inner = inner
         self.name = inner.name
-        self.frozen = False
-        self._last: GuestReading | None = None
 
     def start(self, notify: Notify) -> None:
         self.inner.start(notify)
 
     def read(self) -> GuestReading:
-        reading = self.inner.read()  # the world still advances: only this source is stuck
-        if self.frozen and self._last is not None:
-            return self._last
-        self._last = reading
-        return reading
+        return self.inner.read()
 
     def apply(self, target_bytes: int) -> None:
         self.inner.apply(target_bytes)
@@ -230,6 +224,22 @@ class FreezableBackend:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class FreezableBackend(WrappedBackend):
+    """Wraps a backend; while ``frozen``, every read returns the last reading again (a stuck source)."""
+
+    def __init__(self, inner: GuestBackend) -> None:
+        super().__init__(inner)
+        self.frozen = False
+        self._last: GuestReading | None = None
+
+    def read(self) -> GuestReading:
+        reading = self.inner.read()  # the world still advances: only this source is stuck
+        if self.frozen and self._last is not None:
+            return self._last
+        self._last = reading
+        return reading
 
 
 class BrokenBackend(FreezableBackend):

@@ -32,7 +32,8 @@ The mapping of statistics to a reading is the QEMU backend's (:mod:`wsrl.backend
 faults stand in for refaults in a VM), counted from the first value this backend saw;
 ``swap_bytes`` = 0 (``swap_in`` / ``swap_out`` are cumulative traffic, not bytes in swap);
 ``balloon_stalled`` when the visible size has not come closer to the target for ``stall_reads``
-reads.
+reads; ``target_bytes`` the last size this backend set, and before the first the visible size in
+force (a restarted runner starts from it, not from the RAM size).
 
 The RAM size is a setting (``ram_bytes``): crosvm's control socket does not report it.
 
@@ -384,7 +385,7 @@ class CrosvmBackend:
             name=self.name,
             time_ms=time_ms,
             visible_bytes=float(visible),
-            target_bytes=float(self._target_bytes) if self._target_bytes is not None else math.nan,
+            target_bytes=float(self._target_bytes if self._target_bytes is not None else visible),
             usage_bytes=usage,
             histogram=histogram,
             refault_total=self._major_faults.total,
@@ -393,6 +394,7 @@ class CrosvmBackend:
             psi_some_avg10=psi_avg10,
             oom_kills_total=0,
             balloon_stalled=stalled,
+            self_reported=True,  # the guest's own figures: they protect it only within its share
             source=source,
         )
 

@@ -27,7 +27,8 @@ How a reading is made (:meth:`~QemuBackend.read`):
 ``GuestReading``       QEMU source
 =====================  ==========================================================================
 ``visible_bytes``      ``query-balloon`` ``actual`` (RAM minus the balloon, bytes)
-``target_bytes``       the last value this backend passed to ``balloon`` (NaN before the first)
+``target_bytes``       the last value this backend passed to ``balloon``; before the first, the
+                       size in force (``actual``): a restarted runner starts from it
 ``usage_bytes``        ``stat-total-memory`` - ``stat-free-memory`` (the guest's MemTotal -
                        MemFree: memory in use, page cache included, like ``memory.current``)
 ``refault_total``      ``stat-major-faults``, counted from the first statistics this backend saw
@@ -550,7 +551,7 @@ class QemuBackend:
             name=self.name,
             time_ms=time_ms,
             visible_bytes=float(actual),
-            target_bytes=float(self._target_bytes) if self._target_bytes is not None else math.nan,
+            target_bytes=float(self._target_bytes if self._target_bytes is not None else actual),
             usage_bytes=usage,
             histogram=sample.histogram if sample is not None else None,
             refault_total=self._major_faults.total,
@@ -559,6 +560,7 @@ class QemuBackend:
             psi_some_avg10=psi_avg10,
             oom_kills_total=0,
             balloon_stalled=stalled,
+            self_reported=True,  # the guest's own figures: they protect it only within its share
             source=source,
         )
 

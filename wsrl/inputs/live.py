@@ -43,6 +43,10 @@ class GuestReading:
         psi_some_avg10: memory PSI "some" avg10, percent (NaN if unknown).
         oom_kills_total: cumulative OOM kills.
         balloon_stalled: a balloon did not reach its target.
+        self_reported: the pressure, refault and OOM figures come from the guest itself (a VM's
+            balloon statistics or agent), not from the host's kernel: the circuit breaker believes
+            them, but they protect the guest only within its share of the host
+            (:func:`wsrl.pipeline.rails.breaker_rail`).
         source: which sources this reading came from, for the audit log.
 
     """
@@ -59,6 +63,7 @@ class GuestReading:
     psi_some_avg10: float = math.nan
     oom_kills_total: int = 0
     balloon_stalled: bool = False
+    self_reported: bool = False
     source: dict[str, str] = field(default_factory=dict)
 
 
@@ -93,6 +98,7 @@ class ReadingArrays:
     psi_some_avg10: NDArray[np.float64]
     oom_kills_total: NDArray[np.float64]
     balloon_stalled: NDArray[np.float64]
+    self_reported: NDArray[np.float64]
 
     @classmethod
     def from_readings(cls, readings: Sequence[GuestReading | None]) -> ReadingArrays:
@@ -122,6 +128,7 @@ class ReadingArrays:
             refault_total=self.refault_total,
             psi_some_avg10=self.psi_some_avg10,
             oom_kills_total=self.oom_kills_total,
+            self_reported=self.self_reported == 1.0,
         )
 
 

@@ -11,7 +11,8 @@ One step, per guest:
    set fit its host (:class:`PolicyStage`; the fallback runs every step, so it is warm when it
    takes over);
 2. the acting decision is chosen: the policy's, the fallback's where the guest's input state is
-   ``FALLBACK``, its circuit breaker is open or the policy failed, the current target where the
+   ``FALLBACK``, its circuit breaker is open, the policy failed or its output was rejected
+   (:mod:`wsrl.pipeline.output_check`), the current target where the
    input is held;
 3. the rails of :mod:`wsrl.pipeline.rails` run in order: hold, breaker, OOM memory, rate (per
    second of control time), host reserve, floor/provisioned, whole pages.
@@ -31,6 +32,7 @@ import numpy as np
 from wsrl.errors import WsrlError
 from wsrl.pipeline import rails
 from wsrl.pipeline.allocator import DEFAULT_IDLE_TAX, Allocation, Allocator
+from wsrl.pipeline.output_check import OutputCheck, OutputVerdict
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.rails import FALLBACK, HOLD, Array, BreakerUpdate, GuestSignals, RailLog
 from wsrl.pipeline.snapshot import HostSnapshot
@@ -98,6 +100,12 @@ class ControlSpec:
         breaker: the circuit breaker.
         contain_policy_errors: a policy that raises hands its guests to the fallback (production);
             otherwise the error propagates (training and evaluation: a failing policy is a bug).
+        max_proposal_jump_frac: the policy's output check (SOL, ASPLOS 2022: assess a model's
+            outputs online, fall back when they look wrong). A proposal that is not finite or is
+            negative is never acted on; one that falls more than this share of the provisioned size
+            below the policy's previous proposal for the guest is acted on only when the next
+            proposal confirms it; until then the fallback decides that guest. ``None``: no jump
+            check (training: sampled exploration is not a malfunction).
 
     """
 
@@ -113,6 +121,7 @@ class ControlSpec:
     oom_margin_frac: float = 0.05
     breaker: BreakerSpec = BreakerSpec()
     contain_policy_errors: bool = False
+    max_proposal_jump_frac: float | None = 0.5
 
     def __post_init__(self) -> None:
         if self.allocator not in ("max-min", "idle-tax"):
@@ -120,6 +129,7 @@ class ControlSpec:
         _positive("max_shrink_frac_per_s", self.max_shrink_frac_per_s)
         _positive("max_growth_frac_per_s", self.max_growth_frac_per_s)
         _positive("max_rate_step_s", self.max_rate_step_s)
+        _positive("max_proposal_jump_frac", self.max_proposal_jump_frac)
         for name in ("host_reserve_bytes", "oom_memory_s", "oom_margin_frac"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
@@ -132,7 +142,17 @@ class ControlSpec:
             max_shrink_frac_per_s=None,
             oom_memory_s=0.0,
             breaker=BreakerSpec(enabled=False),
+            max_proposal_jump_frac=None,
         )
+
+    @classmethod
+    def for_training(cls) -> ControlSpec:
+        """The production rails without the output check's jump test.
+
+        A learner's sampled exploration is not a malfunction, and the step it is paid for must be
+        the one it sampled.
+        """
+        return cls(max_proposal_jump_frac=None)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready dict of every setting (for run records and model cards)."""
@@ -261,7 +281,9 @@ class StackDecision:
         shrink_limited: the rate rail slowed a shrink.
         growth_limited: the rate rail or the host reserve held back growth.
         rails: what each rail did and why (only when the step was asked to log).
-        errors: ``{"actor": ..., "fallback": ...}`` a contained policy error (one line), if any.
+        errors: ``{"actor": ..., "fallback": ...}`` a contained policy error (one line), if any;
+            ``"actor"`` also names proposals the output check rejected.
+        output: the output check of the configured policy's proposals (``None``: it proposed nothing).
 
     """
 
@@ -274,6 +296,7 @@ class StackDecision:
     growth_limited: Array
     rails: RailLog | None
     errors: dict[str, str]
+    output: OutputVerdict | None = None
 
     @property
     def proposal_bytes(self) -> Array:
@@ -300,6 +323,7 @@ class ControlStack:
         self.actor = PolicyStage(policy, self.allocator)
         self.fallback = PolicyStage(fallback, self.allocator)
         self._needs_reset = {id(self.actor), id(self.fallback)}
+        self.output_check = OutputCheck(self.spec.max_proposal_jump_frac)
         self.breaker: rails.CircuitBreaker | None = None
         self.oom_memory: rails.OomMemory | None = None
         self._last_time_ms: float | None = None
@@ -313,12 +337,14 @@ class ControlStack:
         """Act with ``policy`` from the next step on (it is reset on that step's snapshot)."""
         self.actor = PolicyStage(policy, self.allocator)
         self._needs_reset.add(id(self.actor))
+        self.output_check.reset()
 
     def reset(self, snapshot: HostSnapshot) -> None:
         """Start over: both policies from ``snapshot``, the rails' memory empty."""
         self.actor.reset(snapshot)
         self.fallback.reset(snapshot)
         self._needs_reset.clear()
+        self.output_check.reset()
         self._start_rails(snapshot.shape)
 
     def _start_rails(self, shape: tuple[int, int]) -> None:
@@ -365,18 +391,17 @@ class ControlStack:
         if self.breaker is None or self.breaker.open_until_ms.shape != shape:
             self._start_rails(shape)
         assert self.breaker is not None and self.oom_memory is not None
-        actor, fallback_proposal, errors = self._decide(snapshot)
+        actor, output, fallback_proposal, errors = self._decide(snapshot)
+        rejected = output.rejected if output is not None else np.zeros(shape, dtype=bool)
         breaker = self.breaker.update(conditions.signals, now_ms)
         fallback = None
         if snapshot is not None and fallback_proposal is not None:
-            acting = (conditions.input_state == FALLBACK) | breaker.open | (actor is None)
+            acting = (conditions.input_state == FALLBACK) | breaker.open | rejected | (actor is None)
             if (acting & conditions.configured).any():
                 fallback = self.fallback.allocate(fallback_proposal, snapshot)
-        target, source = _choose(conditions, breaker, actor, fallback)
+        target, source = _choose(conditions, breaker, rejected, actor, fallback)
         current = conditions.current_bytes
-        oom_min_bytes = self.oom_memory.update(
-            breaker.oom, current, conditions.provisioned_bytes, now_ms
-        )
+        oom_min_bytes = self.oom_memory.update(breaker.oom, current, conditions.provisioned_bytes, now_ms)
         elapsed_s = self._elapsed_s(snapshot, now_ms)
         log_to = RailLog() if log else None
         target, shrink_limited, growth_limited = self._rails(
@@ -392,6 +417,7 @@ class ControlStack:
             growth_limited=growth_limited,
             rails=log_to,
             errors=errors,
+            output=output,
         )
 
     def _elapsed_s(self, snapshot: HostSnapshot | None, now_ms: float) -> float:
@@ -404,8 +430,15 @@ class ControlStack:
         cap_s = self.spec.max_rate_step_s
         return elapsed_s if cap_s is None else min(elapsed_s, cap_s)
 
-    def _decide(self, snapshot: HostSnapshot | None) -> tuple[Decision | None, Array | None, dict[str, str]]:
-        """The actor's decision and the fallback's proposal (``None``: no snapshot, or it failed)."""
+    def _decide(
+        self, snapshot: HostSnapshot | None
+    ) -> tuple[Decision | None, OutputVerdict | None, Array | None, dict[str, str]]:
+        """The actor's decision, its output check and the fallback's proposal.
+
+        Each is ``None`` without a snapshot, or where the policy failed. A rejected proposal is
+        recorded as proposed, but the allocator shares the host out with the fallback's proposal in
+        its place (the provisioned size if the fallback failed too).
+        """
         errors: dict[str, str] = {}
         proposals: list[Array | None] = []
         for name, stage in (("actor", self.actor), ("fallback", self.fallback)):
@@ -423,10 +456,16 @@ class ControlStack:
                 errors[name] = f"policy {stage.policy.name!r} failed: {error_line(exc)}"
                 proposals.append(None)
         actor_proposal, fallback_proposal = proposals
-        actor = None
+        actor = output = None
         if snapshot is not None and actor_proposal is not None:
-            actor = self.actor.allocate(actor_proposal, snapshot)
-        return actor, fallback_proposal, errors
+            output = self.output_check.check(actor_proposal, snapshot)
+            granted = actor_proposal
+            if output.rejected.any():
+                stand_in = fallback_proposal if fallback_proposal is not None else snapshot.provisioned_bytes
+                granted = np.where(output.rejected, stand_in, actor_proposal)
+                errors.setdefault("actor", output.summary(self.actor.policy.name) or "")
+            actor = Decision(actor_proposal, self.allocator.allocate(granted, snapshot))
+        return actor, output, fallback_proposal, errors
 
     def _rails(
         self,
@@ -446,8 +485,18 @@ class ControlStack:
         def add(before: Array, result: rails.RailResult) -> Array:
             return log.add(before, result) if log is not None else result.values
 
+        reserve = spec.host_reserve_bytes if spec.host_reserve_bytes is not None else conditions.reserve_bytes
+        configured = conditions.configured
+        promised = np.where(configured, provisioned, 0.0)
+        fair = rails.fair_share_bytes(promised, conditions.capacity_bytes, reserve)
+        claimed = conditions.signals.self_reported
+        # A breaker tripped by what a guest says about itself protects it only within its share.
+        fair = np.where(claimed, fair, np.inf) if claimed is not None else np.full(fair.shape, np.inf)
         target = add(target, rails.hold_rail(target, current, source == HELD))
-        target = add(target, rails.breaker_rail(target, current, provisioned, breaker.tripped, breaker.open))
+        target = add(
+            target,
+            rails.breaker_rail(target, current, provisioned, breaker.tripped, breaker.open, fair_bytes=fair),
+        )
         target = add(target, rails.oom_memory_rail(target, oom_min_bytes))
         rate = rails.rate_rail(
             target,
@@ -461,34 +510,39 @@ class ControlStack:
         shrink_limited = rate.changed & (rate.values > target)
         growth_limited = rate.changed & (rate.values < target)
         target = add(target, rate)
-        reserve = spec.host_reserve_bytes if spec.host_reserve_bytes is not None else conditions.reserve_bytes
         room = rails.host_reserve_rail(
-            target, current, conditions.capacity_bytes, reserve, exempt=breaker.open
+            target,
+            current,
+            conditions.capacity_bytes,
+            reserve,
+            exempt=breaker.open,
+            fair_bytes=fair,
         )
         growth_limited = growth_limited | room.changed
         target = add(target, room)
         target = add(target, rails.floor_rail(target, floor, provisioned))
         target = rails.page_rail(target, floor, provisioned)
-        configured = conditions.configured
         return np.where(configured, target, 0.0), shrink_limited & configured, growth_limited & configured
 
 
 def _choose(
     conditions: GuestConditions,
     breaker: BreakerUpdate,
+    rejected: Array,
     actor: Decision | None,
     fallback: Decision | None,
 ) -> tuple[Array, Array]:
     """Per guest, the acting target and its source (see the module docstring).
 
     The actor's grant, except the fallback's where the input is in fallback state, the breaker is
-    open or the actor failed; the provisioned size for a guest in fallback state with no usable
-    input at all; the current target (held) where the input is held or there is no decision.
+    open, the actor failed or its proposal was rejected; the provisioned size for a guest in
+    fallback state with no usable input at all; the current target (held) where the input is held
+    or there is no decision.
     """
     current = conditions.current_bytes
     state = conditions.input_state
     usable = conditions.usable
-    use_fallback = (state == FALLBACK) | breaker.open | (actor is None)
+    use_fallback = (state == FALLBACK) | breaker.open | rejected | (actor is None)
     no_decision = (use_fallback & (fallback is None)) | (~use_fallback & (actor is None))
     actor_target = actor.allotted_bytes if actor is not None else current
     fallback_target = fallback.allotted_bytes if fallback is not None else current

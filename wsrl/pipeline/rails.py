@@ -91,21 +91,58 @@ def hold_rail(target_bytes: Array, current_bytes: Array, holding: Array) -> Rail
     return _result("hold", target_bytes, after, lambda h, g: why)
 
 
+def fair_share_bytes(
+    provisioned_bytes: Array, capacity_bytes: Array | float, reserve_bytes: Array | float
+) -> Array:
+    """Each guest's share of its host's room: ``(capacity - reserve) x provisioned / sum of provisioned``.
+
+    What an overcommitted host can give every guest at once in proportion to what it promised; on a
+    host that is not overcommitted, at least the provisioned size. ``provisioned_bytes`` is 0 where
+    no guest sits.
+    """
+    hosts = provisioned_bytes.shape[0]
+    room = (np.broadcast_to(capacity_bytes, (hosts,)) - np.broadcast_to(reserve_bytes, (hosts,)))[:, None]
+    promised = np.nan_to_num(provisioned_bytes)
+    total = promised.sum(axis=1, keepdims=True)
+    fair: Array = np.divide(
+        np.maximum(room, 0.0) * promised, total, out=np.zeros_like(promised), where=total > 0
+    )
+    return fair
+
+
 def breaker_rail(
-    target_bytes: Array, current_bytes: Array, provisioned_bytes: Array, tripped: Array, is_open: Array
+    target_bytes: Array,
+    current_bytes: Array,
+    provisioned_bytes: Array,
+    tripped: Array,
+    is_open: Array,
+    *,
+    fair_bytes: Array | None = None,
 ) -> RailResult:
     """Deflate ``tripped`` guests; shrink no guest whose breaker is open (cooling down).
 
     Not shrinking during the cooldown breaks the loop operators complain about (OOM -> deflate ->
     the fallback squeezes the guest again on a full host -> OOM): the guest keeps what it was given
     until the cooldown ends, and the host-reserve rail trims the others' growth instead.
+
+    Where ``fair_bytes`` is finite (:func:`fair_share_bytes`, for guests whose signals come from
+    the guest itself: a VM's PSI and major faults) the protection stops at the guest's share: on
+    an overcommitted host a tripped guest is deflated to at most its share, and an open breaker
+    does not keep a guest above its share from being shrunk towards it at the rate rail's pace.
+    ``inf`` (or no ``fair_bytes``): the host's kernel saw the trouble, the protection is whole.
     """
-    held = is_open & ~tripped & (target_bytes < current_bytes)
-    after = np.where(tripped, provisioned_bytes, np.where(held, current_bytes, target_bytes))
+    protected = provisioned_bytes if fair_bytes is None else np.minimum(provisioned_bytes, fair_bytes)
+    keep = np.where(tripped, protected, np.where(is_open, np.minimum(current_bytes, protected), -np.inf))
+    after = np.maximum(target_bytes, keep)
 
     def explain(h: int, g: int) -> str:
+        capped = fair_bytes is not None and protected[h, g] < provisioned_bytes[h, g]
         if tripped[h, g]:
+            if capped:
+                return f"circuit breaker tripped: deflated to the guest's share ({gib_text(protected[h, g])})"
             return "circuit breaker tripped: deflated to provisioned"
+        if capped and current_bytes[h, g] > protected[h, g]:
+            return f"circuit breaker open: not shrunk below the guest's share ({gib_text(protected[h, g])})"
         return "circuit breaker open: no shrinking until the cooldown ends"
 
     return _result("breaker", target_bytes, after, explain)
@@ -195,14 +232,21 @@ def host_reserve_rail(
     reserve_bytes: Array | float,
     *,
     exempt: Array | None = None,
+    fair_bytes: Array | None = None,
 ) -> RailResult:
     """Per host, trim growth so that all targets together leave ``reserve_bytes`` free.
 
     Only growth (the part of a target above the current one) is trimmed, in proportion, and never
     below zero: this rail never shrinks a guest (shrinking fast is what the rate rail prevents).
-    ``exempt`` guests (a tripped breaker: an OOM is certain harm) keep their growth. When even the
-    current targets exceed the room, every trimmable growth goes to zero. ``capacity_bytes`` and
-    ``reserve_bytes`` are per host (``[hosts]``) or one number for every host.
+    ``exempt`` guests (an open breaker: an OOM is certain harm) keep their growth. Where
+    ``fair_bytes`` is finite (:func:`fair_share_bytes`; the guest reported its trouble itself, as a
+    VM does) only up to that share, trimmed after everyone else's growth and only as far as the room
+    allows: what a guest says about itself protects it within its share and never pushes the host
+    past capacity - reserve. Where it is ``inf`` or not given (the host's kernel saw the trouble) the
+    growth is kept whole. Otherwise, when even the current targets exceed the room, every growth
+    goes to zero.
+    ``capacity_bytes`` and ``reserve_bytes`` are per host (``[hosts]``) or one number for every
+    host.
     """
     hosts = target_bytes.shape[0]
     room = (np.broadcast_to(capacity_bytes, (hosts,)) - np.broadcast_to(reserve_bytes, (hosts,)))[:, None]
@@ -211,16 +255,32 @@ def host_reserve_rail(
     if not over.any():
         return _result("host_reserve", target_bytes, target_bytes.copy(), lambda h, g: "")
     exempt = np.zeros(target_bytes.shape, dtype=bool) if exempt is None else exempt
-    growth = np.maximum(target_bytes - current_bytes, 0.0)
-    trimmable = np.where(exempt, 0.0, np.nan_to_num(growth))
-    trimmable_total = trimmable.sum(axis=1, keepdims=True)
-    share = np.divide(total - room, trimmable_total, out=np.zeros_like(total), where=trimmable_total > 0)
-    after = np.where(over, target_bytes - trimmable * np.minimum(share, 1.0), target_bytes)
+    growth = np.nan_to_num(np.maximum(target_bytes - current_bytes, 0.0))
+    protected = np.zeros_like(growth)
+    if exempt.any():
+        protected = growth
+        if fair_bytes is not None:
+            protected = np.clip(fair_bytes - np.nan_to_num(current_bytes), 0.0, growth)
+        protected = np.where(exempt, protected, 0.0)
+    excess = np.maximum(total - room, 0.0)
+    after = target_bytes.copy()
+    # Unprotected growth goes first, then (if the room is still short) the growth protected within
+    # a share; growth of a firm exemption (no finite share) is never trimmed.
+    shared = np.isfinite(fair_bytes) if fair_bytes is not None else np.zeros_like(exempt)
+    for trimmable in (growth - protected, np.where(shared, protected, 0.0)):
+        trimmable_total = trimmable.sum(axis=1, keepdims=True)
+        cut = np.divide(excess, trimmable_total, out=np.zeros_like(total), where=trimmable_total > 0)
+        cut = np.minimum(cut, 1.0)
+        after = np.where(over, after - trimmable * cut, after)
+        excess = np.maximum(excess - trimmable_total * cut, 0.0)
 
     def explain(h: int, g: int) -> str:
+        share_note = ""
+        if exempt[h, g] and shared[h, g]:
+            share_note = " (an open breaker protects growth only within the guest's share)"
         return (
             f"growth trimmed: targets would total {gib_text(float(total[h, 0]))}, "
-            f"over capacity - reserve ({gib_text(float(room[h, 0]))})"
+            f"over capacity - reserve ({gib_text(float(room[h, 0]))}){share_note}"
         )
 
     return _result("host_reserve", target_bytes, after, explain)
@@ -297,6 +357,8 @@ class GuestSignals:
         refault_total: cumulative refaults, pages.
         psi_some_avg10: memory PSI "some" avg10, percent.
         oom_kills_total: cumulative OOM kills.
+        self_reported: these figures come from the guest itself, not the host's kernel (``None``:
+            none do): a breaker they trip protects the guest only within its share of the host.
 
     """
 
@@ -306,6 +368,7 @@ class GuestSignals:
     refault_total: Array
     psi_some_avg10: Array
     oom_kills_total: Array
+    self_reported: Array | None = None
 
 
 @dataclass

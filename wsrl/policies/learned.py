@@ -44,6 +44,8 @@ MANIFEST_FORMAT_VERSION = 1
 """The manifest layout this build writes and reads (bumped on incompatible changes)."""
 ACTION_LOW = -1.0
 ACTION_HIGH = 1.0
+ACTION_TOLERANCE = 1e-3
+"""How far outside ``[ACTION_LOW, ACTION_HIGH]`` an action may be (float rounding) before it is broken."""
 BATCH_DIM = "batch"
 """Name of the dynamic first (guest) axis in the ONNX graph and the manifest's shapes."""
 
@@ -104,9 +106,20 @@ class LearnedPolicy:
         self._clear_state(snapshot.shape)
 
     def decide(self, snapshot: HostSnapshot) -> np.ndarray:
-        """``[hosts, guests]`` proposed target bytes from the network's per-guest actions."""
+        """``[hosts, guests]`` proposed target bytes from the network's per-guest actions.
+
+        A guest whose action is not finite or lies outside the manifest's ``[action_low,
+        action_high]`` (an exported network clips to it: anything else is a broken model) gets a
+        NaN proposal, which the control stack's output check rejects
+        (:mod:`wsrl.pipeline.output_check`) instead of reading it as some size.
+        """
         _, actions = self.act(snapshot)
-        return self.targets(actions, snapshot)
+        proposal = self.targets(actions, snapshot)
+        with np.errstate(invalid="ignore"):
+            broken = ~(
+                (actions >= ACTION_LOW - ACTION_TOLERANCE) & (actions <= ACTION_HIGH + ACTION_TOLERANCE)
+            ).all(axis=-1)
+        return np.where(broken & snapshot.mask, np.nan, proposal)
 
     def targets(self, actions: np.ndarray, snapshot: HostSnapshot) -> np.ndarray:
         """``[hosts, guests]`` proposals for ``[hosts, guests, ACTION_DIM]`` actions.

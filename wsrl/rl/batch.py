@@ -99,7 +99,8 @@ class HostBatch:
         episode_steps: control steps per episode.
         reward: reward weights.
         random_start: start episodes at a random offset (otherwise at time 0).
-        control: allocator and rails (default: the production runner's defaults).
+        control: allocator and rails (default: :meth:`ControlSpec.for_training`, the production
+            rails).
 
     """
 
@@ -123,7 +124,7 @@ class HostBatch:
         self.random_start = random_start
         self.max_start_s = max_start_s(setup, self.episode_steps * self.sim.step_s)
         self._policy = _Proposal()
-        self.stack = make_stack(self._policy, control)
+        self.stack = make_stack(self._policy, control or ControlSpec.for_training())
         self.builder = ObservationBuilder()
         self.snapshot: HostSnapshot | None = None
 

@@ -220,13 +220,18 @@ def notes_section(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip() + "\n"
 
 
+def _rails_of(control: dict[str, Any]) -> dict[str, Any]:
+    """A control record without the output check, which training leaves off (``ControlSpec.for_training``)."""
+    return {k: v for k, v in control.items() if k != "max_proposal_jump_frac"}
+
+
 def _control_line(control: dict[str, Any] | None, trained_under: dict[str, Any] | None) -> str:
     """How the control stack was set for every evaluation on this card, and for the training."""
     if control is None:
         return "- Control stack: not recorded (a card from before the one control stack)."
     if trained_under is None:
         training = "trained before the one control stack (no rails, breaker or fallback in training); "
-    elif trained_under == control:
+    elif _rails_of(trained_under) == _rails_of(control):
         training = "trained and "
     else:
         training = f"trained under {trained_under}; "

@@ -239,8 +239,8 @@ def train(
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "final_eval": final,
         "init": str(init_path) if init_path is not None else None,
-        # The training envs decide through the one control stack with its defaults: the production rails.
-        "control": ControlSpec().describe(),
+        # The training envs decide through the one control stack under the production rails.
+        "control": ControlSpec.for_training().describe(),
     }
     tmp = out / (TRAIN_RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

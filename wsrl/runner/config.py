@@ -206,6 +206,11 @@ class SafetySection(StrictModel):
     """After an OOM kill at size S, never shrink the guest to S + ``oom_margin_frac`` x provisioned
     or below again for this long (0: off)."""
     oom_margin_frac: float = Field(0.05, ge=0, le=1)
+    max_proposal_jump_frac: float | None = Field(0.5, gt=0)
+    """The policy's output check: a proposal that is NaN or negative is never acted on, and one that
+    falls more than this share of provisioned below the policy's previous proposal for the guest
+    acts only once the next proposal confirms it; meanwhile the fallback decides that guest
+    (``None``: no jump check)."""
     on_exit: OnExit = "relax"
     breaker: BreakerSection = Field(default_factory=BreakerSection)
 
@@ -271,6 +276,14 @@ class MetricsSection(StrictModel):
         return self.port != 0 and not ipaddress.ip_address(self.bind).is_loopback
 
 
+class StateSection(StrictModel):
+    """``[state]``: where the runner keeps the targets it set (:mod:`wsrl.runner.target_store`)."""
+
+    path: str | None = Field(None, min_length=1)
+    """Default: ``<host name>.targets.json`` beside the audit log. A restarted runner starts each
+    guest from what is in force, so a restart changes no size by itself."""
+
+
 class RecordSection(StrictModel):
     """``[record]``: where ticks are recorded as a trace (no ``dir``: not recorded)."""
 
@@ -321,6 +334,7 @@ class RunnerConfig(StrictModel):
     audit: AuditSection
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     record: RecordSection = Field(default_factory=RecordSection)
+    state: StateSection = Field(default_factory=StateSection)
     sim: SimSection | None = None
     guest: list[GuestSection] = Field(min_length=1, max_length=64)
 
@@ -354,6 +368,12 @@ class RunnerConfig(StrictModel):
         """``path`` as an absolute path (relative ones are relative to :attr:`base_dir`)."""
         candidate = Path(path).expanduser()
         return candidate if candidate.is_absolute() else self._base_dir / candidate
+
+    def state_path(self) -> Path:
+        """The runner's state file: ``state.path``, else ``<host name>.targets.json`` beside the audit log."""
+        if self.state.path is not None:
+            return self.resolve(self.state.path)
+        return self.resolve(self.audit.path).parent / f"{self.host.name}.targets.json"
 
     def floor_bytes(self, index: int) -> float:
         """Guest ``index``'s floor: its own, else ``safety.floor_gib``, else ``floor_frac`` of provisioned."""
@@ -407,6 +427,7 @@ class RunnerConfig(StrictModel):
                 cooldown_s=breaker.cooldown_s,
             ),
             contain_policy_errors=True,
+            max_proposal_jump_frac=safety.max_proposal_jump_frac,
         )
 
     def warnings(self) -> list[str]:

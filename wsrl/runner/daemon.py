@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from wsrl.backends.base import GuestBackend
 from wsrl.errors import WsrlError
 from wsrl.inputs.live import GuestReading, LiveHost
@@ -63,12 +65,16 @@ from wsrl.runner.metrics import RunnerMetrics
 from wsrl.runner.policy_reload import PolicyReloader, reloader_for
 from wsrl.runner.recorder import TraceRecorder
 from wsrl.runner.report import RunnerView, TickFacts, exit_record, start_record, tick_record
+from wsrl.runner.target_store import TargetStore
 from wsrl.units import GIB
 
 Mode = Literal["normal", "dry-run", "shadow"]
 MODES: tuple[str, ...] = ("normal", "dry-run", "shadow")
 POLL_S = 0.25
 """Longest sleep between checks of the stop event in :meth:`Runner.run`."""
+MAX_WAKE_REASONS = 16
+"""Distinct wake reasons counted between two ticks; more are counted under ``"other"``."""
+MAX_WAKE_REASON_CHARS = 64
 
 
 def load_policy(config: RunnerConfig) -> Policy:
@@ -171,7 +177,7 @@ class Runner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._wake_lock = threading.Lock()
-        self._wake_reasons: list[str] = []
+        self._wake_reasons: dict[str, int] = {}
         try:
             self._open_outputs()
         except BaseException:
@@ -183,6 +189,9 @@ class Runner:
         config, mode = self.config, self.mode
         self.audit = AuditLog(config.resolve(config.audit.path), fsync=config.audit.fsync)
         self._closables.append(self.audit)
+        self.targets = TargetStore(
+            config.state_path(), host=config.host.name, specs=self.specs, fsync=config.audit.fsync
+        )
         self.metrics = RunnerMetrics(
             config.host.name,
             [s.name for s in self.specs],
@@ -256,12 +265,24 @@ class Runner:
             except Exception as exc:  # a backend bug must not stop the other guests
                 errors[backend.name] = error_line(exc)
                 self.metrics.backend_error(g, "start")
-        self.audit.write(start_record(self.view(), errors, self._wall_clock() * 1000.0))
+        restored, problem = self.targets.load()
+        self.state.restore(restored)
+        state = {"path": str(self.targets.path), "restored_bytes": restored, "problem": problem}
+        self.audit.write(start_record(self.view(), errors, self._wall_clock() * 1000.0, state))
 
     def notify(self, reason: str) -> None:
-        """Wake the runner before its next tick (backends call this from any thread)."""
+        """Wake the runner before its next tick (backends call this from any thread).
+
+        Wake-ups are coalesced: the next tick comes no sooner than ``min_tick_gap_s`` after the
+        last, and its record counts the reasons (at most :data:`MAX_WAKE_REASONS` distinct ones,
+        each cut to :data:`MAX_WAKE_REASON_CHARS`), so a flood costs neither ticks nor audit space.
+        """
+        key = str(reason)[:MAX_WAKE_REASON_CHARS]
         with self._wake_lock:
-            self._wake_reasons.append(str(reason))
+            reasons = self._wake_reasons
+            if key not in reasons and len(reasons) >= MAX_WAKE_REASONS:
+                key = "other"
+            reasons[key] = reasons.get(key, 0) + 1
         self._wake.set()
 
     def request_stop(self) -> None:
@@ -310,6 +331,12 @@ class Runner:
             return {}
         on_exit = self.config.safety.on_exit
         results = self.actuators.leave(on_exit, relax=relax)
+        if relax and self.mode != "dry-run":
+            left = {
+                e["name"]: float(e["relaxed_to_bytes"]) for e in results if e["relaxed_to_bytes"] is not None
+            }
+            with contextlib.suppress(WsrlError):  # the exit record still says what each guest was left at
+                self.targets.save(left, self._wall_clock() * 1000.0)
         record = exit_record(self.view(), self.ticks, on_exit, results, self._wall_clock() * 1000.0)
         try:
             self.audit.write(record)
@@ -421,7 +448,7 @@ class Runner:
         started_s = self._monotonic()
         self.ticks += 1
         with self._wake_lock:
-            woken_by, self._wake_reasons = self._wake_reasons, []
+            woken_by, self._wake_reasons = self._wake_reasons, {}
         n = len(self.specs)
         self._reload_policy()
         clock_step_s = self._clock_step_s(started_s)
@@ -430,6 +457,9 @@ class Runner:
         usable, states, time_ms = intake.usable, intake.states, intake.time_ms
         snapshot = self._snapshot(intake.usable_readings(), time_ms) if usable.any() else None
         decision = self.stack.step(snapshot, self.state.conditions(intake), time_ms=time_ms, log=True)
+        if decision.output is not None:
+            for g in np.flatnonzero(decision.output.rejected[0]):
+                errors[g].append(f"policy output rejected: {decision.output.reason(0, int(g))}")
         shadow_decision, shadow_error = self._shadow_decision(snapshot)
         decisions: dict[str, Decision | None] = {
             "primary": shadow_decision if self.shadowed is not None else decision.actor,
@@ -449,7 +479,8 @@ class Runner:
 
         expiry_s = self.config.safety.decision_expiry_s
         expired = safety.expiry_reason(started_s, self._monotonic(), expiry_s)
-        outcomes, _ = self.actuators.apply(final, holding, expired, errors)
+        outcomes, applied = self.actuators.apply(final, holding, expired, errors)
+        state_error = self._save_targets() if any(applied) else None
         duration_s = self._monotonic() - started_s
 
         recorded = [False] * n
@@ -481,6 +512,7 @@ class Runner:
             woken_by=woken_by,
             clock_step_s=clock_step_s,
             record_error=record_error,
+            state_error=state_error,
             duration_s=round(duration_s, 6),
         )
         self.audit.write(record)
@@ -498,6 +530,19 @@ class Runner:
         return TickOutcome(
             tick=self.ticks, time_ms=time_ms, target_bytes=final, outcomes=outcomes, record=record
         )
+
+    def _save_targets(self) -> str | None:
+        """Keep the targets the actuators are known to hold (:mod:`~wsrl.runner.target_store`).
+
+        Returns a one-line error, if any: a full disk must not stop the control loop.
+        """
+        known = self.state.known_target[0]
+        targets = {spec.name: float(known[g]) for g, spec in enumerate(self.specs)}
+        try:
+            self.targets.save(targets, self._wall_clock() * 1000.0)
+        except WsrlError as exc:
+            return str(exc)
+        return None
 
     def _reload_policy(self) -> None:
         """Load the exported policy again if its files changed; audit the outcome either way."""

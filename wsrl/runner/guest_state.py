@@ -3,7 +3,8 @@
 :class:`GuestState` turns one tick's readings into an :class:`Intake` (which readings are usable,
 each guest's input state) and into the :class:`~wsrl.pipeline.control.GuestConditions` the control
 stack decides with. It remembers, per guest, the target in force (the rails' starting point), what
-the actuator is known to hold, and the newest reading time.
+the actuator is known to hold, and the newest reading time. A restarted runner starts each guest
+from the size really in force (:meth:`GuestState.restore`), never from its provisioned size.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from wsrl.inputs.live import GuestReading, GuestSpec, ReadingArrays
 from wsrl.pipeline.control import GuestConditions
 from wsrl.runner import safety
 from wsrl.runner.config import SafetySection
+from wsrl.units import MIB
+
+RESTORE_TOLERANCE_FRAC = 0.01
+"""A reported size this close below the restored target (share of provisioned, at least 32 MiB) agrees."""
 
 
 @dataclass
@@ -91,6 +96,34 @@ class GuestState:
         """What the actuator is known to hold (NaN: unknown or unlimited), to skip needless applies."""
         self.last_time_ms: NDArray[np.float64] = np.full((1, n), np.nan)
         self.health = safety.InputHealth(n, safety_config.hold_intervals_before_fallback)
+        self.names = [s.name for s in specs]
+        self.restored: NDArray[np.float64] = np.full((1, n), np.nan)
+        """The targets a previous run left (NaN: none), until each guest's first trusted reading."""
+        self._anchored: NDArray[np.bool_] = np.zeros((1, n), dtype=bool)
+
+    def restore(self, targets_bytes: dict[str, float]) -> None:
+        """The targets the previous run set (from its :class:`~wsrl.runner.target_store.TargetStore`).
+
+        On a guest's first trusted reading the target in force is what its backend reports (the
+        cgroup's limit, the VMM's balloon size), except where the reported size lies between the
+        restored target (less a tolerance) and just below the provisioned size: the VMM is still
+        moving towards the target the previous run set (a balloon inflating), so that target is in
+        force. A size at the provisioned one (a VM booted again, a group relaxed) or below the
+        restored target (someone else shrank it) is what is in force. A source that cannot tell
+        (no target reported) is taken to hold the restored target, and so is a guest until its
+        first trusted reading.
+        """
+        self.restored = np.array([[targets_bytes.get(name, np.nan) for name in self.names]], dtype=float)
+        self.current = np.where(np.isfinite(self.restored) & ~self._anchored, self.restored, self.current)
+
+    def _in_force(self, reported: NDArray[np.float64], first: NDArray[np.bool_]) -> NDArray[np.float64]:
+        """The target in force on each guest's first trusted reading (see :meth:`restore`)."""
+        tolerance = np.maximum(RESTORE_TOLERANCE_FRAC * self.provisioned, 32 * MIB)
+        restored = self.restored
+        with np.errstate(invalid="ignore"):
+            agrees = (reported >= restored - tolerance) & (reported <= self.provisioned - tolerance)
+        use_restored = first & np.isfinite(restored) & (agrees | np.isnan(reported))
+        return np.where(use_restored, restored, reported)
 
     def take(self, readings: list[GuestReading | None], now_ms: float) -> Intake:
         """Sort this tick's readings and update what is known (see :func:`safety.check_inputs`)."""
@@ -111,8 +144,10 @@ class GuestState:
         self.last_time_ms = np.where(usable, newest_ms, self.last_time_ms)
         states = self.health.update(verdict.bad)
         fresh = ~verdict.bad
-        self.current = np.where(fresh & np.isfinite(inputs.target_bytes), inputs.target_bytes, self.current)
-        self.known_target = np.where(fresh, inputs.target_bytes, self.known_target)
+        reported = self._in_force(inputs.target_bytes, fresh & ~self._anchored)
+        self._anchored |= fresh
+        self.current = np.where(fresh & np.isfinite(reported), reported, self.current)
+        self.known_target = np.where(fresh, reported, self.known_target)
         time_ms = int(now_ms)
         if usable.any():
             time_ms = int(np.nanmax(np.where(usable, inputs.time_ms, np.nan)))

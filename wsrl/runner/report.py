@@ -47,8 +47,13 @@ def _number(value: float | None, digits: int = 4) -> float | None:
     return round(float(value), digits)
 
 
-def start_record(runner: RunnerView, errors: dict[str, str], time_ms: float) -> dict[str, Any]:
-    """The ``start`` record: mode, policies, the guests and the safety settings in force."""
+def start_record(
+    runner: RunnerView, errors: dict[str, str], time_ms: float, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``start`` record: mode, policies, the guests and the safety settings in force.
+
+    ``state`` is what the previous run left: the state file, the targets restored from it, a problem.
+    """
     config = runner.config
     return {
         "kind": "start",
@@ -64,6 +69,7 @@ def start_record(runner: RunnerView, errors: dict[str, str], time_ms: float) -> 
         "warnings": config.warnings(),
         "safety": config.safety.model_dump(mode="json"),
         "control": config.control_spec().describe(),
+        "state": state,
         "guests": [
             {
                 "name": spec.name,
