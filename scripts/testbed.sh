@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and cache what the real-component tests need (see docs in tests/testbed/__init__.py):
-#   1. Debian packages qemu-system-x86, busybox-static, cpio (apt-get update only if one is missing);
+#   1. Debian packages qemu-system-x86, busybox-static, cpio, redis-server (the referenced source's
+#      Redis test; apt-get update only if one is missing);
 #   2. a Debian cloud guest kernel, downloaded with `apt-get download` (never installed) and unpacked
 #      into $CACHE/kernel/;
 #   3. a busybox initramfs ($CACHE/initramfs.cpio.gz) whose /init is tests/testbed/guest/init,
@@ -17,7 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${WSRL_TESTBED_CACHE:-$ROOT/.cache/testbed}
 GUEST_DIR=$ROOT/tests/testbed/guest
-PACKAGES=(qemu-system-x86 busybox-static cpio)
+PACKAGES=(qemu-system-x86 busybox-static cpio redis-server)
 # The guest kernel the tests and tests/data/lru_gen/real-*.txt were made with; Debian drops old
 # kernel ABIs from its mirrors, so when it is gone the newest linux-image-*-cloud-amd64 is used.
 PREFERRED_KERNEL_PKG=linux-image-6.1.0-56-cloud-amd64
@@ -62,7 +63,7 @@ ensure_packages() {
 
 check_tools() {
     local tool
-    for tool in qemu-system-x86_64 busybox cpio gzip sha256sum; do
+    for tool in qemu-system-x86_64 busybox cpio gzip sha256sum redis-server; do
         command -v "$tool" >/dev/null || die "$tool not found on PATH"
     done
     busybox --list | grep -x insmod >/dev/null || die "busybox has no insmod applet"

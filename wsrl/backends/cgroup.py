@@ -132,6 +132,7 @@ from __future__ import annotations
 import errno
 import math
 import numbers
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,18 +150,22 @@ from wsrl.backends.cgroup_files import (
 )
 from wsrl.backends.damon import DEFAULT_ADMIN_ROOT, DamonSource
 from wsrl.backends.kernfs import KernfsWatcher
+from wsrl.backends.referenced import PROC_ROOT, ReferencedSampler, ReferencedSettings, cgroup_pids
 from wsrl.errors import HistogramError, ParseError
 from wsrl.formats import FormatOptions, parse_bytes
 from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
 from wsrl.inputs.live import GuestReading
 
 CgroupVersion = Literal["auto", "v1", "v2"]
-HistogramSource = Literal["memory_stat", "lru_gen", "wsr", "damon"]
-HISTOGRAM_SOURCES: tuple[str, ...] = ("memory_stat", "lru_gen", "wsr", "damon")
+HistogramSource = Literal["auto", "memory_stat", "lru_gen", "wsr", "damon", "referenced"]
+HISTOGRAM_SOURCES: tuple[str, ...] = ("auto", "memory_stat", "lru_gen", "wsr", "damon", "referenced")
+AUTO_ORDER: tuple[str, ...] = ("wsr", "lru_gen", "referenced")
+"""What ``histogram_source="auto"`` picks from, best first (see :func:`choose_histogram_source`)."""
 
 V1_ROOT = Path("/sys/fs/cgroup/memory")
 V2_ROOTS: tuple[Path, ...] = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 DEFAULT_LRU_GEN_PATH = Path("/sys/kernel/debug/lru_gen")
+LRU_GEN_ENABLED = Path("/sys/kernel/mm/lru_gen/enabled")
 WSR_REPORT_FILE = "memory.workingset.page_age"
 """The WSR patches' per-memcg report, read for ``histogram_source="wsr"`` and watched for pushes."""
 
@@ -176,6 +181,32 @@ _LRU_FIELDS: dict[str, tuple[str, int]] = {
     "inactive_anon": ("anon", 1),
     "inactive_file": ("file", 1),
 }
+
+
+def choose_histogram_source(
+    group: Path, lru_gen_path: Path, lru_gen_enabled_path: str | Path = LRU_GEN_ENABLED
+) -> tuple[HistogramSource, str]:
+    """The best source this kernel offers for ``group``, and why (``histogram_source="auto"``).
+
+    ``wsr`` when the group has ``memory.workingset.page_age`` (the working-set reporting patches);
+    else ``lru_gen`` when MGLRU is on (``/sys/kernel/mm/lru_gen/enabled`` not ``0x0000``) and its
+    debugfs dump is readable; else ``referenced`` (page-table accessed bits: every kernel).
+    """
+    if (group / WSR_REPORT_FILE).is_file():
+        return "wsr", f"auto: {WSR_REPORT_FILE} present"
+    try:
+        enabled = Path(lru_gen_enabled_path).read_text().strip()
+    except OSError:
+        enabled = ""
+    if not enabled:
+        why = f"no {lru_gen_enabled_path} (no MGLRU)"
+    elif enabled in ("0", "n", "N") or enabled.strip("0x") == "":
+        why = f"MGLRU off ({lru_gen_enabled_path} = {enabled})"
+    elif not os.access(lru_gen_path, os.R_OK):
+        why = f"MGLRU on but {lru_gen_path} is not readable (debugfs not mounted?)"
+    else:
+        return "lru_gen", f"auto: MGLRU on, {lru_gen_path} readable"
+    return "referenced", f"auto: no {WSR_REPORT_FILE}, {why}: page-table accessed bits"
 
 
 class CgroupBackend:
@@ -223,6 +254,9 @@ class CgroupBackend:
         damon_scheme: int = 0,
         damon_admin_root: str | Path = DEFAULT_ADMIN_ROOT,
         edges_ms: Sequence[int] | None = None,
+        referenced: ReferencedSettings | None = None,
+        proc_root: str | Path = PROC_ROOT,
+        lru_gen_enabled_path: str | Path = LRU_GEN_ENABLED,
     ) -> None:
         self.name = name
         self.edges_ms = None if edges_ms is None else tuple(edges_ms)
@@ -231,9 +265,13 @@ class CgroupBackend:
         if histogram_source not in HISTOGRAM_SOURCES:
             raise BackendError(
                 f"cgroup {name!r}: histogram_source={histogram_source!r}: "
-                "choose 'memory_stat', 'lru_gen', 'wsr' or 'damon'"
+                "choose 'auto', 'memory_stat', 'lru_gen', 'wsr', 'damon' or 'referenced'"
             )
+        self.configured_histogram_source: HistogramSource = histogram_source
+        """The configured source (``"auto"`` included); :attr:`histogram_source` is the one in use."""
         self.histogram_source: HistogramSource = histogram_source
+        self.histogram_source_reason = "configured"
+        """Why :attr:`histogram_source` is in use (``"configured"``, or what ``"auto"`` found)."""
         self.lru_gen_path = Path(lru_gen_path)
         self.proactive_reclaim = proactive_reclaim
         self.damon_source: DamonSource | None = None
@@ -257,6 +295,19 @@ class CgroupBackend:
         self.root, self.dir, self.version = self._locate(path, root, version)
         self.files = CgroupFiles(name, self.dir, self.version)
         """The group's files, read and written through bounded, symlink-refusing calls."""
+        if histogram_source == "auto":
+            chosen, self.histogram_source_reason = choose_histogram_source(
+                self.dir, self.lru_gen_path, lru_gen_enabled_path
+            )
+            self.histogram_source = chosen
+        self.sampler: ReferencedSampler | None = None
+        """The accessed-bit sampler when :attr:`histogram_source` is ``"referenced"``."""
+        if self.histogram_source == "referenced":
+            try:
+                settings = referenced or ReferencedSettings()
+            except ValueError as exc:
+                raise BackendError(f"cgroup {name!r}: {exc}") from None
+            self.sampler = ReferencedSampler(name, self._pids, settings, proc_root=proc_root)
         self._notify: Notify | None = None
         self.wsr_watcher: KernfsWatcher | None = None
         """The running WSR push watcher (``histogram_source="wsr"`` on a kernfs file), else None."""
@@ -334,6 +385,8 @@ class CgroupBackend:
         self._stop_watcher()
         self._notify = notify
         self.wsr_watcher_status = "not a wsr source"
+        if self.sampler is not None:
+            self.sampler.start()
         if self.histogram_source != "wsr":
             return
         watcher = KernfsWatcher(
@@ -344,8 +397,10 @@ class CgroupBackend:
             self.wsr_watcher = watcher
 
     def close(self) -> None:
-        """Stop the WSR watcher, if one runs (files are otherwise opened per call)."""
+        """Stop the WSR watcher and the accessed-bit sampler, if they run (files are opened per call)."""
         self._stop_watcher()
+        if self.sampler is not None:
+            self.sampler.stop()
         self._notify = None
 
     def _on_wsr_report(self) -> None:
@@ -393,7 +448,19 @@ class CgroupBackend:
             oom_kills = self.files.flat_keyed("memory.events", required=("oom_kill",))["oom_kill"]
             psi_total_s, psi_avg10 = self.files.psi()
         refaults = self.files.refaults(stat_fields)
-        histogram = self._histogram(stat_fields)
+        source = {
+            "backend": f"cgroup-{self.version}",
+            "cgroup": str(self.dir),
+            "histogram": self.histogram_source,
+        }
+        histogram: Histogram | None
+        if self.sampler is not None:
+            histogram = self._referenced_histogram(stat_fields, source, time_ms)
+            if histogram is None:  # no read yet, or none possible: the LRU lists' two bins meanwhile
+                source["histogram_fallback"] = "memory_stat"
+                histogram = self._lru_histogram(stat_fields)
+        else:
+            histogram = self._histogram(stat_fields)
         if self.edges_ms is not None:
             histogram = histogram.rebin(self.edges_ms)  # on the read's worker, under its deadline
         return GuestReading(
@@ -408,11 +475,7 @@ class CgroupBackend:
             psi_some_total_s=psi_total_s,
             psi_some_avg10=psi_avg10,
             oom_kills_total=int(oom_kills),
-            source={
-                "backend": f"cgroup-{self.version}",
-                "cgroup": str(self.dir),
-                "histogram": self.histogram_source,
-            },
+            source=source,
         )
 
     def apply(self, target_bytes: int) -> None:
@@ -511,6 +574,50 @@ class CgroupBackend:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def _pids(self) -> list[int]:
+        """The group's processes and its subgroups' (the accessed-bit sampler's listing)."""
+        return cgroup_pids(self.dir, lambda p: self.files.read_bytes(p, MAX_FILE_BYTES, raw_errors=True))
+
+    def _referenced_histogram(
+        self, stat_fields: dict[str, int], source: dict[str, str], time_ms: int
+    ) -> Histogram | None:
+        """The sampler's latest histogram, fitted to the group's LRU sizes (module docstring).
+
+        Mapped bytes counted in several processes are scaled down so that each type's total is at
+        most the group's LRU pages of that type; LRU pages the page tables did not show (page cache
+        read through ``read()``, processes left out by a cap or a refusal) are put in the first bin:
+        their age is unknown, and counting them young never makes memory look colder than it is.
+        """
+        assert self.sampler is not None
+        if not self.sampler.running:
+            self.sampler.start()  # read() before start(): sample from now on
+        sampled = self.sampler.latest()
+        problem = self.sampler.problem
+        if sampled is None or sampled.histogram is None:
+            source["histogram_problem"] = problem or "no read yet (the first comes one edge after start)"
+            return None
+        source["histogram_age_s"] = f"{max(0, time_ms - sampled.completed_ms) / 1000:.1f}"
+        if not sampled.complete:
+            source["histogram_partial"] = "first cycle in progress"
+        if problem:
+            source["histogram_problem"] = problem
+        sampled_hist = sampled.histogram
+        rows: dict[str, list[int]] = {}
+        for type_name in ("anon", "file"):
+            lru = sum(
+                self.files.stat_value(stat_fields, key) or 0
+                for key, (kind, _) in _LRU_FIELDS.items()
+                if kind == type_name
+            )
+            row = [int(v) for v in sampled_hist.type_bytes(type_name)]
+            total = sum(row)
+            if total > lru:
+                row = [v * lru // total for v in row]
+                total = sum(row)
+            row[0] += lru - total
+            rows[type_name] = row
+        return Histogram(self.name, ALL_NODES, sampled_hist.edges_ms, rows, dict(sampled_hist.meta))
+
     def _histogram(self, stat_fields: dict[str, int]) -> Histogram:
         if self.damon_source is not None:
             try:
@@ -518,11 +625,7 @@ class CgroupBackend:
             except BackendError as exc:
                 raise BackendError(f"cgroup {self.name!r}: {exc}") from None
         if self.histogram_source == "memory_stat":
-            rows = {"anon": [0, 0], "file": [0, 0]}
-            for key, (type_name, column) in _LRU_FIELDS.items():
-                value = self.files.stat_value(stat_fields, key)
-                rows[type_name][column] += value or 0
-            return Histogram(self.name, ALL_NODES, (LRU_EDGE_MS,), rows, {"source": "memory_stat"})
+            return self._lru_histogram(stat_fields)
         if self.histogram_source == "wsr":
             path = self.dir / WSR_REPORT_FILE
             histograms = self._parse("wsr", path, MAX_FILE_BYTES)
@@ -540,6 +643,13 @@ class CgroupBackend:
                 f"(nor memcg id {self.dir.stat().st_ino}); is root the hierarchy's mount point?"
             )
         return self._merged(mine, path, {"source": "lru_gen", "memcg_id": mine[0].meta.get("memcg_id", "")})
+
+    def _lru_histogram(self, stat_fields: dict[str, int]) -> Histogram:
+        rows = {"anon": [0, 0], "file": [0, 0]}
+        for key, (type_name, column) in _LRU_FIELDS.items():
+            value = self.files.stat_value(stat_fields, key)
+            rows[type_name][column] += value or 0
+        return Histogram(self.name, ALL_NODES, (LRU_EDGE_MS,), rows, {"source": "memory_stat"})
 
     def _merged(self, histograms: Sequence[Histogram], path: Path, meta: dict[str, str]) -> Histogram:
         try:

@@ -22,8 +22,10 @@ from wsrl.errors import WsrlError
 from wsrl.units import GIB
 
 if TYPE_CHECKING:
+    from wsrl.backends.referenced import ReferencedSettings
     from wsrl.backends.sim import SimWorld
     from wsrl.runner.config import RunnerConfig
+    from wsrl.runner.config_backends import CgroupBackendConfig
 
 _MODULES = {"cgroup": "wsrl.backends.cgroup", "qemu": "wsrl.backends.qemu", "crosvm": "wsrl.backends.crosvm"}
 
@@ -75,12 +77,51 @@ def _cgroup(ctx: _Context, index: int) -> GuestBackend:
     }
     if table.lru_gen_path is not None:  # type: ignore[union-attr]
         kwargs["lru_gen_path"] = table.lru_gen_path  # type: ignore[union-attr]
+    if table.histogram_source in ("auto", "referenced"):  # type: ignore[union-attr]
+        kwargs["referenced"] = _referenced_settings(table)  # type: ignore[arg-type]
     if table.histogram_source == "damon":  # type: ignore[union-attr]
         kwargs["damon_kdamond"] = table.damon_kdamond  # type: ignore[union-attr]
         kwargs["damon_context"] = table.damon_context  # type: ignore[union-attr]
         kwargs["damon_target"] = table.damon_target  # type: ignore[union-attr]
         kwargs["damon_scheme"] = table.damon_scheme  # type: ignore[union-attr]
-    return _backend_class("cgroup", "CgroupBackend")(guest.name, table.path, **kwargs)  # type: ignore[union-attr]
+    backend = _backend_class("cgroup", "CgroupBackend")(guest.name, table.path, **kwargs)  # type: ignore[union-attr]
+    table.note_source_in_use(  # type: ignore[union-attr]
+        getattr(backend, "histogram_source", table.histogram_source),  # type: ignore[union-attr]
+        getattr(backend, "histogram_source_reason", "configured"),
+    )
+    return backend
+
+
+def histogram_source_of(config: RunnerConfig, index: int) -> tuple[str | None, str]:
+    """``(source, why)`` of guest ``index``'s working-set histograms, for the start record and log.
+
+    cgroup: the source its backend uses (``auto`` resolved when the backend was built); QEMU and
+    crosvm: the guest agent's stream when ``agent_socket`` is set (host-side accessed bits do not
+    see a KVM guest's accesses: they are in the EPT/NPT, not the VMM's page tables), crosvm's
+    ``balloon_ws``, or none; sim: the simulator.
+    """
+    table = config.guest[index].backend
+    if table.kind == "cgroup":
+        return table.source_in_use()
+    if table.kind == "sim":
+        return "sim", "the simulated host"
+    if table.agent_socket is not None:
+        return "guest_agent", "the guest's lru_gen dumps over its agent socket"
+    if table.kind == "crosvm" and table.working_set:
+        return "balloon_ws", "crosvm balloon_ws"
+    return None, "no histogram source: no agent_socket"
+
+
+def _referenced_settings(table: CgroupBackendConfig) -> ReferencedSettings:
+    from wsrl.backends.referenced import ReferencedSettings
+
+    return ReferencedSettings(
+        edges_ms=table.referenced_read_edges_ms(),
+        cycle_s=table.referenced_cycle_s or table.referenced_max_age_s,
+        detail=table.referenced_detail,
+        max_processes=table.referenced_max_processes,
+        read_deadline_s=table.referenced_read_deadline_s,
+    )
 
 
 def _qemu(ctx: _Context, index: int) -> GuestBackend:

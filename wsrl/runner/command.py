@@ -15,9 +15,13 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wsrl.errors import WsrlError
 from wsrl.units import GIB
+
+if TYPE_CHECKING:
+    from wsrl.runner.config import RunnerConfig
 
 OPTION_HELP: dict[str, str] = {
     "config": "The host's runner config (host.toml).",
@@ -30,6 +34,20 @@ OPTION_HELP: dict[str, str] = {
 
 COMMAND_HELP = "Control the memory of this host's guests with the configured policy, under the safety rails."
 """One-line help of the run command."""
+
+
+def start_line(settings: RunnerConfig, mode: str) -> str:
+    """The run's first log line: host, mode, policy and each guest's histogram source (and why)."""
+    from wsrl.runner.backend_registry import histogram_source_of
+
+    guests = []
+    for g, guest in enumerate(settings.guest):
+        source, why = histogram_source_of(settings, g)
+        guests.append(f"{guest.name} ({guest.backend.kind}): histogram {source or 'none'} ({why})")
+    return (
+        f"wsrl run: {settings.label}: host {settings.host.name}, mode {mode}, "
+        f"policy {settings.policy.name_or_path}; " + "; ".join(guests)
+    )
 
 
 def run_host(
@@ -63,10 +81,11 @@ def run_host(
     if shadow_actor is not None and not shadow:
         raise WsrlError("option --shadow-actor needs --shadow")
     settings = load_runner_config(config)
-    for warning in settings.warnings():  # also in the audit log's start record
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
     mode: Mode = "dry-run" if dry_run else "shadow" if shadow else "normal"
     runner = Runner(settings, mode=mode, shadow_actor=shadow_actor)
+    print(start_line(settings, mode), file=sys.stderr, flush=True)
+    for warning in settings.warnings():  # also in the audit log's start record
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

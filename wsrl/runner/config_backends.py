@@ -7,15 +7,17 @@ checked there with :func:`socket_problem`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from wsrl.config_tools import StrictModel
+from wsrl.histogram import DEFAULT_EDGES_MS
 from wsrl.security import file_kind
 
 BACKEND_KINDS: tuple[str, ...] = ("cgroup", "qemu", "crosvm", "sim")
@@ -32,13 +34,20 @@ class CgroupBackendConfig(StrictModel):
     (:mod:`wsrl.backends.damon`): ``damon_kdamond`` is then required, ``damon_context``,
     ``damon_target`` and ``damon_scheme`` default to 0. Under ``paddr`` monitoring the histogram
     is host-wide; it describes this guest only when the kdamond monitors the guest's process.
+
+    ``histogram_source = "auto"`` (the default) takes the best source the kernel offers: ``wsr``,
+    then ``lru_gen``, then ``referenced`` (page-table accessed bits,
+    :mod:`wsrl.backends.referenced`), whose ``referenced_*`` keys set its schedule and caps: the
+    bits are cleared every ``referenced_cycle_s`` (default: the longest age) and read at
+    ``referenced_edges_ms`` (default: wsrl's canonical edges below ``referenced_max_age_s``), then
+    at ``referenced_max_age_s`` (120 s), the longest age reported.
     """
 
     kind: Literal["cgroup"]
     path: str
     root: str | None = None
     version: Literal["auto", "v1", "v2"] = "auto"
-    histogram_source: Literal["memory_stat", "lru_gen", "wsr", "damon"] = "memory_stat"
+    histogram_source: Literal["auto", "memory_stat", "lru_gen", "wsr", "damon", "referenced"] = "auto"
     lru_gen_path: str | None = None
     proactive_reclaim: bool = True
     damon_kdamond: int | None = Field(None, ge=0, validate_default=True)
@@ -47,6 +56,50 @@ class CgroupBackendConfig(StrictModel):
     damon_target: int = Field(0, ge=0)
     damon_scheme: int = Field(0, ge=0)
     """The DAMOS scheme whose ``tried_regions`` hold the regions (its pattern must admit all)."""
+    referenced_max_age_s: float = Field(120.0, ge=0.001, le=86_400)
+    """The longest age the ``referenced`` source reports (its last read after a clear), s."""
+    referenced_edges_ms: list[int] | None = None
+    """Windows read after each clear, ms (strictly increasing, above 0, below the longest age)."""
+    referenced_cycle_s: float | None = Field(None, ge=0.001, le=86_400)
+    """Time from one clear to the next, s (default and minimum: ``referenced_max_age_s``)."""
+    referenced_detail: Literal["smaps", "rollup"] = "smaps"
+    """``smaps``: anon and file apart per mapping; ``rollup``: per process (cheaper)."""
+    referenced_max_processes: int = Field(4096, ge=1, le=1_000_000)
+    """Most processes read per sweep (the rest count as young, with an audited problem)."""
+    referenced_read_deadline_s: float = Field(5.0, ge=0.001, le=3600)
+    """Longest one sweep (the clear, or one edge's reads) may take, s."""
+    _source_in_use: tuple[str, str] | None = PrivateAttr(None)
+
+    def note_source_in_use(self, source: str, reason: str) -> None:
+        """Record the source the built backend uses and why (``auto`` resolves when it is built)."""
+        self._source_in_use = (source, reason)
+
+    def source_in_use(self) -> tuple[str, str]:
+        """``(source, why)``: what the built backend uses, else the configured source."""
+        return self._source_in_use or (self.histogram_source, "configured; backend not built")
+
+    @field_validator("referenced_edges_ms")
+    @classmethod
+    def _referenced_edges(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if not value or any(e <= 0 for e in value) or any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError(f"must be strictly increasing ms above 0, got {value!r}")
+        return value
+
+    @field_validator("referenced_cycle_s")
+    @classmethod
+    def _referenced_cycle(cls, value: float | None, info: ValidationInfo) -> float | None:
+        max_age_s = info.data.get("referenced_max_age_s")
+        if value is not None and max_age_s is not None and value < max_age_s:
+            raise ValueError(f"must be at least referenced_max_age_s ({max_age_s:g} s), got {value:g}")
+        return value
+
+    def referenced_read_edges_ms(self) -> tuple[int, ...]:
+        """The windows the ``referenced`` source reads: the edges below the longest age, then it."""
+        max_age_ms = round(self.referenced_max_age_s * 1000)
+        edges = self.referenced_edges_ms if self.referenced_edges_ms is not None else DEFAULT_EDGES_MS
+        return (*(e for e in edges if e < max_age_ms), max_age_ms)
 
     @field_validator("path")
     @classmethod

@@ -15,6 +15,7 @@ from wsrl.pipeline.control import Decision, StackDecision
 from wsrl.pipeline.rails import STATE_NAMES
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.runner.audit import iso_time
+from wsrl.runner.backend_registry import histogram_source_of
 from wsrl.runner.config import RunnerConfig
 from wsrl.runner.guest_state import Intake
 from wsrl.slo import WORKING_SET_WINDOW_MS
@@ -79,6 +80,7 @@ def start_record(
                 "shares": spec.shares,
                 "tier": spec.tier,
                 "start_error": errors.get(spec.name),
+                "histogram_source": histogram_source_of(config, g)[0],
             }
             for g, spec in enumerate(config.guest_specs())
         ],
