@@ -64,6 +64,17 @@ this guest, and is deliberately not used in its place.
   a guest when the kdamond monitors that guest's process (``vaddr``: the container's main process,
   or a VM's QEMU process). See :mod:`wsrl.backends.damon` for every check.
 
+* ``"referenced"``: page-table accessed bits of the group's processes, sampled on a thread of its
+  own by :class:`~wsrl.backends.referenced.ReferencedSampler` (cleared through
+  ``/proc/PID/clear_refs``, read from ``smaps`` at each edge after the clear). :meth:`read` returns
+  the latest cycle's histogram (its age in ``source["histogram_age_s"]``) fitted to the LRU sizes
+  of ``memory.stat``: a type's bytes counted in several processes are scaled down to its LRU
+  pages, LRU pages no page table showed go to the first bin (age unknown, counted young); before
+  the first read it returns the ``memory_stat`` bins (``source["histogram_fallback"]``), and a
+  cost-cap breach or refusal is in ``source["histogram_problem"]``.
+* ``"auto"``: :func:`choose_histogram_source` picks ``wsr``, else ``lru_gen``, else ``referenced``
+  (the runner's config default; the class's default stays ``memory_stat``).
+
 **WSR push.** With ``histogram_source="wsr"``, :meth:`CgroupBackend.start` starts a
 :class:`~wsrl.backends.kernfs.KernfsWatcher` on ``memory.workingset.page_age``. The working-set
 reporting patches (RFC 2023, v1-v4 2024, never merged) wake readers of that file through
