@@ -37,8 +37,9 @@ fuzz: $(STAMP)
 	WSRL_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q tests/test_fuzz_inputs.py tests/test_formats_fuzz_binary.py \
 		tests/test_formats_fuzz_text.py tests/test_histogram.py tests/test_allocator.py tests/test_sim_model.py
 
-# The fault-injection soak on real components (root, QEMU, v1 memcg, zram; docs/reliability.md):
-# WSRL_SOAK_S seconds (default 600) plus set-up. Writes out/soak/figures.json.
+# The fault-injection soak on real components (root, QEMU, v1 memcg, zram) and the hostile-guest
+# soak (docs/reliability.md): WSRL_SOAK_S seconds each (default 600) plus set-up. Writes
+# out/soak/figures.json and out/soak/hostile.json.
 soak: $(STAMP) testbed
 	$(PY) -m pytest -q -s -m soak tests/soak
 

@@ -266,6 +266,49 @@ def test_idle_tax_takes_more_from_the_idle_guest(guests, squeeze, tax, floor_fra
     assert max_min.allotted_bytes[0, 0] == max_min.allotted_bytes[0, 1]
 
 
+@SETTINGS
+@given(cases(), st.data())
+def test_claims_are_granted_first_and_never_beyond_the_host(case, data):
+    """A claim (an open breaker's protection) is held wherever the claims fit next to the floors;
+    the host never holds more than it has; a guest whose claim is below what it would get anyway
+    gets no more for it; the others only lose what the claims take."""
+    snapshot, proposal, allocator = case
+    shape = proposal.shape
+    claimed = data.draw(hnp.arrays(bool, shape)) & snapshot.mask
+    claim = np.where(claimed, data.draw(hnp.arrays(float, shape, elements=st.floats(0, 1.2))), 0.0)
+    claim = claim * snapshot.provisioned_bytes
+    plain = allocator.allocate(proposal, snapshot).allotted_bytes
+    allotted = allocator.allocate(proposal, snapshot, claim).allotted_bytes
+    floor = np.where(snapshot.mask, np.minimum(snapshot.floor_bytes, snapshot.provisioned_bytes), 0.0)
+    available = available_bytes(snapshot)
+    floors_fit = floor.sum(axis=1) <= available
+    assert np.all(allotted >= floor) and np.all(allotted <= snapshot.provisioned_bytes)
+    assert np.all(allotted.sum(axis=1)[floors_fit] <= available[floors_fit] + BYTE_SLACK)
+    wanted = np.maximum(np.clip(claim, floor, snapshot.provisioned_bytes), floor)
+    claims_fit = (wanted.sum(axis=1) <= available)[:, None]
+    assert np.all(np.where(claims_fit, allotted >= wanted - BYTE_SLACK, True))
+    # Unclaimed guests never gain from someone else's claim.
+    assert np.all(np.where(claimed, True, allotted <= plain + BYTE_SLACK))
+    # A claim below the guest's plain grant changes nothing for it.
+    low = claimed & (wanted <= plain) & claims_fit
+    assert np.all(np.where(low, allotted <= plain + BYTE_SLACK * 1024, True))
+
+
+def test_a_claim_takes_from_the_others_not_from_the_host():
+    """Three guests of 8 GiB on 12 GiB: equal shares of 4 GiB; one claims all 8 GiB (its breaker
+    tripped): it gets them, the other two share the 4 GiB left."""
+    eight = np.full((1, 3), 8.0 * GIB)
+    snapshot = make_snapshot(provisioned_bytes=eight, capacity_bytes=np.array([12.0 * GIB]))
+    allocator = Allocator()
+    plain = allocator.allocate(np.full((1, 3), 8.0 * GIB), snapshot).allotted_bytes
+    np.testing.assert_allclose(plain, 4 * GIB)
+    claim = np.array([[8.0 * GIB, 0.0, np.nan]])
+    allotted = allocator.allocate(np.full((1, 3), 8.0 * GIB), snapshot, claim).allotted_bytes
+    np.testing.assert_allclose(allotted, [[8 * GIB, 2 * GIB, 2 * GIB]])
+    small = allocator.allocate(np.full((1, 3), 8.0 * GIB), snapshot, np.array([[GIB, 0, 0]])).allotted_bytes
+    np.testing.assert_allclose(small, plain)
+
+
 def test_idle_tax_example_and_tiers():
     """A worked example: 8 GiB for two guests asking for 8 GiB each, above 1 GiB floors."""
     prov = np.full((1, 2), 8.0 * GIB)

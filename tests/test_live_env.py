@@ -53,12 +53,15 @@ def test_rails_stay_on_whatever_the_agent_asks(tmp_path) -> None:  # type: ignor
     env.reset(seed=0)
     provisioned = np.array([6, 4, 8]) * GIB
     floors = np.array([2, 1.5, 1]) * GIB
+    room = 14 * GIB  # the laptop's 16 GiB less 2 GiB reserve: less than the 18 GiB promised
     previous = provisioned.astype(float)
     for _ in range(30):
         _, _, _, _, info = env.step(-np.ones((3, ACTION_DIM), dtype=np.float32))
         targets = info["target_bytes"]
         assert (targets >= floors - 4096).all()
-        assert (previous - targets <= 0.05 * provisioned + 4096).all()
+        assert targets.sum() <= room
+        if previous.sum() <= room:  # the first step brings the promises into the room at once
+            assert (previous - targets <= 0.05 * provisioned + 4096).all()
         previous = targets
     assert (previous < provisioned).all()
     _, _, _, _, info = env.step(np.ones((3, ACTION_DIM), dtype=np.float32))

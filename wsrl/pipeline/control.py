@@ -57,6 +57,9 @@ class BreakerSpec:
         on_oom: a new OOM kill trips.
         psi_some_avg10_pct: memory PSI "some" avg10 above this trips (``None``: off).
         refault_frac_per_min: refaulted bytes per minute above this share of usage trips (``None``: off).
+        refault_window_s: the refault rate is averaged over this window, as the kernel's PSI avg60
+            averages stall (an exponential average with this time constant): the burst that follows
+            a resize is not a sustained rate, and one tick's burst alone does not trip.
         cooldown_s: seconds the breaker stays open after the last trip.
 
     """
@@ -65,11 +68,13 @@ class BreakerSpec:
     on_oom: bool = True
     psi_some_avg10_pct: float | None = 60.0
     refault_frac_per_min: float | None = 0.10
+    refault_window_s: float = 60.0
     cooldown_s: float = 600.0
 
     def __post_init__(self) -> None:
         _positive("breaker.psi_some_avg10_pct", self.psi_some_avg10_pct)
         _positive("breaker.refault_frac_per_min", self.refault_frac_per_min)
+        _positive("breaker.refault_window_s", self.refault_window_s)
         _positive("breaker.cooldown_s", self.cooldown_s)
 
 
@@ -255,9 +260,11 @@ class PolicyStage:
             )
         return proposal
 
-    def allocate(self, proposal_bytes: Array, snapshot: HostSnapshot) -> Decision:
-        """The allocator's grant for a proposal of this stage's policy."""
-        return Decision(proposal_bytes, self.allocator.allocate(proposal_bytes, snapshot))
+    def allocate(
+        self, proposal_bytes: Array, snapshot: HostSnapshot, claim_bytes: Array | None = None
+    ) -> Decision:
+        """The allocator's grant for a proposal of this stage's policy (``claim_bytes``: granted first)."""
+        return Decision(proposal_bytes, self.allocator.allocate(proposal_bytes, snapshot, claim_bytes))
 
     def step(self, snapshot: HostSnapshot) -> Decision:
         """The policy's proposal and the allocator's grant for ``snapshot``."""
@@ -355,6 +362,7 @@ class ControlStack:
             on_oom=breaker.on_oom,
             psi_some_avg10_pct=breaker.psi_some_avg10_pct,
             refault_frac_per_min=breaker.refault_frac_per_min,
+            refault_window_s=breaker.refault_window_s,
             cooldown_s=breaker.cooldown_s,
             enabled=breaker.enabled,
         )
@@ -391,21 +399,23 @@ class ControlStack:
         if self.breaker is None or self.breaker.open_until_ms.shape != shape:
             self._start_rails(shape)
         assert self.breaker is not None and self.oom_memory is not None
-        actor, output, fallback_proposal, errors = self._decide(snapshot)
-        rejected = output.rejected if output is not None else np.zeros(shape, dtype=bool)
+        current = conditions.current_bytes
         breaker = self.breaker.update(conditions.signals, now_ms)
+        oom_min_bytes = self.oom_memory.update(breaker.oom, current, conditions.provisioned_bytes, now_ms)
+        fair = self._fair_bytes(conditions)
+        claims = _claims(breaker, current, conditions.provisioned_bytes, fair, oom_min_bytes)
+        actor, output, fallback_proposal, errors = self._decide(snapshot, claims)
+        rejected = output.rejected if output is not None else np.zeros(shape, dtype=bool)
         fallback = None
         if snapshot is not None and fallback_proposal is not None:
             acting = (conditions.input_state == FALLBACK) | breaker.open | rejected | (actor is None)
             if (acting & conditions.configured).any():
-                fallback = self.fallback.allocate(fallback_proposal, snapshot)
+                fallback = self.fallback.allocate(fallback_proposal, snapshot, claims)
         target, source = _choose(conditions, breaker, rejected, actor, fallback)
-        current = conditions.current_bytes
-        oom_min_bytes = self.oom_memory.update(breaker.oom, current, conditions.provisioned_bytes, now_ms)
         elapsed_s = self._elapsed_s(snapshot, now_ms)
         log_to = RailLog() if log else None
         target, shrink_limited, growth_limited = self._rails(
-            target, source, conditions, breaker, oom_min_bytes, elapsed_s, log_to
+            target, source, conditions, breaker, oom_min_bytes, fair, elapsed_s, log_to
         )
         return StackDecision(
             target_bytes=target,
@@ -430,8 +440,23 @@ class ControlStack:
         cap_s = self.spec.max_rate_step_s
         return elapsed_s if cap_s is None else min(elapsed_s, cap_s)
 
+    def _reserve_bytes(self, conditions: GuestConditions) -> Array | float:
+        spec = self.spec
+        return spec.host_reserve_bytes if spec.host_reserve_bytes is not None else conditions.reserve_bytes
+
+    def _fair_bytes(self, conditions: GuestConditions) -> Array:
+        """Per guest, how far its own word protects it.
+
+        Its share of the host where its signals are self-reported (a VM's PSI and faults), ``inf``
+        where the host's kernel saw them.
+        """
+        promised = np.where(conditions.configured, conditions.provisioned_bytes, 0.0)
+        fair = rails.fair_share_bytes(promised, conditions.capacity_bytes, self._reserve_bytes(conditions))
+        claimed = conditions.signals.self_reported
+        return np.where(claimed, fair, np.inf) if claimed is not None else np.full(fair.shape, np.inf)
+
     def _decide(
-        self, snapshot: HostSnapshot | None
+        self, snapshot: HostSnapshot | None, claims: Array | None = None
     ) -> tuple[Decision | None, OutputVerdict | None, Array | None, dict[str, str]]:
         """The actor's decision, its output check and the fallback's proposal.
 
@@ -464,7 +489,7 @@ class ControlStack:
                 stand_in = fallback_proposal if fallback_proposal is not None else snapshot.provisioned_bytes
                 granted = np.where(output.rejected, stand_in, actor_proposal)
                 errors.setdefault("actor", output.summary(self.actor.policy.name) or "")
-            actor = Decision(actor_proposal, self.allocator.allocate(granted, snapshot))
+            actor = Decision(actor_proposal, self.allocator.allocate(granted, snapshot, claims))
         return actor, output, fallback_proposal, errors
 
     def _rails(
@@ -474,6 +499,7 @@ class ControlStack:
         conditions: GuestConditions,
         breaker: BreakerUpdate,
         oom_min_bytes: Array,
+        fair: Array,
         elapsed_s: float,
         log: RailLog | None,
     ) -> tuple[Array, Array, Array]:
@@ -485,13 +511,10 @@ class ControlStack:
         def add(before: Array, result: rails.RailResult) -> Array:
             return log.add(before, result) if log is not None else result.values
 
-        reserve = spec.host_reserve_bytes if spec.host_reserve_bytes is not None else conditions.reserve_bytes
+        reserve = self._reserve_bytes(conditions)
         configured = conditions.configured
-        promised = np.where(configured, provisioned, 0.0)
-        fair = rails.fair_share_bytes(promised, conditions.capacity_bytes, reserve)
-        claimed = conditions.signals.self_reported
+        granted = target
         # A breaker tripped by what a guest says about itself protects it only within its share.
-        fair = np.where(claimed, fair, np.inf) if claimed is not None else np.full(fair.shape, np.inf)
         target = add(target, rails.hold_rail(target, current, source == HELD))
         target = add(
             target,
@@ -515,14 +538,35 @@ class ControlStack:
             current,
             conditions.capacity_bytes,
             reserve,
-            exempt=breaker.open,
+            floor_bytes=floor,
+            granted_bytes=granted,
+            exempt=breaker.open | (oom_min_bytes > 0),
             fair_bytes=fair,
+            fixed=source == HELD,
         )
-        growth_limited = growth_limited | room.changed
+        growth_limited = growth_limited | (room.changed & (room.values >= current))
+        shrink_limited = shrink_limited & ~(room.changed & (room.values < current))
         target = add(target, room)
         target = add(target, rails.floor_rail(target, floor, provisioned))
-        target = rails.page_rail(target, floor, provisioned)
+        hosts = target.shape[0]
+        room_bytes = np.broadcast_to(conditions.capacity_bytes, (hosts,)) - np.broadcast_to(reserve, (hosts,))
+        target = rails.page_rail(target, floor, provisioned, room_bytes[:, None])
         return np.where(configured, target, 0.0), shrink_limited & configured, growth_limited & configured
+
+
+def _claims(
+    breaker: BreakerUpdate, current: Array, provisioned: Array, fair: Array, oom_min_bytes: Array
+) -> Array:
+    """What the allocator grants first (``[hosts, guests]``, 0: nothing).
+
+    A tripped guest its provisioned size, an open breaker's guest what it has, each within its
+    share where only its own word protects it (``fair``), and a guest OOM-killed recently the size
+    it was killed at.
+    """
+    protected = np.minimum(provisioned, fair)
+    claim = np.where(breaker.tripped, protected, np.where(breaker.open, np.minimum(current, protected), 0.0))
+    result: Array = np.maximum(np.nan_to_num(claim), oom_min_bytes)
+    return result
 
 
 def _choose(

@@ -231,22 +231,37 @@ def host_reserve_rail(
     capacity_bytes: Array | float,
     reserve_bytes: Array | float,
     *,
+    floor_bytes: Array | float = 0.0,
+    granted_bytes: Array | None = None,
     exempt: Array | None = None,
     fair_bytes: Array | None = None,
+    fixed: Array | None = None,
 ) -> RailResult:
-    """Per host, trim growth so that all targets together leave ``reserve_bytes`` free.
+    """Per host, make all targets together leave ``reserve_bytes`` of ``capacity_bytes`` free.
 
-    Only growth (the part of a target above the current one) is trimmed, in proportion, and never
-    below zero: this rail never shrinks a guest (shrinking fast is what the rate rail prevents).
-    ``exempt`` guests (an open breaker: an OOM is certain harm) keep their growth. Where
-    ``fair_bytes`` is finite (:func:`fair_share_bytes`; the guest reported its trouble itself, as a
-    VM does) only up to that share, trimmed after everyone else's growth and only as far as the room
-    allows: what a guest says about itself protects it within its share and never pushes the host
-    past capacity - reserve. Where it is ``inf`` or not given (the host's kernel saw the trouble) the
-    growth is kept whole. Otherwise, when even the current targets exceed the room, every growth
-    goes to zero.
-    ``capacity_bytes`` and ``reserve_bytes`` are per host (``[hosts]``) or one number for every
-    host.
+    The limits in force never add up to more than capacity - reserve, whatever the policy and the
+    breakers did. What goes, in order, until the host fits (each step in proportion among the
+    guests it applies to):
+
+    1. growth (the part of a target above the current one) of guests nothing protects;
+    2. the protected growth of ``exempt`` guests (an open breaker, a remembered OOM) whose
+       ``fair_bytes`` is finite (:func:`fair_share_bytes`: the guest reported its trouble itself,
+       as a VM does; protected only within that share, the rest went in step 1);
+    3. the protected growth of the other ``exempt`` guests (the host's kernel saw the trouble);
+    4. only if the limits in force already exceeded the room (a start on an overcommitted host, a
+       capacity lowered): the unprotected guests' targets above their ``granted_bytes`` (what the
+       allocator gave them; the rate rail held them above it), at once: the rate rail's pace
+       yields to the host's capacity;
+    5. then the unprotected guests' targets above their floors;
+    6. then the exempt guests' targets above their floors.
+
+    A protected guest therefore grows only into room the others free: the allocator gives it
+    priority (:meth:`~wsrl.pipeline.allocator.Allocator.allocate`'s ``claim_bytes``), the others
+    shrink towards their smaller grants at the rate rail's pace, and this rail hands the guest what
+    they have freed. Floors are never cut (floors that alone exceed the room are the operator's
+    promise; the allocator reports them). ``fixed`` guests (held: nothing is set on them this
+    step) keep their target and count as they are. ``capacity_bytes`` and ``reserve_bytes`` are
+    per host (``[hosts]``) or one number for every host.
     """
     hosts = target_bytes.shape[0]
     room = (np.broadcast_to(capacity_bytes, (hosts,)) - np.broadcast_to(reserve_bytes, (hosts,)))[:, None]
@@ -255,19 +270,33 @@ def host_reserve_rail(
     if not over.any():
         return _result("host_reserve", target_bytes, target_bytes.copy(), lambda h, g: "")
     exempt = np.zeros(target_bytes.shape, dtype=bool) if exempt is None else exempt
-    growth = np.nan_to_num(np.maximum(target_bytes - current_bytes, 0.0))
+    current = np.nan_to_num(current_bytes)
+    growth = np.nan_to_num(np.maximum(target_bytes - current, 0.0))
     protected = np.zeros_like(growth)
     if exempt.any():
         protected = growth
         if fair_bytes is not None:
-            protected = np.clip(fair_bytes - np.nan_to_num(current_bytes), 0.0, growth)
+            protected = np.clip(fair_bytes - current, 0.0, growth)
         protected = np.where(exempt, protected, 0.0)
+    shared = np.isfinite(fair_bytes) if fair_bytes is not None else np.zeros(exempt.shape, dtype=bool)
+    kept = np.nan_to_num(target_bytes) - growth  # what is left once every growth went
+    floor = np.broadcast_to(floor_bytes, kept.shape)
+    above_floor = np.maximum(kept - floor, 0.0)
+    granted = floor if granted_bytes is None else np.maximum(np.nan_to_num(granted_bytes), floor)
+    lag = np.minimum(np.maximum(kept - granted, 0.0), above_floor)
+    layers: list[Array] = [
+        growth - protected,
+        np.where(shared, protected, 0.0),
+        np.where(shared, 0.0, protected),
+        np.where(exempt, 0.0, lag),
+        np.where(exempt, 0.0, above_floor - lag),
+        np.where(exempt, above_floor, 0.0),
+    ]
+    if fixed is not None:
+        layers = [np.where(fixed, 0.0, layer) for layer in layers]
     excess = np.maximum(total - room, 0.0)
     after = target_bytes.copy()
-    # Unprotected growth goes first, then (if the room is still short) the growth protected within
-    # a share; growth of a firm exemption (no finite share) is never trimmed.
-    shared = np.isfinite(fair_bytes) if fair_bytes is not None else np.zeros_like(exempt)
-    for trimmable in (growth - protected, np.where(shared, protected, 0.0)):
+    for trimmable in layers:
         trimmable_total = trimmable.sum(axis=1, keepdims=True)
         cut = np.divide(excess, trimmable_total, out=np.zeros_like(total), where=trimmable_total > 0)
         cut = np.minimum(cut, 1.0)
@@ -275,13 +304,16 @@ def host_reserve_rail(
         excess = np.maximum(excess - trimmable_total * cut, 0.0)
 
     def explain(h: int, g: int) -> str:
-        share_note = ""
-        if exempt[h, g] and shared[h, g]:
-            share_note = " (an open breaker protects growth only within the guest's share)"
-        return (
-            f"growth trimmed: targets would total {gib_text(float(total[h, 0]))}, "
-            f"over capacity - reserve ({gib_text(float(room[h, 0]))}){share_note}"
+        sums = (
+            f"targets would total {gib_text(float(total[h, 0]))}, "
+            f"over capacity - reserve ({gib_text(float(room[h, 0]))})"
         )
+        if after[h, g] < min(target_bytes[h, g], current[h, g]):
+            return f"shrunk at once: {sums}; the rate rail yields to the host's capacity"
+        if exempt[h, g]:
+            within = " within the guest's share" if shared[h, g] else ""
+            return f"protected growth{within} trimmed to the room the others have freed: {sums}"
+        return f"growth trimmed: {sums}"
 
     return _result("host_reserve", target_bytes, after, explain)
 
@@ -302,10 +334,23 @@ def floor_rail(target_bytes: Array, floor_bytes: Array, provisioned_bytes: Array
     return _result("floor", np.where(nan, -1.0, target_bytes), after, explain)
 
 
-def page_rail(target_bytes: Array, floor_bytes: Array, provisioned_bytes: Array) -> Array:
-    """Targets rounded up to a whole page, still within ``[floor, provisioned]`` (what an actuator sets)."""
-    rounded = np.ceil(target_bytes / PAGE_BYTES) * PAGE_BYTES
-    result: Array = np.maximum(np.minimum(rounded, np.floor(provisioned_bytes)), np.ceil(floor_bytes))
+def page_rail(
+    target_bytes: Array, floor_bytes: Array, provisioned_bytes: Array, room_bytes: Array | None = None
+) -> Array:
+    """Targets in whole pages, still within ``[floor, provisioned]`` (what an actuator sets).
+
+    Rounded up, except on hosts where that would total more than ``room_bytes`` (``[hosts, 1]``:
+    capacity - reserve; ``None``: no such host): there rounded down.
+    """
+
+    def clamp(rounded: Array) -> Array:
+        return np.maximum(np.minimum(rounded, np.floor(provisioned_bytes)), np.ceil(floor_bytes))
+
+    result = clamp(np.ceil(target_bytes / PAGE_BYTES) * PAGE_BYTES)
+    if room_bytes is not None:
+        over = np.nansum(result, axis=1, keepdims=True) > room_bytes
+        if over.any():
+            result = np.where(over, clamp(np.floor(target_bytes / PAGE_BYTES) * PAGE_BYTES), result)
     return result
 
 
@@ -382,7 +427,8 @@ class BreakerUpdate:
         refault_pages_per_s: refault rate since the previous valid signal (NaN where unknown).
         oom: new OOM kills seen this step (whether or not they tripped the breaker).
         psi_some_avg10: the PSI the step saw (for reasons).
-        refault_frac_per_min: refaulted bytes per minute over usage (for reasons).
+        refault_frac_per_min: refaulted bytes per minute over usage, averaged over the breaker's
+            refault window (what trips it; for reasons).
         limits: the breaker's thresholds (for reasons).
 
     """
@@ -407,7 +453,10 @@ class BreakerUpdate:
         if cause == 2:
             return f"PSI some avg10 {self.psi_some_avg10[h, g]:.1f} % > {psi_limit:g} %"
         if cause == 3:
-            return f"refaults {self.refault_frac_per_min[h, g]:.1%} of usage per minute > {refault_limit:.1%}"
+            return (
+                f"refaults {self.refault_frac_per_min[h, g]:.1%} of usage per minute "
+                f"(averaged over the refault window) > {refault_limit:.1%}"
+            )
         if self.closed[h, g]:
             return "cooldown over: back to the configured policy"
         return ""
@@ -429,6 +478,10 @@ class CircuitBreaker:
         on_oom: any new OOM kill trips.
         psi_some_avg10_pct: PSI "some" avg10 above this trips (``None``: off).
         refault_frac_per_min: refaulted bytes per minute above this share of usage trips (``None``: off).
+        refault_window_s: the time constant of the exponential average the refault rate is judged
+            by (PSI's avg60 is such an average over 60 s): a sustained rate of ``r`` trips after
+            ``-window x ln(1 - limit / r)`` seconds, a burst of ``d`` seconds only if it is more
+            than ``limit / (1 - exp(-d / window))``.
         cooldown_s: how long the breaker stays open after the last trip, in control time.
         enabled: ``False`` never trips (still measures refault rates for the audit log).
 
@@ -441,12 +494,15 @@ class CircuitBreaker:
         on_oom: bool = True,
         psi_some_avg10_pct: float | None = 60.0,
         refault_frac_per_min: float | None = 0.1,
+        refault_window_s: float = 60.0,
         cooldown_s: float = 600.0,
         enabled: bool = True,
     ) -> None:
         self.on_oom = on_oom
         self.psi_some_avg10_pct = psi_some_avg10_pct
         self.refault_frac_per_min = refault_frac_per_min
+        self.refault_window_s = refault_window_s
+        self._avg_frac_per_min: Array = np.zeros(shape)
         self.cooldown_ms = cooldown_s * 1000.0
         self.enabled = enabled
         self.open_until_ms: Array = np.full(shape, -np.inf)
@@ -463,11 +519,14 @@ class CircuitBreaker:
             refault_delta = signals.refault_total - self._prev_refault
             has_delta = valid & (dt_s > 0) & (refault_delta >= 0)
             pages_per_s = np.where(has_delta, refault_delta / dt_s, np.nan)
-            frac_per_min = np.where(
-                has_delta & (signals.usage_bytes > 0),
-                pages_per_s * PAGE_BYTES * 60.0 / signals.usage_bytes,
-                np.nan,
-            )
+            rated = has_delta & (signals.usage_bytes > 0)
+            step_frac_per_min = np.where(rated, pages_per_s * PAGE_BYTES * 60.0 / signals.usage_bytes, np.nan)
+            # Judged over a window, not one step: an exponential average over the steps' own
+            # lengths (a 5 s burst weighs 5 s, however often the guest was read).
+            decay = np.exp(-np.where(rated, dt_s, 0.0) / self.refault_window_s)
+            averaged = decay * self._avg_frac_per_min + (1.0 - decay) * step_frac_per_min
+            self._avg_frac_per_min = np.where(rated, averaged, self._avg_frac_per_min)
+            frac_per_min = np.where(rated, self._avg_frac_per_min, np.nan)
             oom = valid & (signals.oom_kills_total > self._prev_oom)
         cause = np.zeros(valid.shape, dtype=np.int8)
         if self.enabled:
@@ -478,8 +537,10 @@ class CircuitBreaker:
                     spike = valid & (signals.psi_some_avg10 > self.psi_some_avg10_pct)
                 cause = np.where(spike & (cause == 0), 2, cause)
             if self.refault_frac_per_min is not None:
+                # The average takes a window to fall again after the trip: it trips a closed
+                # breaker only (while open, the guest is protected already).
                 with np.errstate(invalid="ignore"):
-                    spike = frac_per_min > self.refault_frac_per_min
+                    spike = (frac_per_min > self.refault_frac_per_min) & ~(time_ms < self.open_until_ms)
                 cause = np.where(spike & (cause == 0), 3, cause)
         tripped = cause > 0
         self.open_until_ms = np.where(tripped, time_ms + self.cooldown_ms, self.open_until_ms)

@@ -107,4 +107,3 @@ class HostSnapshot:
         unevictable = np.maximum(self.usage_bytes - self.resident_page_bytes(), 0.0)
         result: np.ndarray = self.resident_page_bytes() - self.cold_bytes(window_ms) + unevictable
         return result
-

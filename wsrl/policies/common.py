@@ -77,11 +77,18 @@ def masked(snapshot: HostSnapshot, values: np.ndarray) -> np.ndarray:
     return np.where(snapshot.mask, values, 0.0)
 
 
+MAX_CATCH_UP_TICKS = 3600
+"""The most periods one :meth:`TickClock.advance` returns: a daemon that slept through a longer
+gap (or a clock that jumped, which only a simulated clock may do unchecked) runs at most this many
+ticks on waking, so a time far in the future costs bounded work."""
+
+
 class TickClock:
     """Counts whole periods of ``period_s`` since a start time: a daemon's ``sleep(period)`` loop.
 
     ``advance(time_ms)`` returns how many periods ended since the previous call (0 when the call
-    comes before the next period ends; several when snapshots are further apart than a period).
+    comes before the next period ends; several when snapshots are further apart than a period; at
+    most :data:`MAX_CATCH_UP_TICKS`).
 
     Args:
         start_ms: time of the first tick's start (the snapshot :meth:`reset` saw).
@@ -102,7 +109,7 @@ class TickClock:
         due = max(math.floor((int(time_ms) - self.start_ms) / self.period_ms + 1e-9), 0)
         ticks = max(due - self.done, 0)
         self.done = max(self.done, due)
-        return ticks
+        return min(ticks, MAX_CATCH_UP_TICKS)
 
 
 def elapsed_s(previous_ms: int, snapshot: HostSnapshot) -> float:

@@ -57,31 +57,63 @@ class Actuators:
     ) -> tuple[list[str], list[bool]]:
         """Apply ``final`` per guest; returns each guest's outcome and whether it was applied.
 
+        Shrinks go first, growths after them and only into room the limits in force leave under
+        capacity - reserve: where a shrink failed (a memcg that could not reclaim in time, a
+        stalled balloon), a growth is cut to what fits (``final`` is updated to what was set) or
+        deferred, so that the limits in force never add up to more than the room because one
+        backend fell behind.
+
         Outcomes: ``dry_run``, ``hold`` (input not trusted), ``expired`` (the decision came too
-        late), ``unchanged`` (already in force), ``applied`` or ``apply_error`` (added to ``errors``).
+        late), ``unchanged`` (already in force), ``applied``, ``deferred`` (a growth with no room
+        in force yet) or ``apply_error`` (added to ``errors``).
         """
-        outcomes: list[str] = []
-        for g, backend in enumerate(self.backends):
+        state = self.state
+        current = np.where(np.isfinite(state.current[0]), state.current[0], state.provisioned[0])
+        in_force = current.astype(float)
+        room = state.capacity_bytes - state.reserve_bytes
+        outcomes = [""] * len(self.backends)
+        growing = [final[g] > current[g] for g in range(len(self.backends))]
+        order = [g for g in range(len(self.backends)) if not growing[g]]
+        order += [g for g in range(len(self.backends)) if growing[g]]
+        for g in order:
+            backend = self.backends[g]
             if self.dry_run:
                 outcome = "dry_run"
             elif holding[0, g]:
                 outcome = "hold"
             elif expired is not None:
                 outcome = "expired"
-            elif self.state.unchanged(g, final[g], PAGE_BYTES):
+            elif state.unchanged(g, final[g], PAGE_BYTES):
                 outcome = "unchanged"
             else:
-                try:
-                    self.calls.call(g, "apply", backend.apply, final[g], timeout_s=self.timeout_s)
-                    self.state.applied(g, final[g])
-                    outcome = "applied"
-                except Exception as exc:  # BackendError, a stall, or a backend bug: a failed apply either way
-                    self.state.apply_failed(g)
-                    errors[g].append(f"apply: {error_line(exc)}")
-                    self.metrics.backend_error(g, "apply")
-                    outcome = "apply_error"
-            outcomes.append(outcome)
+                if growing[g]:
+                    fits = room - (in_force.sum() - in_force[g])
+                    if final[g] > fits:
+                        allowed = int(max(fits, current[g]) // PAGE_BYTES * PAGE_BYTES)
+                        errors[g].append(
+                            f"growth to {final[g]} bytes cut to {max(allowed, int(current[g]))}: the limits "
+                            "in force leave no more room (another guest's shrink did not take effect)"
+                        )
+                        final[g] = max(allowed, int(current[g]))
+                if growing[g] and final[g] <= current[g]:
+                    outcome = "deferred"
+                else:
+                    outcome = self._apply_one(g, backend, final[g], errors)
+                    # a failed call may still land: count the larger of the two sizes as in force
+                    in_force[g] = final[g] if outcome == "applied" else max(in_force[g], final[g])
+            outcomes[g] = outcome
         return outcomes, [outcome == "applied" for outcome in outcomes]
+
+    def _apply_one(self, g: int, backend: GuestBackend, target_bytes: int, errors: list[list[str]]) -> str:
+        try:
+            self.calls.call(g, "apply", backend.apply, target_bytes, timeout_s=self.timeout_s)
+        except Exception as exc:  # BackendError, a stall, or a backend bug: a failed apply either way
+            self.state.apply_failed(g)
+            errors[g].append(f"apply: {error_line(exc)}")
+            self.metrics.backend_error(g, "apply")
+            return "apply_error"
+        self.state.applied(g, target_bytes)
+        return "applied"
 
     def leave(self, on_exit: OnExit, *, relax: bool) -> list[dict[str, Any]]:
         """Leave every guest as ``on_exit`` says; returns the ``exit`` record's per-guest entries.

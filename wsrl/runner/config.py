@@ -166,6 +166,9 @@ class BreakerSection(StrictModel):
     on_refaults: bool = True
     refault_frac_per_min: float = Field(0.10, gt=0)
     """With ``on_refaults``: refaulted bytes per minute above this share of the usage trips it."""
+    refault_window_s: float = Field(60.0, gt=0, le=86_400)
+    """The refault rate is averaged over about this long (exponentially, as PSI's avg60): the
+    burst after a resize is not a sustained rate."""
     cooldown_s: float = Field(600.0, gt=0)
     """How long a tripped guest stays on the fallback policy (restarted by every new trip)."""
 
@@ -424,6 +427,7 @@ class RunnerConfig(StrictModel):
                 on_oom=breaker.on_oom,
                 psi_some_avg10_pct=breaker.psi_some_avg10_pct if breaker.on_psi else None,
                 refault_frac_per_min=breaker.refault_frac_per_min if breaker.on_refaults else None,
+                refault_window_s=breaker.refault_window_s,
                 cooldown_s=breaker.cooldown_s,
             ),
             contain_policy_errors=True,

@@ -157,7 +157,7 @@ class Runner:
             self.specs,
             config.safety,
             capacity_bytes=config.host.capacity_gib * GIB,
-            reserve_bytes=config.host.reserve_gib * GIB,
+            reserve_bytes=config.host_reserve_bytes,  # what the rails keep free (the actuators too)
             # A simulated clock runs ahead of the host's by design: only real clocks are held to the skew.
             clock_skew_s=math.inf if simulated else config.safety.clock_skew_s,
         )

@@ -8,7 +8,7 @@ Metric names (all prefixed ``wsrl_runner_``; label ``guest`` unless noted):
 ``visible_bytes``, ``usage_bytes``        gauge      the guest's last reading
 ``working_set_bytes``                     gauge      memory touched within 120 s, from the histogram
 ``decisions_total{guest,outcome}``        counter    ``applied``, ``unchanged``, ``hold``, ``dry_run``,
-                                                     ``expired``, ``apply_error``
+                                                     ``expired``, ``deferred``, ``apply_error``
 ``rails_total{guest,rail}``               counter    a rail changed the guest's target
 ``breaker_open``                          gauge      1 while the guest's circuit breaker is open
 ``breaker_trips_total``                   counter    breaker trips

@@ -32,6 +32,7 @@ class RunnerView:
     actor: str
     guest_names: tuple[str, ...]
 
+
 COLD_AGE_MS = 120_000
 """The idle age the audit log reports cold memory at (Google far memory's cold age)."""
 
@@ -130,8 +131,12 @@ def decision_summary(
             ("raised to floor", allocation.raised_to_floor),
             ("capped at provisioned", allocation.capped_at_provisioned),
             ("squeezed: host full, shared by weight", allocation.squeezed),
+            (
+                "raised to its claim (open breaker or OOM memory): granted before other proposals",
+                allocation.raised_to_claim,
+            ),
         )
-        if flag[0, g]
+        if flag is not None and flag[0, g]
     ]
     if allocation.floors_exceed_host[0]:
         allocator.append("floors alone exceed capacity - reserve")
@@ -185,6 +190,7 @@ _NOT_APPLIED = {
     "hold": "input not trusted (or no decision): last good target held",
     "unchanged": "target already in force",
     "apply_error": "the backend refused (see errors)",
+    "deferred": "growth deferred: the limits in force leave no room (see errors)",
 }
 
 
