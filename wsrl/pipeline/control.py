@@ -402,8 +402,9 @@ class ControlStack:
         current = conditions.current_bytes
         breaker = self.breaker.update(conditions.signals, now_ms)
         oom_min_bytes = self.oom_memory.update(breaker.oom, current, conditions.provisioned_bytes, now_ms)
-        fair = self._fair_bytes(conditions)
-        claims = _claims(breaker, current, conditions.provisioned_bytes, fair, oom_min_bytes)
+        share = self._share_bytes(conditions)
+        fair = self._fair_bytes(conditions, share)
+        claims = _claims(breaker, current, share, oom_min_bytes)
         actor, output, fallback_proposal, errors = self._decide(snapshot, claims)
         rejected = output.rejected if output is not None else np.zeros(shape, dtype=bool)
         fallback = None
@@ -444,16 +445,20 @@ class ControlStack:
         spec = self.spec
         return spec.host_reserve_bytes if spec.host_reserve_bytes is not None else conditions.reserve_bytes
 
-    def _fair_bytes(self, conditions: GuestConditions) -> Array:
-        """Per guest, how far its own word protects it.
+    def _share_bytes(self, conditions: GuestConditions) -> Array:
+        """Each guest's share of its host's room (:func:`~wsrl.pipeline.rails.fair_share_bytes`)."""
+        promised = np.where(conditions.configured, conditions.provisioned_bytes, 0.0)
+        return rails.fair_share_bytes(promised, conditions.capacity_bytes, self._reserve_bytes(conditions))
+
+    @staticmethod
+    def _fair_bytes(conditions: GuestConditions, share: Array) -> Array:
+        """Per guest, how far its own word protects it in the rails.
 
         Its share of the host where its signals are self-reported (a VM's PSI and faults), ``inf``
         where the host's kernel saw them.
         """
-        promised = np.where(conditions.configured, conditions.provisioned_bytes, 0.0)
-        fair = rails.fair_share_bytes(promised, conditions.capacity_bytes, self._reserve_bytes(conditions))
         claimed = conditions.signals.self_reported
-        return np.where(claimed, fair, np.inf) if claimed is not None else np.full(fair.shape, np.inf)
+        return np.where(claimed, share, np.inf) if claimed is not None else np.full(share.shape, np.inf)
 
     def _decide(
         self, snapshot: HostSnapshot | None, claims: Array | None = None
@@ -554,19 +559,18 @@ class ControlStack:
         return np.where(configured, target, 0.0), shrink_limited & configured, growth_limited & configured
 
 
-def _claims(
-    breaker: BreakerUpdate, current: Array, provisioned: Array, fair: Array, oom_min_bytes: Array
-) -> Array:
+def _claims(breaker: BreakerUpdate, current: Array, share: Array, oom_min_bytes: Array) -> Array:
     """What the allocator grants first (``[hosts, guests]``, 0: nothing).
 
-    A tripped guest its provisioned size, an open breaker's guest what it has, each within its
-    share where only its own word protects it (``fair``), and a guest OOM-killed recently the size
-    it was killed at.
+    A tripped guest its provisioned size, an open breaker's guest what it has, a guest OOM-killed
+    recently the size it was killed at: each up to its ``share`` of the host's room (provisioned
+    sizes and more on a host that holds every promise). On a host that cannot, a claim beyond the
+    share would squeeze the others below theirs and trip them in turn (measured on ``laptop``:
+    the learned policy's SLO violations 70 % of guest-minutes with whole claims, 33 % with shares).
     """
-    protected = np.minimum(provisioned, fair)
-    claim = np.where(breaker.tripped, protected, np.where(breaker.open, np.minimum(current, protected), 0.0))
-    result: Array = np.maximum(np.nan_to_num(claim), oom_min_bytes)
-    return result
+    breaker_claim = np.where(breaker.tripped, share, np.where(breaker.open, np.minimum(current, share), 0.0))
+    claim: Array = np.minimum(np.maximum(np.nan_to_num(breaker_claim), oom_min_bytes), share)
+    return claim
 
 
 def _choose(
