@@ -164,6 +164,8 @@ from wsrl.backends.kernfs import KernfsWatcher
 from wsrl.backends.referenced import PROC_ROOT, ReferencedSampler, ReferencedSettings, cgroup_pids
 from wsrl.errors import HistogramError, ParseError
 from wsrl.formats import FormatOptions, parse_bytes
+from wsrl.formats.memory_stat import LRU_EDGE_MS as LRU_EDGE_MS  # re-exported: the memory_stat edge
+from wsrl.formats.memory_stat import LRU_FIELDS, memory_stat_histogram
 from wsrl.histogram import ALL_NODES, Histogram, merge_nodes
 from wsrl.inputs.live import GuestReading
 
@@ -179,19 +181,6 @@ DEFAULT_LRU_GEN_PATH = Path("/sys/kernel/debug/lru_gen")
 LRU_GEN_ENABLED = Path("/sys/kernel/mm/lru_gen/enabled")
 WSR_REPORT_FILE = "memory.workingset.page_age"
 """The WSR patches' per-memcg report, read for ``histogram_source="wsr"`` and watched for pushes."""
-
-LRU_EDGE_MS = 1_000
-"""The one edge of the ``memory_stat`` histogram: active pages are put at ages up to it, inactive
-pages above it (see the module docstring for why this is the conservative choice)."""
-
-# memory.stat field names; v1 reads the same names with "total_" in front (hierarchical).
-_LRU_FIELDS: dict[str, tuple[str, int]] = {
-    "active_anon": ("anon", 0),
-    "unevictable": ("anon", 0),
-    "active_file": ("file", 0),
-    "inactive_anon": ("anon", 1),
-    "inactive_file": ("file", 1),
-}
 
 
 def choose_histogram_source(
@@ -617,7 +606,7 @@ class CgroupBackend:
         for type_name in ("anon", "file"):
             lru = sum(
                 self.files.stat_value(stat_fields, key) or 0
-                for key, (kind, _) in _LRU_FIELDS.items()
+                for key, (kind, _) in LRU_FIELDS.items()
                 if kind == type_name
             )
             row = [int(v) for v in sampled_hist.type_bytes(type_name)]
@@ -656,11 +645,8 @@ class CgroupBackend:
         return self._merged(mine, path, {"source": "lru_gen", "memcg_id": mine[0].meta.get("memcg_id", "")})
 
     def _lru_histogram(self, stat_fields: dict[str, int]) -> Histogram:
-        rows = {"anon": [0, 0], "file": [0, 0]}
-        for key, (type_name, column) in _LRU_FIELDS.items():
-            value = self.files.stat_value(stat_fields, key)
-            rows[type_name][column] += value or 0
-        return Histogram(self.name, ALL_NODES, (LRU_EDGE_MS,), rows, {"source": "memory_stat"})
+        fields = {key: self.files.stat_value(stat_fields, key) or 0 for key in LRU_FIELDS}
+        return memory_stat_histogram(self.name, fields)
 
     def _merged(self, histograms: Sequence[Histogram], path: Path, meta: dict[str, str]) -> Histogram:
         try:

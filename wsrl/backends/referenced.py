@@ -65,16 +65,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from wsrl.histogram import ALL_NODES, DEFAULT_EDGES_MS, Histogram, validate_edges
+# The defaults live one layer down so that the simulator degrades its histograms with the same ones.
+from wsrl.formats.referenced import DEFAULT_CYCLE_S, DEFAULT_EDGES
+from wsrl.histogram import ALL_NODES, Histogram, validate_edges
 
 log = logging.getLogger(__name__)
 
 ReferencedDetail = Literal["smaps", "rollup"]
 
-DEFAULT_MAX_AGE_MS = 120_000
-"""The longest age the source reports by default: the far-memory cold age the audit reports."""
-DEFAULT_EDGES: tuple[int, ...] = tuple(e for e in DEFAULT_EDGES_MS if e <= DEFAULT_MAX_AGE_MS)
-"""Default read edges: wsrl's canonical edges up to 120 s (1, 2, 5, 10, 20, 40, 60, 120 s)."""
 DEFAULT_MAX_PROCESSES = 4096
 DEFAULT_READ_DEADLINE_S = 5.0
 MAX_SMAPS_BYTES = 8 * 1024 * 1024
@@ -100,7 +98,7 @@ class ReferencedSettings:
     """
 
     edges_ms: tuple[int, ...] = DEFAULT_EDGES
-    cycle_s: float = DEFAULT_MAX_AGE_MS / 1000
+    cycle_s: float = DEFAULT_CYCLE_S
     detail: ReferencedDetail = "smaps"
     max_processes: int = DEFAULT_MAX_PROCESSES
     read_deadline_s: float = DEFAULT_READ_DEADLINE_S

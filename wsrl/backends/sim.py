@@ -131,7 +131,9 @@ class SimWorld:
         with self._lock:
             self._catch_up(guest)
             model = self.sim.model
-            hist = np.clip(np.rint(self.sim.histograms()[0, g]), 0, None).astype(np.int64)
+            # At the guest's histogram source's resolution, as a real host's backend reads it.
+            observed = self.sim.observed_histograms()[0, g]
+            hist = np.clip(np.rint(observed), 0, None).astype(np.int64)
             last = self.sim.last
             return GuestReading(
                 name=guest,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from wsrl.inputs.simulated import exact_snapshot
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.slo import Slo
 from wsrl.units import PAGE_BYTES
@@ -206,7 +207,8 @@ class MetricsRecorder:
         self._window = window
         self._window_s += dt_s
         self._window_refault_pages += refaults
-        working_set = snapshot.working_set_bytes(self.slo.working_set_window_ms)
+        # The exact ages, whatever the guests' histogram sources show the policy (wsrl.sim.observed).
+        working_set = exact_snapshot(snapshot).working_set_bytes(self.slo.working_set_window_ms)
         self._window_ws_byte_s += np.where(mask, working_set, 0.0) * dt_s
         self._window_oom |= ooms > 0
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from wsrl.inputs.simulated import exact_snapshot
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.slo import PROMOTION_BUDGET_FRAC_PER_MIN
 from wsrl.units import PAGE_BYTES
@@ -98,7 +99,8 @@ def reward_terms(
     dt_s = max((int(after.time_ms) - int(before.time_ms)) / 1000.0, 1e-3)
 
     refaults = np.maximum(after.refault_total - before.refault_total, 0.0)
-    working_set = np.maximum(after.working_set_bytes(), PAGE_BYTES)
+    # The exact ages, whatever the guests' histogram sources show the policy (wsrl.sim.observed).
+    working_set = np.maximum(exact_snapshot(after).working_set_bytes(), PAGE_BYTES)
     ratio = refaults * PAGE_BYTES * (60.0 / dt_s) / (PROMOTION_BUDGET_FRAC_PER_MIN * working_set)
     ooms = np.maximum(after.oom_kills_total - before.oom_kills_total, 0).astype(float)
     asked = np.nan_to_num(after.target_bytes if proposal_bytes is None else proposal_bytes, nan=0.0)

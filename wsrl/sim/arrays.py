@@ -26,6 +26,13 @@ ACTUATOR_NAMES = ("memcg", "balloon")
 
 # SLO tiers, as stored in GuestArrays.tier: lower is more important.
 TIER_NAMES = ("gold", "silver", "bronze")
+# Where a guest's working-set histogram would come from on a real host, as stored in
+# GuestArrays.histogram_source: what the snapshot shows of its exact ages (wsrl.sim.observed).
+HISTOGRAM_EXACT = 0
+HISTOGRAM_LRU_GEN = 1
+HISTOGRAM_REFERENCED = 2
+HISTOGRAM_MEMORY_STAT = 3
+HISTOGRAM_SOURCE_NAMES = ("exact", "lru_gen", "referenced", "memory_stat")
 DEFAULT_ACTUATOR = ACTUATOR_NAMES.index(defaults.ACTUATOR)
 DEFAULT_TIER = TIER_NAMES.index(defaults.TIER)
 
@@ -53,6 +60,9 @@ class GuestArrays:
         deflate_on_oom: balloon guests whose balloon gives memory back instead of letting the
             guest OOM (virtio-balloon ``deflate-on-oom``; QEMU leaves it off by default). ``None``
             means off for every guest.
+        histogram_source: index into HISTOGRAM_SOURCE_NAMES: the source whose resolution the
+            snapshot's histogram has (:mod:`wsrl.sim.observed`); the memory model always uses the
+            exact state. ``None`` means ``exact`` for every guest.
 
     """
 
@@ -71,6 +81,7 @@ class GuestArrays:
     tier: np.ndarray
     oom_restart_s: np.ndarray
     deflate_on_oom: np.ndarray | None = None
+    histogram_source: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -149,6 +160,7 @@ def guest_arrays(
     tier: int | np.ndarray = DEFAULT_TIER,
     oom_restart_s: float | np.ndarray = defaults.OOM_RESTART_S,
     deflate_on_oom: bool | np.ndarray = defaults.DEFLATE_ON_OOM,
+    histogram_source: int | np.ndarray = HISTOGRAM_EXACT,
     mask: np.ndarray | None = None,
 ) -> GuestArrays:
     """Guest arrays of one shape from scalars or arrays (tests, benchmarks, hand-built setups).
@@ -187,6 +199,7 @@ def guest_arrays(
         tier=full(tier, np.int8),
         oom_restart_s=full(oom_restart_s),
         deflate_on_oom=full(deflate_on_oom, bool),
+        histogram_source=full(histogram_source, np.int8),
     )
 
 

@@ -23,7 +23,15 @@ import numpy as np
 
 from wsrl.errors import ConfigError, TraceError
 from wsrl.sim import defaults
-from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_NAMES, TIER_NAMES, GuestArrays, HostArrays, SimSetup
+from wsrl.sim.arrays import (
+    ACTUATOR_BALLOON,
+    ACTUATOR_NAMES,
+    HISTOGRAM_SOURCE_NAMES,
+    TIER_NAMES,
+    GuestArrays,
+    HostArrays,
+    SimSetup,
+)
 from wsrl.sim.config_scenario import GuestConfig, ScenarioConfig, load_scenario
 from wsrl.sim.config_workload import WorkloadConfig
 from wsrl.sim.demand import CombinedDemand, WorkloadDemand
@@ -183,6 +191,7 @@ def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | No
     names = np.full(shape, "", dtype=object)
     actuator = full(ACTUATOR_BALLOON, np.int8)
     deflate_on_oom = full(False, bool)
+    histogram_source = full(0, np.int8)
     tier = full(TIER_NAMES.index(defaults.TIER), np.int8)
     grid: list[list[tuple[WorkloadConfig, float, float] | None]] = [[None] * n_guests for _ in range(n_hosts)]
     trace_slots: list[TraceSlot] = []
@@ -206,6 +215,7 @@ def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | No
             arrays["oom_restart_s"][h, g] = entry.oom_restart_s
             actuator[h, g] = ACTUATOR_NAMES.index(entry.actuator)
             deflate_on_oom[h, g] = entry.deflate_on_oom
+            histogram_source[h, g] = HISTOGRAM_SOURCE_NAMES.index(scenario.histogram_source_of(p.entry))
             tier[h, g] = TIER_NAMES.index(entry.tier)
             if p.trace_key is None:
                 grid[h][g] = (scenario.workload_of(p.entry), entry.scale, entry.jitter)
@@ -235,6 +245,7 @@ def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | No
         actuator=actuator,
         tier=tier,
         deflate_on_oom=deflate_on_oom,
+        histogram_source=histogram_source,
         **arrays,
     )
     host_arrays = HostArrays(

@@ -17,7 +17,7 @@ from pydantic import AllowInfNan, Field, PrivateAttr, field_validator, model_val
 from wsrl.config_tools import StrictModel, read_toml, validate_file
 from wsrl.errors import ConfigError
 from wsrl.sim import defaults
-from wsrl.sim.arrays import ACTUATOR_NAMES, TIER_NAMES
+from wsrl.sim.arrays import ACTUATOR_NAMES, HISTOGRAM_SOURCE_NAMES, TIER_NAMES
 from wsrl.sim.config_files import find_file, listing
 from wsrl.sim.config_trace import parse_trace_start, resolve_trace_dir, select_trace_guests
 from wsrl.sim.config_workload import WorkloadConfig, load_workload
@@ -29,12 +29,16 @@ MAX_GUESTS_PER_HOST = 64
 Tier = Literal["gold", "silver", "bronze"]
 Actuator = Literal["memcg", "balloon"]
 Swap = Literal["none", "zram", "ssd", "hdd"]
+HistogramSource = Literal["exact", "lru_gen", "referenced", "memory_stat"]
+"""Whose resolution a guest's snapshot histogram has (:mod:`wsrl.sim.observed`)."""
 # The arrays store tiers and actuators as indices into TIER_NAMES / ACTUATOR_NAMES, and the swap
 # kinds key the default latencies: the file keys must be exactly those names, in that order.
 if get_args(Tier) != TIER_NAMES or defaults.TIER not in TIER_NAMES:
     raise RuntimeError(f"Tier {get_args(Tier)} != arrays.TIER_NAMES {TIER_NAMES} (default {defaults.TIER!r})")
 if get_args(Actuator) != ACTUATOR_NAMES:
     raise RuntimeError(f"Actuator {get_args(Actuator)} != arrays.ACTUATOR_NAMES {ACTUATOR_NAMES}")
+if get_args(HistogramSource) != HISTOGRAM_SOURCE_NAMES:
+    raise RuntimeError(f"HistogramSource {get_args(HistogramSource)} != arrays.HISTOGRAM_SOURCE_NAMES")
 if set(get_args(Swap)) != set(defaults.ANON_FAULT_LATENCY_S_BY_SWAP):
     raise RuntimeError(f"Swap {get_args(Swap)} != defaults.ANON_FAULT_LATENCY_S_BY_SWAP keys")
 
@@ -113,6 +117,8 @@ class GuestConfig(StrictModel):
     deflate_mib_per_s: float = Field(defaults.DEFLATE_BYTES_PER_S / MIB, gt=0)
     oom_restart_s: float = Field(defaults.OOM_RESTART_S, ge=0)
     deflate_on_oom: bool = defaults.DEFLATE_ON_OOM
+    histogram_source: HistogramSource | None = None
+    """The source whose resolution the policies see this guest's ages at; None: the scenario's."""
     scale: float = Field(1.0, gt=0)
     jitter: float = Field(0.1, ge=0, le=0.5)
     # Trace-driven guests: what is measured and what is assumed is in wsrl.sim.trace_demand.
@@ -238,6 +244,8 @@ class ScenarioConfig(StrictModel):
     name: str = Field(min_length=1)
     description: str
     step_s: float = Field(10.0, gt=0)
+    histogram_source: HistogramSource = "exact"
+    """Every guest's histogram source unless the guest names its own (:mod:`wsrl.sim.observed`)."""
     host: HostConfig
     guest: list[GuestConfig] = Field(min_length=1)
 
@@ -274,6 +282,11 @@ class ScenarioConfig(StrictModel):
     def trace_dir_of(self, index: int) -> Path:
         """The resolved trace directory of guest entry ``index`` (after :meth:`resolve`)."""
         return self._trace_dirs[index]
+
+    def histogram_source_of(self, index: int) -> HistogramSource:
+        """The histogram source of guest entry ``index``: its own, else the scenario's."""
+        own = self.guest[index].histogram_source
+        return self.histogram_source if own is None else own
 
     def trace_guests_of(self, index: int) -> list[str]:
         """The trace guests (``guest`` or ``host/guest`` keys) entry ``index`` replays, in order."""

@@ -3,7 +3,9 @@
 :class:`Simulator` is the backend the environments, the evaluator and ``wsrl sim`` share. It
 advances every guest of every host by one step per call, takes the guest-visible targets a policy
 chose (or leaves guests at their provisioned size), and exposes what a real host would report:
-sizes, counters, PSI-like stall and working-set histograms on any bin edges.
+sizes, counters, PSI-like stall and working-set histograms on any bin edges: exact
+(:meth:`Simulator.histograms`) and at each guest's histogram source's resolution
+(:meth:`Simulator.observed_histograms`, :mod:`wsrl.sim.observed`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 from wsrl.histogram import DEFAULT_EDGES_MS, validate_edges
 from wsrl.sim.arrays import SimSetup
 from wsrl.sim.model import GuestMemoryModel, StepResult
+from wsrl.sim.observed import ObservedHistograms
 
 
 class Simulator:
@@ -35,6 +38,8 @@ class Simulator:
         self.steps = 0
         self.time_s = 0.0
         self.last: StepResult | None = None
+        self.observed = ObservedHistograms(setup.guests, self.edges_ms)
+        """What each guest's histogram source shows of the exact ages (:mod:`wsrl.sim.observed`)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -65,6 +70,7 @@ class Simulator:
         size, rate = self.setup.demand.at(0.0, 0.0)
         self.model.prime(size, rate)
         self.last = None
+        self.observed.reset(self.model)
 
     def step(self, target_bytes: np.ndarray | None = None) -> StepResult:
         """Advance one step with these guest-visible targets (default: keep the current targets).
@@ -82,8 +88,18 @@ class Simulator:
         size, rate = self.setup.demand.at(self.time_s, self.step_s)
         self.last = self.model.step(size, rate, target, self.step_s)
         self.steps += 1
+        self.observed.advance(self.model, self.time_s)
         return self.last
 
     def histograms(self) -> np.ndarray:
         """``[hosts, guests, 2 (anon, file), bins]`` working-set histograms in bytes (float)."""
         return self.model.histogram_bytes(self.edges_ms)
+
+    def observed_histograms(self, exact_bytes: np.ndarray | None = None) -> np.ndarray:
+        """``[hosts, guests, 2, bins]`` histograms as each guest's source reports them (what policies see).
+
+        The exact ones (``exact_bytes``, default :meth:`histograms`) where every guest's source is
+        ``exact`` or ``lru_gen``: then the very same array.
+        """
+        exact = self.histograms() if exact_bytes is None else exact_bytes
+        return self.observed.observe(self.model, exact)
