@@ -226,3 +226,57 @@ def test_idle_beside_busy_training_input() -> None:
     assert guests.histogram_source[0].tolist() == sources
     usable_bytes = setup.hosts.capacity_bytes[0] - setup.hosts.reserve_bytes[0]
     assert guests.provisioned_bytes[0].sum() == 24 * GIB and usable_bytes == 13 * GIB
+
+
+def test_training_hosts_take_the_sources_in_turn() -> None:
+    """``[env] histogram_sources``: host h reads through sources[h % n] wherever the scenario left
+    the source open; a guest whose scenario names one keeps it; the observations differ."""
+    from wsrl.rl.vec_env import GuestVecEnv
+    from wsrl.sim.arrays import HISTOGRAM_SOURCE_NAMES, with_histogram_sources
+
+    setup = build_setup(load_scenario("laptop"), hosts=3)
+    spread = with_histogram_sources(setup, ["referenced", "memory_stat"])
+    assert spread.guests.histogram_source is not None
+    names = [[HISTOGRAM_SOURCE_NAMES[i] for i in row] for row in spread.guests.histogram_source]
+    assert names == [["referenced"] * 3, ["memory_stat"] * 3, ["referenced"] * 3]
+    assert with_histogram_sources(setup, []) is setup
+    own = build_setup(load_scenario(str(ROOT / "envs/training/idle-beside-busy.toml")), hosts=2)
+    kept = with_histogram_sources(own, ["memory_stat"])
+    np.testing.assert_array_equal(
+        kept.guests.histogram_source[own.guests.histogram_source != HISTOGRAM_EXACT],
+        own.guests.histogram_source[own.guests.histogram_source != HISTOGRAM_EXACT],
+    )
+    with pytest.raises(ValueError, match="unknown histogram source"):
+        with_histogram_sources(setup, ["page_idle"])
+    exact = GuestVecEnv([ScenarioInput("laptop")], hosts_per_input=2, episode_steps=20, random_start=False)
+    coarse = GuestVecEnv(
+        [ScenarioInput("laptop")],
+        hosts_per_input=2,
+        episode_steps=20,
+        random_start=False,
+        histogram_sources=["memory_stat"],
+    )
+    zeros = np.zeros((exact.num_envs, *exact.action_space.shape), dtype=np.float32)
+    for env in (exact, coarse):
+        env.reset()
+        for _ in range(3):
+            env.step(zeros)
+    obs_exact = exact.step(zeros)[0]
+    obs_coarse = coarse.step(zeros)[0]
+    assert obs_exact.shape == obs_coarse.shape and not np.allclose(obs_exact, obs_coarse)
+    exact.close()
+    coarse.close()
+
+
+def test_a_bad_training_source_names_the_key(tmp_path: Path) -> None:
+    from wsrl.errors import WsrlError
+    from wsrl.rl.config import load_agent_config
+
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        'algorithm = "PPO"\ntimesteps = 10\n[env]\ninputs = ["laptop"]\n'
+        'histogram_sources = ["exact", "pagemap"]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(WsrlError, match=r"env\.histogram_sources\[1\]: must be 'exact'"):
+        load_agent_config(config)

@@ -43,6 +43,7 @@ from wsrl.config_tools import read_toml, validate_file
 from wsrl.errors import WsrlError
 from wsrl.inputs.ref import InputRef, ScenarioInput, TraceInput, parse_input
 from wsrl.rl.reward import RewardWeights
+from wsrl.sim.config_scenario import HistogramSource
 from wsrl.units import parse_duration_s
 
 ALGORITHMS: tuple[str, ...] = ("PPO", "SAC", "RecurrentPPO")
@@ -73,6 +74,11 @@ class EnvSection(BaseModel):
     workers: int = Field(1, ge=1, le=256)
     """Processes stepping the inputs (:class:`~wsrl.rl.parallel_vec_env.ParallelGuestVecEnv`); 1 = in-process.
     The env is the same either way (same seed, same episodes), so this changes speed, not results."""
+    histogram_sources: list[HistogramSource] = Field(default_factory=list, max_length=16)
+    """The histogram sources each input's hosts read their guests through, in turn (host ``h``:
+    ``histogram_sources[h % n]``; guests whose scenario names a source keep it): training sees the
+    resolution production hosts give (``lru_gen`` exact, ``referenced`` its edges and cycle,
+    ``memory_stat`` two bins). Empty: each scenario's own (``exact`` unless it says otherwise)."""
 
 
 class EvalSection(BaseModel):

@@ -66,7 +66,8 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
     Args:
         inputs: the inputs (scenarios and traces), as for ``GuestVecEnv``.
         workers: processes to split the inputs over (at most one per input).
-        hosts_per_input, episode_steps, seed, reward, random_start, info_reward_terms: as for
+        hosts_per_input, episode_steps, seed, reward, random_start, info_reward_terms,
+            histogram_sources: as for
             ``GuestVecEnv``.
 
     """
@@ -82,6 +83,7 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
         reward: RewardWeights | None = None,
         random_start: bool = True,
         info_reward_terms: bool = True,
+        histogram_sources: Sequence[str] = (),
     ) -> None:
         if not inputs:
             raise ValueError("ParallelGuestVecEnv needs at least one input")
@@ -104,6 +106,7 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
                 "seed": seed,
                 "reward": reward,
                 "random_start": random_start,
+                "histogram_sources": list(histogram_sources),
             }
             parent, child = context.Pipe()
             process = context.Process(target=_worker, args=(child, kwargs), daemon=True)

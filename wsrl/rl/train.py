@@ -151,6 +151,7 @@ def make_env(config: AgentConfig) -> VecEnv:
         "seed": config.seed,
         "reward": config.reward,
         "info_reward_terms": False,  # nothing in training reads per-step terms; episode ends keep theirs
+        "histogram_sources": config.env.histogram_sources,
     }
     if config.env.workers > 1:
         return ParallelGuestVecEnv(config.env.inputs, workers=config.env.workers, **kwargs)

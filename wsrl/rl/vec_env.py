@@ -30,6 +30,7 @@ from wsrl.inputs.setup import input_setup_with_hosts
 from wsrl.rl.batch import HostBatch
 from wsrl.rl.reward import REWARD_TERMS, RewardWeights
 from wsrl.rl.spaces import guest_action_space, guest_observation_space
+from wsrl.sim.arrays import with_histogram_sources
 
 
 def episode_seed(base_seed: int, batch: int, episode: int) -> int:
@@ -143,6 +144,9 @@ class GuestVecEnv(SlotsShareOneEnv):
             the global numbering, so splitting inputs over processes replays the same episodes.
         info_reward_terms: put each step's ``reward_terms`` in every slot's ``info`` (training
             turns this off for speed; episode ends always carry ``episode_terms``).
+        histogram_sources: the histogram sources the hosts of every input read their guests
+            through, in turn (:func:`~wsrl.sim.arrays.with_histogram_sources`; ``()``: each
+            scenario's own).
 
     """
 
@@ -157,6 +161,7 @@ class GuestVecEnv(SlotsShareOneEnv):
         random_start: bool = True,
         batch_ids: Sequence[int] | None = None,
         info_reward_terms: bool = True,
+        histogram_sources: Sequence[str] = (),
     ) -> None:
         if not inputs:
             raise ValueError("GuestVecEnv needs at least one input")
@@ -167,7 +172,7 @@ class GuestVecEnv(SlotsShareOneEnv):
             raise ValueError(f"{len(self.batch_ids)} batch ids for {len(self.inputs)} inputs")
         self.batches = [
             HostBatch(
-                input_setup_with_hosts(ref, hosts_per_input),
+                with_histogram_sources(input_setup_with_hosts(ref, hosts_per_input), histogram_sources),
                 episode_steps=episode_steps,
                 reward=reward,
                 random_start=random_start,

@@ -12,7 +12,8 @@ refaults, stall and OOMs under whatever size the guest is given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol, cast
 
 import numpy as np
@@ -217,3 +218,28 @@ def host_arrays(
         reserve_bytes=np.broadcast_to(np.asarray(reserve_bytes, dtype=float), (hosts,)).copy(),
         swap_fault_latency_s=np.broadcast_to(np.asarray(swap_fault_latency_s, dtype=float), (hosts,)).copy(),
     )
+
+
+def with_histogram_sources(setup: SimSetup, sources: Sequence[str]) -> SimSetup:
+    """``setup`` with each host's guests read through one of ``sources``, in turn.
+
+    Host ``h`` gets ``sources[h % len(sources)]`` for every guest whose own source is ``exact``
+    (the scenario left it open); a guest whose scenario names another source keeps it. Training
+    across sources (``[env] histogram_sources``): a policy that meets ``referenced`` and
+    ``memory_stat`` hosts in production must have seen their resolution. ``()``: ``setup`` as it is.
+    """
+    if not sources:
+        return setup
+    unknown = [name for name in sources if name not in HISTOGRAM_SOURCE_NAMES]
+    if unknown:
+        expected = list(HISTOGRAM_SOURCE_NAMES)
+        raise ValueError(f"unknown histogram source(s) {unknown}: expected one of {expected}")
+    guests = setup.guests
+    current = (
+        np.zeros(guests.shape, dtype=np.int8) if guests.histogram_source is None else guests.histogram_source
+    )
+    per_host = np.array(
+        [HISTOGRAM_SOURCE_NAMES.index(sources[h % len(sources)]) for h in range(guests.shape[0])]
+    )
+    chosen = np.where(current == HISTOGRAM_EXACT, per_host[:, None], current).astype(np.int8)
+    return replace(setup, guests=replace(guests, histogram_source=chosen))
