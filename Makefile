@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test soak fuzz lint type demo bench fidelity leaderboard testbed clean train bitbrains-split
+.PHONY: setup test soak fuzz lint type demo bench fidelity leaderboard testbed clean train bitbrains-split layoutbench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,12 @@ leaderboard: $(STAMP)
 fidelity: $(STAMP)
 	$(PY) -m wsrl.lab.measure --out docs/fidelity-measured.json
 	$(PY) -m wsrl.sim.fidelity.compare docs/fidelity-measured.json --doc docs/fidelity.md
+
+# Issue 23's layout live: three real Redis servers in v1 memcgs with zram under `wsrl run`, each
+# policy on a fresh layout, two rounds in alternating order (root and redis-server; about 45 minutes
+# at the defaults). Table on stdout, JSON per policy in out/layout/ (docs/referenced-source.md).
+layoutbench: $(STAMP)
+	$(PY) benchmarks/bench_layout_live.py --rounds 2
 
 # The VM-disjoint, time-forward split of the shared Bitbrains history that learned policies train on
 # (out/bitbrains/train) and are judged on (out/bitbrains/holdout). Idempotent; about 30 s the first time.
