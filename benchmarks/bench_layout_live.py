@@ -638,6 +638,8 @@ def _spread(values: list[float | None]) -> str:
     if not got:
         return "-"
     mean = sum(got) / len(got)
+    if all(isinstance(v, int) for v in got):
+        return f"{mean:,.0f}" if len(got) == 1 else f"{mean:,.0f} [{min(got):,}-{max(got):,}]"
     if len(got) == 1:
         return f"{mean:,.1f}" if mean < 100 else f"{mean:,.0f}"
     lo, hi = min(got), max(got)
