@@ -36,12 +36,14 @@ from wsrl.units import GIB, MIB, PAGE_BYTES
 
 
 def test_a_guest_claiming_pressure_gets_no_more_than_its_share_of_a_full_host(tmp_path: Path) -> None:
-    """``dev`` (8 of the 18 GiB promised on a host with 14 GiB of room) claims a PSI of 99 % from the
-    first tick. The breaker trips and hands it to ``static``, but protects it only within its
-    share of the room (14 x 8 / 18 = 6.2 GiB): it shrinks to its share at the rate rail's pace
-    like anyone, and then the host stays within capacity - reserve. Before the fix it kept all
-    8 GiB for ever (an open breaker shrinks nobody) and the host stayed over."""
-    config = make_config(tmp_path, record=False)
+    """``dev`` (8 of the 18 GiB promised on a host with 14 GiB of room, every guest asking for its
+    provisioned size) claims a PSI of 99 % from the first tick. The breaker trips and hands it to
+    ``static``, but protects it only within its share of the room (14 x 8 / 18 = 6.2 GiB), and the
+    host stays within capacity - reserve. Before the fix it kept all 8 GiB for ever (an open
+    breaker shrinks nobody) and the host stayed over. (Where the others ask for less, a guest on
+    the fallback may have the room they leave: the allocator is work-conserving, see
+    ``test_a_guest_on_the_fallback_gets_the_room_the_others_leave``.)"""
+    config = make_config(tmp_path, record=False, policy="static")
     # The laptop's guests are VMs: each reports its own pressure (LyingBackend marks it so); dev lies.
     backends = [LyingBackend(b) for b in build_backends(config)]
     backends[2].lies = {"psi_some_avg10": 99.0}
@@ -64,6 +66,30 @@ def test_a_guest_claiming_pressure_gets_no_more_than_its_share_of_a_full_host(tm
     runner.shutdown(relax=False)
     assert previous <= share + PAGE_BYTES
     assert max(totals) <= room + 3 * PAGE_BYTES, [t / GIB for t in totals]
+
+
+def test_a_guest_on_the_fallback_gets_the_room_the_others_leave(tmp_path: Path) -> None:
+    """The live layout of issue 23: a guest whose breaker is open is on ``static`` while the others
+    follow a policy that asks for little (``wmo``). One allocation over what acts for each guest
+    gives it the room they leave (here all of its 8 GiB), instead of ``static``'s share of a host
+    where everyone asks for everything (at most 6.2 GiB, room left unused); never past capacity -
+    reserve."""
+    config = make_config(tmp_path, record=False, policy="wmo")
+    backends = [LyingBackend(b) for b in build_backends(config)]
+    backends[2].lies = {"psi_some_avg10": 99.0}
+    runner = Runner(config, backends=backends)
+    runner.start()
+    room = (config.host.capacity_gib - config.host.reserve_gib) * GIB
+    outcomes = [runner.tick() for _ in range(10)]
+    runner.shutdown(relax=False)
+    share = room * 8 / 18
+    mixed = [o for o in outcomes if o.record["guests"][0]["source"] == "wmo"]
+    assert len(mixed) >= 3  # (wmo squeezes android into its own breaker after a few ticks)
+    for outcome in outcomes:
+        assert sum(outcome.target_bytes) <= room
+        assert outcome.record["guests"][2]["source"] == "static"
+    for outcome in mixed:
+        assert outcome.target_bytes[2] > share + GIB
 
 
 # -- wake-ups are counted, not logged one by one ---------------------------------------------------

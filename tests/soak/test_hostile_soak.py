@@ -15,7 +15,7 @@ ones are started on the same guests, read through sources that cannot tell the t
 (as QEMU's and crosvm's could not); the hostile one records a trace, flushed every ten ticks.
 
 Checked, and written to ``out/soak/hostile.json`` and printed: the honest guests' targets against
-the baseline's; the host's targets never grow past capacity - reserve; every tick within its
+the baseline's; the host's targets never add up to more than capacity - reserve; every tick within its
 deadline (``decision_expiry_s``); no restart changes a target by itself; the runner's peak RSS and
 CPU time; every trace row flushed before a kill reads back.
 """
@@ -162,7 +162,7 @@ def test_hostile_soak(tmp_path: Path) -> None:
                     asked = run.record["guests"][g]["decision"]["proposal_bytes"] or 0.0
                     owed = min(asked, share)
                     shorts.append(max(owed - run.target_bytes[g], 0.0) / spec.provisioned_bytes)
-            over_room.append((sum(targets) - max(room, sum(previous))) / GIB)
+            over_room.append((sum(targets) - room) / GIB)  # never above capacity - reserve
             previous = targets
             if ticks % RESTART_EVERY == 0:
                 lost += _kill(runner)
@@ -216,8 +216,8 @@ def test_hostile_soak(tmp_path: Path) -> None:
         "tick_duration_s": {"max": max(durations), "p99": float(np.percentile(durations, 99))},
         "tick_deadline_s": deadline_s,
         "restart_first_tick_move_frac": {
-            "min": round(min(restart_moves), 4),
-            "max": round(max(restart_moves), 4),
+            "min": round(min(restart_moves), 4) if restart_moves else None,
+            "max": round(max(restart_moves), 4) if restart_moves else None,
         },
         # Both runners and the two simulated worlds; after the first period, the runners' own growth.
         "rss_mib": {
@@ -234,7 +234,7 @@ def test_hostile_soak(tmp_path: Path) -> None:
     OUT.write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures, indent=1))
     assert ticks > RESTART_EVERY and restarts >= 1
-    assert max(over_room) <= 3 * PAGE_BYTES / GIB
+    assert max(over_room) <= 0.0
     assert max(durations) < deadline_s
     assert rss_at_restart[-1] < rss_at_restart[1] + 256  # bounded: no growth with ticks or restarts
     assert flushed <= rows == appended - lost  # every row flushed before a kill reads back

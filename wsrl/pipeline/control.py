@@ -227,6 +227,9 @@ class Decision:
 
     proposal_bytes: Array
     allocation: Allocation
+    granted_bytes: Array | None = None
+    """What the allocator was asked (the proposal with rejected guests' replaced; ``None``: the
+    proposal itself)."""
 
     @property
     def allotted_bytes(self) -> Array:
@@ -412,6 +415,8 @@ class ControlStack:
             acting = (conditions.input_state == FALLBACK) | breaker.open | rejected | (actor is None)
             if (acting & conditions.configured).any():
                 fallback = self.fallback.allocate(fallback_proposal, snapshot, claims)
+                if actor is not None and (~acting & conditions.configured).any():
+                    actor, fallback = self._share_out(snapshot, acting, actor, fallback, claims)
         target, source = _choose(conditions, breaker, rejected, actor, fallback)
         elapsed_s = self._elapsed_s(snapshot, now_ms)
         log_to = RailLog() if log else None
@@ -429,6 +434,26 @@ class ControlStack:
             rails=log_to,
             errors=errors,
             output=output,
+        )
+
+    def _share_out(
+        self, snapshot: HostSnapshot, acting: Array, actor: Decision, fallback: Decision, claims: Array
+    ) -> tuple[Decision, Decision]:
+        """One allocation over what acts for each guest, where some guests are on the fallback.
+
+        Each policy's own allocation shares the host as if every guest followed it (the fallback's
+        ``static`` asks every guest's provisioned size), so mixing the two per guest leaves room
+        unused or gives a guest on the fallback less than the others' real asks leave it. Here the
+        allocator sees, per guest, the proposal that acts for it (the actor's as granted for the
+        output check, the fallback's where ``acting``), with the claims, and both decisions carry
+        that one grant.
+        """
+        assert actor.granted_bytes is not None
+        asks = np.where(acting, fallback.proposal_bytes, actor.granted_bytes)
+        shared = self.allocator.allocate(asks, snapshot, claims)
+        return (
+            Decision(actor.proposal_bytes, shared, actor.granted_bytes),
+            Decision(fallback.proposal_bytes, shared),
         )
 
     def _elapsed_s(self, snapshot: HostSnapshot | None, now_ms: float) -> float:
@@ -494,7 +519,7 @@ class ControlStack:
                 stand_in = fallback_proposal if fallback_proposal is not None else snapshot.provisioned_bytes
                 granted = np.where(output.rejected, stand_in, actor_proposal)
                 errors.setdefault("actor", output.summary(self.actor.policy.name) or "")
-            actor = Decision(actor_proposal, self.allocator.allocate(granted, snapshot, claims))
+            actor = Decision(actor_proposal, self.allocator.allocate(granted, snapshot, claims), granted)
         return actor, output, fallback_proposal, errors
 
     def _rails(
