@@ -85,7 +85,17 @@ def test_real_v1_process_swaps_under_a_lowered_limit_and_survives() -> None:
         assert math.isnan(before.psi_some_total_s) and math.isnan(before.psi_some_avg10)
 
         lowered_s = time.monotonic()
-        backend.apply(200 * MIB + 123)
+        for attempt in range(5):
+            # On a loaded machine the kernel may not reclaim 100 MiB within its own retries and
+            # refuse with EBUSY (the backend says so and keeps the old limit); the runner tries again
+            # on its next tick, and so does this test.
+            try:
+                backend.apply(200 * MIB + 123)
+                break
+            except BackendError as exc:
+                if "EBUSY" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(1.0)
         apply_s = time.monotonic() - lowered_s
         assert _read(group / "memory.limit_in_bytes") == str(200 * MIB)
         assert _read(group / "memory.soft_limit_in_bytes") == str(200 * MIB)
