@@ -737,7 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     policies = args.policy or list(DEFAULT_POLICIES)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        results = run_benchmark(layout, policies, args.rounds, args.out)
+        results = run_benchmark(layout, policies, args.rounds, args.out.resolve())
     except LayoutError as exc:
         print(f"bench_layout_live: {exc}", file=sys.stderr)
         return 2
