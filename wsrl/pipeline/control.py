@@ -9,13 +9,17 @@ One step, per guest:
 
 1. the configured policy and the fallback policy each propose sizes, and the allocator makes each
    set fit its host (:class:`PolicyStage`; the fallback runs every step, so it is warm when it
-   takes over);
+   takes over), granting first the *claims* of guests whose breaker is open or that were
+   OOM-killed recently (up to each guest's share of the room); where some guests are on the
+   fallback and others on the policy, one allocation over what acts for each guest replaces the
+   two;
 2. the acting decision is chosen: the policy's, the fallback's where the guest's input state is
    ``FALLBACK``, its circuit breaker is open, the policy failed or its output was rejected
    (:mod:`wsrl.pipeline.output_check`), the current target where the
    input is held;
 3. the rails of :mod:`wsrl.pipeline.rails` run in order: hold, breaker, OOM memory, rate (per
-   second of control time), host reserve, floor/provisioned, whole pages.
+   second of control time), host reserve, floor/provisioned, whole pages. The targets never add
+   up to more than capacity - reserve.
 
 Everything is configured by one :class:`ControlSpec`. The state the rails keep between steps (the
 breaker's cooldowns, remembered OOM sizes) lives in the stack.
