@@ -60,7 +60,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, ZramSwap, active_swaps, rmdir_retry  # noqa: E402
+from wsrl.lab.kernel import (  # noqa: E402
+    CGROUP_V1_MEMORY_ROOT,
+    ZramSwap,
+    active_swaps,
+    proc_status_bytes,
+    rmdir_retry,
+)
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -259,10 +265,7 @@ class RedisGuest:
 
     def rss_bytes(self) -> int:
         """The server's resident memory (``VmRSS``)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise LayoutError("no VmRSS")
+        return proc_status_bytes(self.proc.pid, "VmRSS")
 
     def stop(self) -> None:
         """Kill the server by its pid and reap it."""

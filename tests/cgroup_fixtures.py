@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, ZramSwap, active_swaps, rmdir_retry
+from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, ZramSwap, active_swaps, proc_status_bytes, rmdir_retry
 from wsrl.units import GIB
 
 ZRAM_LOCK_PATH = Path("/run/lock/wsrl-zram0.lock")
@@ -190,10 +190,7 @@ class Hog:
 
     def rss_anon_bytes(self) -> int:
         """``RssAnon`` of the child, from ``/proc/<pid>/status``."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no RssAnon in /proc/<pid>/status")
+        return proc_status_bytes(self.proc.pid, "RssAnon")
 
     def stop(self) -> None:
         """Kill the child (by its pid) and reap it."""

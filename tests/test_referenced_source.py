@@ -46,6 +46,7 @@ from wsrl.backends.referenced import (
 )
 from wsrl.errors import ConfigError
 from wsrl.inputs.live import GuestReading
+from wsrl.lab.kernel import proc_status_bytes
 from wsrl.runner.config import runner_config_from_dict
 from wsrl.runner.daemon import Runner
 from wsrl.units import MIB
@@ -235,10 +236,7 @@ class _Redis:
         return client
 
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
+        return proc_status_bytes(self.proc.pid, "VmRSS")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

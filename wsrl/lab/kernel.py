@@ -87,6 +87,19 @@ def read_psi_totals_us(path: Path) -> tuple[int, int]:
     return totals["some"], totals["full"]
 
 
+def proc_status_bytes(pid: int, field: str) -> int:
+    """A size field of ``/proc/<pid>/status`` (``VmRSS``, ``RssAnon``, ...), in bytes.
+
+    Raises:
+        ValueError: the process has no such field.
+
+    """
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no {field} in /proc/{pid}/status")
+
+
 def active_swaps() -> list[str]:
     """Devices listed in ``/proc/swaps``."""
     lines = Path("/proc/swaps").read_text(encoding="ascii").splitlines()[1:]

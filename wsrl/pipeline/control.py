@@ -418,9 +418,10 @@ class ControlStack:
         if snapshot is not None and fallback_proposal is not None:
             acting = (conditions.input_state == FALLBACK) | breaker.open | rejected | (actor is None)
             if (acting & conditions.configured).any():
-                fallback = self.fallback.allocate(fallback_proposal, snapshot, claims)
                 if actor is not None and (~acting & conditions.configured).any():
-                    actor, fallback = self._share_out(snapshot, acting, actor, fallback, claims)
+                    actor, fallback = self._share_out(snapshot, acting, actor, fallback_proposal, claims)
+                else:
+                    fallback = self.fallback.allocate(fallback_proposal, snapshot, claims)
         target, source = _choose(conditions, breaker, rejected, actor, fallback)
         elapsed_s = self._elapsed_s(snapshot, now_ms)
         log_to = RailLog() if log else None
@@ -441,7 +442,7 @@ class ControlStack:
         )
 
     def _share_out(
-        self, snapshot: HostSnapshot, acting: Array, actor: Decision, fallback: Decision, claims: Array
+        self, snapshot: HostSnapshot, acting: Array, actor: Decision, fallback_proposal: Array, claims: Array
     ) -> tuple[Decision, Decision]:
         """One allocation over what acts for each guest, where some guests are on the fallback.
 
@@ -453,12 +454,10 @@ class ControlStack:
         that one grant.
         """
         assert actor.granted_bytes is not None
-        asks = np.where(acting, fallback.proposal_bytes, actor.granted_bytes)
+        asks = np.where(acting, fallback_proposal, actor.granted_bytes)
         shared = self.allocator.allocate(asks, snapshot, claims)
-        return (
-            Decision(actor.proposal_bytes, shared, actor.granted_bytes),
-            Decision(fallback.proposal_bytes, shared),
-        )
+        actor_decision = Decision(actor.proposal_bytes, shared, actor.granted_bytes)
+        return actor_decision, Decision(fallback_proposal, shared)
 
     def _elapsed_s(self, snapshot: HostSnapshot | None, now_ms: float) -> float:
         """Control time since the previous step (the snapshot's interval on the first one)."""
