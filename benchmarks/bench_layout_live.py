@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
-import fcntl
 import json
 import math
 import os
@@ -62,22 +60,22 @@ sys.path.insert(0, str(REPO))
 
 from wsrl.lab.kernel import (  # noqa: E402
     CGROUP_V1_MEMORY_ROOT,
+    FidelitySetupError,
     ZramSwap,
-    active_swaps,
     proc_status_bytes,
     rmdir_retry,
+    zram_swap,
 )
 
 MIB = 1 << 20
 GIB = 1 << 30
 PAGE = os.sysconf("SC_PAGE_SIZE")
-ZRAM_LOCK_PATH = Path("/run/lock/wsrl-zram0.lock")  # shared with tests/cgroup_fixtures.py
 DEFAULT_POLICIES = ("static", "far-memory", "esx-idle-tax", "trained/ppo-overcommit")
 BATCH = 100  # GETs per pipelined batch; latency is measured per batch
 
 
 class LayoutError(Exception):
-    """The machine cannot run the layout (not root, no redis, no v1 memcg, zram busy)."""
+    """The machine cannot run the layout (not root, no redis, no v1 memcg, no zram)."""
 
 
 @dataclass(frozen=True)
@@ -156,40 +154,19 @@ def problems() -> list[str]:
             found.append(f"{tool} not installed{hint}")
     if not (CGROUP_V1_MEMORY_ROOT / "memory.limit_in_bytes").exists():
         found.append(f"no cgroup v1 memory controller at {CGROUP_V1_MEMORY_ROOT}")
-    if not Path("/sys/block/zram0").is_dir():
-        found.append("no /sys/block/zram0 (load the zram module)")
+    if not Path("/sys/class/zram-control/hot_add").exists():
+        found.append("no /sys/class/zram-control (load the zram module)")
     return found
 
 
 @contextlib.contextmanager
-def locked_zram(size_bytes: int, wait_s: float = 90.0) -> Iterator[ZramSwap]:
-    """zram0 as swap while the block runs, under the lock the cgroup tests take; reset after."""
-    zram = ZramSwap(size_bytes=size_bytes)
-    ZRAM_LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_s
-    with open(ZRAM_LOCK_PATH, "a+") as lock:
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                    message = f"{ZRAM_LOCK_PATH} held by another run for over {wait_s:.0f} s"
-                    raise LayoutError(message) from exc
-                time.sleep(0.5)
-        try:
-            while zram.dev_path in active_swaps() or (zram.sys_path / "disksize").read_text().strip() != "0":
-                if time.monotonic() > deadline:
-                    raise LayoutError(f"{zram.dev_path} stayed busy for over {wait_s:.0f} s")
-                time.sleep(0.5)
-            try:
-                zram.check_free()
-                zram.start()
-                yield zram
-            finally:
-                zram.stop()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def own_zram(size_bytes: int) -> Iterator[ZramSwap]:
+    """A zram swap device of the run's own (hot-added, removed after); a LayoutError without zram."""
+    try:
+        with zram_swap(size_bytes) as zram:
+            yield zram
+    except FidelitySetupError as exc:
+        raise LayoutError(str(exc)) from exc
 
 
 @contextlib.contextmanager
@@ -629,10 +606,6 @@ def machine() -> dict[str, Any]:
         "mem_total_gib": round(total / GIB, 1),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
         "cgroup": "v1",
-        "zram_comp": next(
-            (a.strip("[]") for a in Path("/sys/block/zram0/comp_algorithm").read_text().split() if "[" in a),
-            None,
-        ),
     }
 
 
@@ -687,7 +660,7 @@ def run_benchmark(
     """Every policy on a fresh layout per round (order alternated), JSON per policy to ``out``."""
     results: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
     info = machine()
-    with locked_zram(int(layout.zram_gib * GIB)) as zram:
+    with own_zram(int(layout.zram_gib * GIB)) as zram:
         info["zram"] = zram.info()
         for round_no in range(rounds):
             order = list(policies) if round_no % 2 == 0 else list(reversed(policies))

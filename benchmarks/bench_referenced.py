@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import statistics
@@ -37,11 +36,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from wsrl.backends.referenced import ReferencedSampler, ReferencedSettings, parse_smaps  # noqa: E402
-from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, ZramSwap, rmdir_retry  # noqa: E402
+from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, rmdir_retry, zram_swap  # noqa: E402
 
 GIB = 1 << 30
 MIB = 1 << 20
-ZRAM_LOCK_PATH = Path("/run/lock/wsrl-zram0.lock")
 
 _FILL = r"""
 import mmap, sys, time
@@ -198,16 +196,8 @@ def main() -> None:
         sys.exit("bench_referenced: needs root (clear_refs, a v1 memcg, zram)")
     report: dict[str, Any] = {"cost": [cost(size, args.repeat) for size in args.sizes_gib]}
     if not args.skip_interference:
-        # zram0 is shared with the tests (tests/cgroup_fixtures.py): take their lock, then the device.
-        with open(ZRAM_LOCK_PATH, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            zram = ZramSwap(size_bytes=1 * GIB)
-            zram.check_free()
-            zram.start()
-            try:
-                report["interference"] = interference(args.interference_s)
-            finally:
-                zram.stop()
+        with zram_swap(1 * GIB):  # a device of the run's own, removed afterwards
+            report["interference"] = interference(args.interference_s)
     if args.json:
         print(json.dumps(report, indent=2))
         return

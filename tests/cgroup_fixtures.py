@@ -2,31 +2,32 @@
 
 Everything here creates real kernel state and undoes it in ``finally`` blocks: groups are removed
 after their processes are killed, the zram device is swapped off and reset, child processes are
-killed by pid. The zram device is shared with the kernel lab, :mod:`wsrl.lab.measure` (whose test runs
-``measure --quick``); :func:`zram_swap` takes an exclusive ``flock`` on :data:`ZRAM_LOCK_PATH` and
-waits for the device to be free, so two runs on one machine take turns instead of failing.
+killed by pid. Each test's zram device is its own (hot-added, :class:`wsrl.lab.kernel.ZramSwap`), so
+the host's own zram swap, the kernel lab's run and other tests never contend for one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import select
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, ZramSwap, active_swaps, proc_status_bytes, rmdir_retry
+from wsrl.lab.kernel import (
+    CGROUP_V1_MEMORY_ROOT,
+    FidelitySetupError,
+    ZramSwap,
+    proc_status_bytes,
+    rmdir_retry,
+)
+from wsrl.lab.kernel import zram_swap as lab_zram_swap
 from wsrl.units import GIB
 
-ZRAM_LOCK_PATH = Path("/run/lock/wsrl-zram0.lock")
-ZRAM_WAIT_S = 90.0
 TEST_PARENT = CGROUP_V1_MEMORY_ROOT / f"wsrl-test-backend-{os.getpid()}"
 
 
@@ -41,48 +42,14 @@ def require_v1_memcg() -> None:
         pytest.fail("cgroup backend tests need the real kernel: " + "; ".join(problems), pytrace=False)
 
 
-def _zram_free(zram: ZramSwap) -> bool:
-    disksize = int((zram.sys_path / "disksize").read_text().split()[0])
-    return disksize == 0 and zram.dev_path not in active_swaps()
-
-
 @contextlib.contextmanager
-def zram_swap(size_bytes: int = 1 * GIB, wait_s: float = ZRAM_WAIT_S) -> Iterator[ZramSwap]:
-    """zram0 as swap while the block runs; fails with a clear message if it stays busy."""
-    zram = ZramSwap(size_bytes=size_bytes)
-    if not zram.sys_path.is_dir():
-        pytest.fail(f"{zram.sys_path} missing: this kernel has no zram device", pytrace=False)
-    ZRAM_LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with open(ZRAM_LOCK_PATH, "a+") as lock:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"{ZRAM_LOCK_PATH} held by another test for over {wait_s:.0f} s", pytrace=False
-                    )
-                time.sleep(0.2)
-        try:
-            # The fidelity harness takes zram0 without the lock: wait for it to let go.
-            while not _zram_free(zram):
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"{zram.dev_path} is busy (swap on or disksize set) for over {wait_s:.0f} s: "
-                        "another test or the fidelity harness holds it",
-                        pytrace=False,
-                    )
-                time.sleep(0.5)
-            zram.check_free()
-            try:
-                zram.start()
-                yield zram
-            finally:
-                zram.stop()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def zram_swap(size_bytes: int = 1 * GIB) -> Iterator[ZramSwap]:
+    """A zram swap device of the test's own while the block runs; fails clearly without zram."""
+    try:
+        with lab_zram_swap(size_bytes) as zram:
+            yield zram
+    except FidelitySetupError as exc:
+        pytest.fail(f"zram swap for the test: {exc}", pytrace=False)
 
 
 @contextlib.contextmanager

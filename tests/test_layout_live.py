@@ -30,7 +30,7 @@ def test_far_memory_keeps_the_limits_within_the_room_and_takes_from_idle(tmp_pat
     if missing:
         pytest.fail("the live layout needs the real kernel: " + "; ".join(missing), pytrace=False)
     layout = bench.SMALL
-    with bench.locked_zram(int(layout.zram_gib * bench.GIB)):
+    with bench.own_zram(int(layout.zram_gib * bench.GIB)):
         result = bench.run_policy(layout, "far-memory", tmp_path, log=lambda line: None)
     host, guests = result["host"], result["guests"]
     assert host["runner_rc"] == 0 and host["controlled_samples"] >= layout.measured_s, host

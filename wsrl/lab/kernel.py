@@ -1,7 +1,7 @@
 """The lab's kernel plumbing: cgroup v1 memcgs (and their v2 twins), zram swap, kernel counters.
 
 Everything the fidelity harness (:mod:`wsrl.lab.ladder`) creates on a real machine goes through
-here: :class:`ZramSwap` sizes, ``mkswap``-s and ``swapon``-s ``/sys/block/zram0`` and resets it
+here: :class:`ZramSwap` hot-adds a zram device of the run's own, makes it swap and removes it
 afterwards; :class:`RungGroups` makes one rung's memcg, sets its limit and snapshots its counters;
 :class:`Cleanup` undoes all of it, newest first, whatever happens. :func:`check_machine` refuses
 to start without root, the cgroup v1 memory controller and PSI. Needs root; imports nothing of the
@@ -17,7 +17,7 @@ import platform
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,12 @@ from wsrl.units import GIB
 CGROUP_V1_MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
 CGROUP_V2_ROOT = Path("/sys/fs/cgroup/unified")
 PSI_MEMORY_PATH = Path("/proc/pressure/memory")
-ZRAM_DEVICE = "zram0"
+ZRAM_CONTROL_PATH = Path("/sys/class/zram-control")
+# One file per zram device a run added, holding its owner's "pid starttime".
+ZRAM_OWNERS_DIR = Path("/run/wsrl/zram")
 ZRAM_SIZE_BYTES = 1 * GIB
-ZRAM_SWAP_PRIORITY = 100
+# Above any swap the host has of its own: the run's memcgs swap to the run's device first.
+ZRAM_SWAP_PRIORITY = 32767
 # memory.stat fields read at each snapshot (hierarchical totals), and their names in the output.
 _STAT_FIELDS = {
     "total_workingset_refault_anon": "refault_anon",
@@ -148,60 +151,119 @@ class Cleanup:
 
 
 class ZramSwap:
-    """zram0 as a swap device for the duration of the run."""
+    """A zram swap device of the run's own, for the duration of the run.
 
-    def __init__(self, device: str = ZRAM_DEVICE, size_bytes: int = ZRAM_SIZE_BYTES) -> None:
-        self.device = device
-        self.dev_path = f"/dev/{device}"
-        self.sys_path = Path("/sys/block") / device
+    The device is hot-added through ``/sys/class/zram-control`` rather than taken from the
+    machine: a host's own zram swap (``zram0`` under Fedora's zram-generator, Debian's
+    zram-tools) is never touched, and runs on one machine need no turn-taking. :meth:`stop` swaps
+    it off, resets it and hot-removes it. Every device a run adds is recorded under
+    :data:`ZRAM_OWNERS_DIR` with its owner's pid and start time; a device whose owner died without
+    cleaning up (SIGKILL, a lost machine session) is released by the next run's :meth:`start`.
+    """
+
+    def __init__(self, size_bytes: int = ZRAM_SIZE_BYTES) -> None:
         self.size_bytes = size_bytes
-        self.owned = False
+        self.device: str | None = None
+
+    @property
+    def dev_path(self) -> str:
+        """``/dev/zramN`` of the added device (``/dev/zram?`` before :meth:`start`)."""
+        return f"/dev/{self.device or 'zram?'}"
+
+    @property
+    def sys_path(self) -> Path:
+        """``/sys/block/zramN`` of the added device."""
+        if self.device is None:
+            raise FidelitySetupError("the zram device is not added yet (call start())")
+        return Path("/sys/block") / self.device
 
     def check_free(self) -> None:
-        """Fail unless the device exists, is unused and the swap tools are installed."""
-        if not self.sys_path.is_dir():
+        """Fail unless zram devices can be added and the swap tools are installed."""
+        if not (ZRAM_CONTROL_PATH / "hot_add").exists():
+            subprocess.run(["modprobe", "zram"], capture_output=True, check=False, timeout=60)
+        if not (ZRAM_CONTROL_PATH / "hot_add").exists():
             raise FidelitySetupError(
-                f"{self.sys_path} does not exist: this kernel has no zram device (load the zram module)"
-            )
-        if self.dev_path in active_swaps():
-            raise FidelitySetupError(
-                f"{self.dev_path} is already an active swap device; refusing to touch it"
-            )
-        disksize = _read_int(self.sys_path / "disksize")
-        if disksize != 0:
-            raise FidelitySetupError(
-                f"{self.dev_path} is already in use (disksize {disksize}); reset it or wait for its owner"
+                f"{ZRAM_CONTROL_PATH}/hot_add does not exist: this kernel has no zram module "
+                "(modprobe zram; CONFIG_ZRAM)"
             )
         for tool in ("mkswap", "swapon", "swapoff"):
             if shutil.which(tool) is None:
                 raise FidelitySetupError(f"{tool!r} is not on PATH (util-linux)")
 
     def start(self) -> None:
-        """Size the device, make it swap and turn it on."""
+        """Release orphaned devices, add one, size it, make it swap and turn it on."""
+        release_orphaned_zram()
         try:
-            _write(self.sys_path / "disksize", self.size_bytes)
+            number = int((ZRAM_CONTROL_PATH / "hot_add").read_text(encoding="ascii"))
         except OSError as exc:
-            raise FidelitySetupError(
-                f"cannot size {self.dev_path}: {exc.strerror} (in use by someone else?)"
-            ) from exc
-        self.owned = True  # from here on, stop() must undo it
+            raise FidelitySetupError(f"cannot add a zram device: {exc.strerror}") from exc
+        self.device = f"zram{number}"  # from here on, stop() must undo it
+        ZRAM_OWNERS_DIR.mkdir(parents=True, exist_ok=True)
+        (ZRAM_OWNERS_DIR / self.device).write_text(_owner_tag(os.getpid()) or "", encoding="ascii")
+        _write(self.sys_path / "disksize", self.size_bytes)
         _run_tool(["mkswap", self.dev_path])
         _run_tool(["swapon", "-p", str(ZRAM_SWAP_PRIORITY), self.dev_path])
 
     def stop(self) -> None:
-        """Turn the swap off (if on) and reset the device, only if this object set it up."""
-        if not self.owned:
+        """Swap off, reset and remove the device, only if this object added it."""
+        if self.device is None:
             return
-        if self.dev_path in active_swaps():
-            _run_tool(["swapoff", self.dev_path])
-        _write(self.sys_path / "reset", 1)
-        self.owned = False
+        device, self.device = self.device, None
+        _release_zram(device)
 
     def info(self) -> dict[str, Any]:
-        """Compression algorithm and size, for the output."""
+        """Device, compression algorithm and size, for the output."""
         algorithm = (self.sys_path / "comp_algorithm").read_text(encoding="ascii").split()
         chosen = next((a.strip("[]") for a in algorithm if a.startswith("[")), None)
         return {"device": self.dev_path, "size_bytes": self.size_bytes, "comp_algorithm": chosen}
+
+
+@contextlib.contextmanager
+def zram_swap(size_bytes: int = ZRAM_SIZE_BYTES) -> Iterator[ZramSwap]:
+    """A :class:`ZramSwap` on while the block runs, removed afterwards whatever happens."""
+    zram = ZramSwap(size_bytes=size_bytes)
+    zram.check_free()
+    try:
+        zram.start()
+        yield zram
+    finally:
+        zram.stop()
+
+
+def _owner_tag(pid: int) -> str | None:
+    """``pid starttime`` of a live process (``None`` when it is gone): a pid alone can be reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    return f"{pid} {stat.rpartition(')')[2].split()[19]}"
+
+
+def _release_zram(device: str) -> None:
+    """Swap off, reset and hot-remove ``device``; forget its owner file."""
+    dev_path, sys_path = f"/dev/{device}", Path("/sys/block") / device
+    if dev_path in active_swaps():
+        _run_tool(["swapoff", dev_path])
+    if sys_path.is_dir():
+        _write(sys_path / "reset", 1)
+        _write(ZRAM_CONTROL_PATH / "hot_remove", device.removeprefix("zram"))
+    (ZRAM_OWNERS_DIR / device).unlink(missing_ok=True)
+
+
+def release_orphaned_zram() -> list[str]:
+    """Release the devices added by runs that died without cleaning up; return their names."""
+    released = []
+    for owner_file in sorted(ZRAM_OWNERS_DIR.glob("zram*")) if ZRAM_OWNERS_DIR.is_dir() else []:
+        try:
+            tag = owner_file.read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        pid = int(tag.split()[0]) if tag.split() and tag.split()[0].isdigit() else -1
+        if pid > 0 and _owner_tag(pid) == tag:
+            continue  # its owner is still running
+        _release_zram(owner_file.name)
+        released.append(owner_file.name)
+    return released
 
 
 def _run_tool(argv: list[str]) -> None:

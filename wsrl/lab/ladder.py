@@ -26,9 +26,10 @@ longest access interval, so that the kernel's LRU has reached the steady state t
 and a window of at least 10 s and 100 touches of every population. ``--quick`` runs a smoke test
 with fixed short phases instead (not a steady state).
 
-Swap is zram: ``/sys/block/zram0`` is sized, ``mkswap``-ed and ``swapon``-ed for the run, and reset
-afterwards; the run refuses to start when zram0 is already in use. Everything the run creates
-(groups, swap, processes, files) is removed on success, failure, KeyboardInterrupt and SIGTERM.
+Swap is zram: a device of the run's own is hot-added, sized, ``mkswap``-ed and ``swapon``-ed for
+the run, and removed afterwards; a host's own zram swap is left alone (:class:`ZramSwap`).
+Everything the run creates (groups, swap, processes, files) is removed on success, failure,
+KeyboardInterrupt and SIGTERM.
 
 Command line: ``python -m wsrl.lab.measure [--quick] --out PATH.json`` (:mod:`wsrl.lab.measure`);
 the machine side is :mod:`wsrl.lab.kernel`.
@@ -465,7 +466,7 @@ def run_measurements(
         progress: called with one line per rung.
 
     Raises:
-        FidelitySetupError: the machine lacks cgroup v1 memory, zram or PSI, or zram0 is in use.
+        FidelitySetupError: the machine lacks cgroup v1 memory, zram or PSI.
         FidelityRunError: a workload hung or broke the protocol.
 
     """
