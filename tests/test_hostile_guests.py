@@ -265,6 +265,45 @@ def test_a_restarted_runner_changes_no_target_by_itself(tmp_path: Path) -> None:
         assert abs(outcome.target_bytes[g] - expected) <= PAGE_BYTES, spec.name
 
 
+def test_a_guest_claiming_a_bigger_balloon_gains_nothing_and_costs_the_others_nothing(tmp_path: Path) -> None:
+    """Found by the property test below: a VM that reports more in force than the runner set (its
+    balloon "actual" is what its driver says) moved the rate rail's starting point up, so that its
+    growth counted as a rate-limited shrink; the host-reserve rail then cut the honest guests at
+    once, faster than their rate, to make room for it. Now the last target set is the start."""
+    config = make_config(tmp_path, record=False, policy="wmo")
+    liars = [LyingBackend(b) for b in build_backends(config)]
+    runner = Runner(config, backends=liars)
+    runner.start()
+    rate = config.safety.max_shrink_frac_per_s * config.host.interval_s
+    try:
+        runner.tick()  # the laptop's guests are shrunk into the host's room
+        set_before = [float(size) for size in runner.state.current[0]]
+        liars[0].lies = {"target_bytes": runner.specs[0].provisioned_bytes * 0.9}
+        targets = runner.tick().target_bytes
+        assert targets[0] <= set_before[0]  # the claim bought no growth
+        for g in (1, 2):
+            spec = runner.specs[g]
+            assert targets[g] >= set_before[g] - rate * spec.provisioned_bytes - PAGE_BYTES, spec.name
+    finally:
+        runner.shutdown(relax=False)
+
+
+def test_a_reading_from_the_year_10000_is_written_not_raised(tmp_path: Path) -> None:
+    """Found by the property test below: a guest's time past what datetime holds crashed the tick
+    while its audit record was written."""
+    config = make_config(tmp_path, record=False)
+    liars = [LyingBackend(b) for b in build_backends(config)]
+    liars[1].lies = {"time_ms": 253_402_300_800_000}
+    runner = Runner(config, backends=liars)
+    runner.start()
+    try:
+        outcome = runner.tick()
+        assert len(outcome.target_bytes) == len(liars)
+    finally:
+        runner.shutdown(relax=False)
+    assert audit_records(tmp_path, "tick")
+
+
 # -- the whole tick under adversarial readings ------------------------------------------------------
 
 _NUMBERS = st.one_of(

@@ -42,8 +42,15 @@ AUDIT_FILE_MODE = 0o640
 
 
 def iso_time(time_ms: float) -> str:
-    """``time_ms`` (ms since the UNIX epoch) as ISO-8601 UTC with milliseconds."""
-    return datetime.fromtimestamp(time_ms / 1000.0, UTC).isoformat(timespec="milliseconds")
+    """``time_ms`` (ms since the UNIX epoch) as ISO-8601 UTC with milliseconds.
+
+    A time outside what ``datetime`` holds (years 1-9999; a guest's reading can carry any number)
+    is written as ``"invalid time <ms> ms"`` rather than raised: the record must still be written.
+    """
+    try:
+        return datetime.fromtimestamp(time_ms / 1000.0, UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):
+        return f"invalid time {time_ms!r} ms"
 
 
 def jsonable(value: Any) -> Any:

@@ -94,6 +94,9 @@ class GuestState:
         from there; an unlimited group counts as provisioned too)."""
         self.known_target: NDArray[np.float64] = np.full((1, n), np.nan)
         """What the actuator is known to hold (NaN: unknown or unlimited), to skip needless applies."""
+        self.set_bytes: NDArray[np.float64] = np.full((1, n), np.nan)
+        """The last target this run set (NaN: none yet). A reading that reports more in force than
+        that does not move the rails' starting point up (see :meth:`take`)."""
         self.last_time_ms: NDArray[np.float64] = np.full((1, n), np.nan)
         self.health = safety.InputHealth(n, safety_config.hold_intervals_before_fallback)
         self.names = [s.name for s in specs]
@@ -146,7 +149,13 @@ class GuestState:
         fresh = ~verdict.bad
         reported = self._in_force(inputs.target_bytes, fresh & ~self._anchored)
         self._anchored |= fresh
-        self.current = np.where(fresh & np.isfinite(reported), reported, self.current)
+        # A size reported above the last target this run set is never the rails' starting point:
+        # a balloon still inflating holds the target it was given, and a guest that claims more
+        # (a lie: a VMM's balloon size is what the guest's driver says) must not turn growth into
+        # a rate-limited "shrink" that the host-reserve rail then pays for with the other guests.
+        with np.errstate(invalid="ignore"):
+            started = np.where(reported > self.set_bytes, self.set_bytes, reported)
+        self.current = np.where(fresh & np.isfinite(started), started, self.current)
         self.known_target = np.where(fresh, reported, self.known_target)
         time_ms = int(now_ms)
         if usable.any():
@@ -172,6 +181,7 @@ class GuestState:
         """The actuator took ``target_bytes``."""
         self.current[0, guest] = target_bytes
         self.known_target[0, guest] = target_bytes
+        self.set_bytes[0, guest] = target_bytes
 
     def apply_failed(self, guest: int) -> None:
         """An apply failed or stalled: it may still land, so what the actuator holds is unknown."""
