@@ -175,7 +175,8 @@ def snapshot_from_readings(
         "psi_total": np.where(np.isfinite(arrays.psi_some_total_s), arrays.psi_some_total_s, 0.0),
         "psi_avg10": np.where(np.isfinite(arrays.psi_some_avg10), arrays.psi_some_avg10, 0.0),
     }
-    ooms = np.where(mask, np.nan_to_num(arrays.oom_kills_total), 0).astype(np.int64)
+    # A guest's count can be any float (2**63, -inf): clipped into int64 before the cast.
+    ooms = np.where(mask, np.clip(np.nan_to_num(arrays.oom_kills_total), 0, 2**62), 0).astype(np.int64)
     stalled = mask & (np.nan_to_num(arrays.balloon_stalled) > 0)
     zero = np.zeros((1, n))
     return HostSnapshot(
