@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test soak fuzz lint type demo bench fidelity leaderboard testbed clean train bitbrains-split layoutbench
+.PHONY: setup test soak fuzz lint type demo bench fidelity leaderboard testbed clean train bitbrains-split layoutbench accessorder
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,11 @@ leaderboard: $(STAMP)
 fidelity: $(STAMP)
 	$(PY) -m wsrl.lab.measure --out docs/fidelity-measured.json
 	$(PY) -m wsrl.sim.fidelity.compare docs/fidelity-measured.json --doc docs/fidelity.md
+
+# What access order does to the policies: the held-out `sweepers` scenario with its sweeps modelled
+# and read as independent accesses, 3 seeds each (a few minutes). Table into docs/simulator.md.
+accessorder: $(STAMP)
+	$(PY) benchmarks/bench_access_order.py --duration 6h --seeds 3 --doc docs/simulator.md
 
 # Issue 23's layout live: three real Redis servers in v1 memcgs with zram under `wsrl run`, each
 # policy on a fresh layout, two rounds in alternating order (root and redis-server; about 45 minutes

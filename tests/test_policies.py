@@ -625,6 +625,24 @@ def test_slo_page_bytes_matches_the_closed_form() -> None:
     assert kept == pytest.approx(2 * GIB, rel=1e-12)
 
 
+def test_slo_page_bytes_keeps_all_of_a_sweep_or_none_of_it() -> None:
+    # A file population swept every 1800 s: any eviction makes every touch miss (r s per second),
+    # far over a small budget, so the oracle keeps all of it; read as independent accesses it
+    # would evict the coldest pages (the closed form above).
+    size, rate, budget = 4 * GIB, 1 / 1800, 0.002 / 60
+    args = (np.array([[size]]), np.array([[rate]]), np.array([[rate]]), np.array([[False]]))
+    rest = (np.zeros(1), np.zeros(1), budget, 120.0)
+    swept = slo_page_bytes(*args, *rest, is_sweep=np.array([[True]]))[0]
+    independent = slo_page_bytes(*args, *rest)[0]
+    assert swept == pytest.approx(size, rel=1e-6)
+    assert independent < 0.997 * size  # 0.4 % evicted
+    # With a budget of 1/60 of the working set per second, evicting the sweep costs r s per second
+    # against s r T / 60 allowed (the working set is what was touched within T <= 120 s): it fits
+    # from T = 60 s, so the oracle keeps the 60 s most recently swept.
+    generous = slo_page_bytes(*args, np.zeros(1), np.zeros(1), 1 / 60, 120.0, is_sweep=np.array([[True]]))[0]
+    assert generous == pytest.approx(size * 60 * rate, rel=1e-3)
+
+
 def test_oracle_saves_the_most_within_the_slo(datacenter_runs: dict[str, Run]) -> None:
     oracle = datacenter_runs["oracle"]
     assert oracle.metrics.violation_frac == 0.0 and oracle.ooms == 0

@@ -22,6 +22,7 @@ from wsrl.sim.config import (
     parse_trace_start,
     scenario_from_dict,
 )
+from wsrl.sim.simulator import Simulator
 from wsrl.units import GIB, MIB
 
 ENVS = envs_dir()
@@ -504,3 +505,14 @@ def test_unreadable_scenario_bytes_are_config_errors(tmp_path: Path, data: bytes
     path.write_bytes(data)
     with pytest.raises(ConfigError, match=f"bad.toml: line 1: .*{reason}"):
         load_scenario(path)
+
+
+def test_access_order_reaches_the_model_and_a_wrong_one_names_the_field(tmp_path: Path) -> None:
+    msg = workload_error(tmp_path, WORKLOAD_OK + 'access_order = "random"\n')
+    assert "w.toml: population[0].access_order" in msg and "'independent'" in msg and "'sweep'" in msg
+    setup = build_setup(ENVS / "scenarios" / "sweepers.toml")
+    sweeping = setup.demand.pop_is_sweep  # type: ignore[attr-defined]
+    # jvm-major-gc's old generation (3 guests) and analytics-scan's dataset (2 guests).
+    assert int(sweeping.sum()) == 5
+    assert Simulator(setup).model.pop_is_sweep is not None
+    assert Simulator(build_setup(ENVS / "scenarios" / "datacenter.toml")).model.pop_is_sweep is None

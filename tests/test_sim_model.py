@@ -128,9 +128,7 @@ def test_bytes_are_conserved(sizes, seed, fraction, steps):
         assert np.all(resident >= -1e-6) and np.all(model.evicted_bytes >= -1e-6)
         hist = model.histogram_bytes(EDGES_MS)
         assert np.all(hist >= 0)
-        by_type = np.array(
-            [(resident * model.pop_is_anon).sum(), (resident * model.pop_is_file).sum()]
-        )
+        by_type = np.array([(resident * model.pop_is_anon).sum(), (resident * model.pop_is_file).sum()])
         # Histogram fractions are float32: bins are exact to about 1e-6 of the guest's size.
         np.testing.assert_allclose(hist[0, 0].sum(axis=1), by_type, rtol=1e-6, atol=1e-6 * sum(sizes) * MIB)
         # Resident memory never exceeds what the guest was given, except for what is touched within
@@ -207,8 +205,13 @@ def test_no_oom_without_swap_when_anon_fits():
 
 def test_balloon_moves_at_finite_speed_and_stalls_at_what_the_guest_cannot_give():
     model, size, rate = one_guest_model(
-        [1024, 512], [10, 100], [True, False], provisioned_mib=4096, swap_mib=256,
-        unevictable_mib=64, actuator=ACTUATOR_BALLOON,
+        [1024, 512],
+        [10, 100],
+        [True, False],
+        provisioned_mib=4096,
+        swap_mib=256,
+        unevictable_mib=64,
+        actuator=ACTUATOR_BALLOON,
     )
     # 256 MiB/s inflate: 4096 -> 1024 MiB takes 12 s, so after one 10 s step 1536 MiB remain.
     result = model.step(size, rate, np.array([[1024.0 * MIB]]), 10.0)
@@ -351,8 +354,13 @@ def test_swap_never_holds_more_than_its_capacity(seed):
     size = rng.uniform(10, 800, (1, guests, pops)) * MIB
     rate = np.where(rng.random(size.shape) < 0.2, 0.0, 1.0 / rng.choice([0.5, 5, 60, 600, 7200], size.shape))
     swap = rng.uniform(0, 500, (1, guests)) * MIB
-    g = guest_arrays((1, guests), size.sum(axis=2) * 1.5, swap_capacity_bytes=swap, unevictable_bytes=0,
-                     actuator=ACTUATOR_MEMCG)
+    g = guest_arrays(
+        (1, guests),
+        size.sum(axis=2) * 1.5,
+        swap_capacity_bytes=swap,
+        unevictable_bytes=0,
+        actuator=ACTUATOR_MEMCG,
+    )
     model = GuestMemoryModel(g, host_arrays(1, 2**50), rng.random(size.shape) < 0.6)
     model.prime(size, rate)
     for _ in range(15):
@@ -381,8 +389,14 @@ def test_host_overcommitted_only_by_untouched_pages_stays_finite():
 
 def test_deflate_on_oom_balloon_gives_memory_back_instead_of_killing():
     for deflate_on_oom, expect_oom in ((False, True), (True, False)):
-        g = guest_arrays((1, 1), 4096 * MIB, swap_capacity_bytes=256 * MIB, unevictable_bytes=64 * MIB,
-                         actuator=ACTUATOR_BALLOON, deflate_on_oom=deflate_on_oom)
+        g = guest_arrays(
+            (1, 1),
+            4096 * MIB,
+            swap_capacity_bytes=256 * MIB,
+            unevictable_bytes=64 * MIB,
+            actuator=ACTUATOR_BALLOON,
+            deflate_on_oom=deflate_on_oom,
+        )
         model = GuestMemoryModel(g, host_arrays(1, 2**40), np.array([[[True, False]]]))
         size = np.array([[[1024.0 * MIB, 512.0 * MIB]]])
         rate = np.array([[[0.1, 0.01]]])
@@ -410,3 +424,149 @@ def test_solver_guesses_of_any_kind_are_safe():
     # Integer inputs do not truncate the answer.
     _, ev_int = solve_lru(size.astype(np.int64), rate, capacity)
     np.testing.assert_allclose(ev_int, evicted, rtol=1e-9, atol=1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Access order: cyclic sweeps.
+
+
+def _exact_lru_misses(
+    sweep_pages: int,
+    sweep_period_s: float,
+    random_pages: list[int],
+    random_rates: list[float],
+    capacity_pages: int,
+    duration_s: float,
+    warmup_s: float,
+    seed: int = 5,
+) -> tuple[float, list[float]]:
+    """Misses per second of an exact LRU: one cyclic sweep plus independent (Poisson) populations.
+
+    Returns the sweep's miss rate and each random population's.
+    """
+    rng = np.random.default_rng(seed)
+    times, pages, owners = [], [], []
+    if sweep_pages:
+        cycles = int(duration_s / sweep_period_s) + 1
+        t = np.arange(cycles * sweep_pages) * sweep_period_s / sweep_pages
+        times.append(t)
+        pages.append(np.arange(t.size) % sweep_pages)
+        owners.append(np.zeros(t.size, dtype=int))
+    offset = sweep_pages
+    for k, (n, r) in enumerate(zip(random_pages, random_rates, strict=True)):
+        count = rng.poisson(n * r * duration_s)
+        times.append(rng.uniform(0, duration_s, count))
+        pages.append(offset + rng.integers(0, n, count))
+        owners.append(np.full(count, k + 1))
+        offset += n
+    t_all = np.concatenate(times)
+    order = np.argsort(t_all, kind="stable")
+    t_all, p_all, o_all = t_all[order], np.concatenate(pages)[order], np.concatenate(owners)[order]
+    lru: OrderedDict[int, None] = OrderedDict()
+    misses = np.zeros(1 + len(random_pages))
+    for t, page, owner in zip(t_all.tolist(), p_all.tolist(), o_all.tolist(), strict=True):
+        if t > duration_s:
+            break
+        if page in lru:
+            lru.move_to_end(page)
+            continue
+        if t >= warmup_s:
+            misses[owner] += 1
+        lru[page] = None
+        if len(lru) > capacity_pages:
+            lru.popitem(last=False)
+    rates = misses / (duration_s - warmup_s)
+    return float(rates[0]), [float(x) for x in rates[1:]]
+
+
+def _sweep_model(
+    sizes_pages: list[int], intervals_s: list[float], sweep: list[bool], capacity_pages: int
+) -> tuple[GuestMemoryModel, np.ndarray, np.ndarray, np.ndarray]:
+    g = guest_arrays(
+        (1, 1), 64 * GIB, swap_capacity_bytes=64 * GIB, unevictable_bytes=0.0, actuator=ACTUATOR_MEMCG
+    )
+    size = np.array([[sizes_pages]], dtype=float) * PAGE_BYTES
+    rate = 1.0 / np.array([[intervals_s]], dtype=float)
+    model = GuestMemoryModel(
+        g, host_arrays(1, 1024 * GIB), np.ones(size.shape, dtype=bool), np.array([[sweep]])
+    )
+    model.prime(size, rate)
+    return model, size, rate, np.array([[capacity_pages * PAGE_BYTES]], dtype=float)
+
+
+@pytest.mark.parametrize(
+    ("sweep_pages", "capacity_pages", "sweep_misses"),
+    [(1200, 1000, True), (500, 1000, False)],
+    ids=["sweep-does-not-fit", "sweep-fits"],
+)
+def test_sweep_refaults_match_a_real_lru_simulation(sweep_pages, capacity_pages, sweep_misses):
+    """A cyclic sweep beside hot and cold random pages, against an exact LRU fed the same pattern.
+
+    The LRU evicts exactly the pages the sweep touches next: a sweep that does not fit misses on
+    every touch, one that fits never does, and the random pages keep what Che's T* says.
+    """
+    period_s = 10.0
+    random_pages, random_rates = [300, 1000], [1.0, 0.01]
+    measured_sweep, measured_random = _exact_lru_misses(
+        sweep_pages, period_s, random_pages, random_rates, capacity_pages, duration_s=900.0, warmup_s=300.0
+    )
+    model, size, rate, target = _sweep_model(
+        [sweep_pages, *random_pages], [period_s, 1.0, 100.0], [True, False, False], capacity_pages
+    )
+    for _ in range(5):
+        result = model.step(size, rate, target, 60.0)
+    per_pop = model.evicted_bytes[0, 0]  # noqa: F841 - the equilibrium, for a failing assert's context
+    predicted_total = float(result.refault_anon_pages[0, 0]) / 60.0
+    touch_rate = sweep_pages / period_s
+    if sweep_misses:
+        assert measured_sweep == pytest.approx(touch_rate, rel=0.02)
+    else:
+        assert measured_sweep == 0.0
+    assert predicted_total == pytest.approx(measured_sweep + sum(measured_random), rel=0.05, abs=0.5)
+
+
+def test_a_sweep_is_uniformly_aged_and_keeps_its_most_recent_pages():
+    model, size, rate, _ = _sweep_model([25_600], [100.0], [True], 0)  # 100 MiB swept every 100 s
+    hist = model.histogram_bytes(np.array([10_000, 50_000, 100_000, 200_000]))[0, 0, 0]
+    # Uniform ages over the period: a tenth touched within 10 s, half within 50 s, all within 100 s.
+    np.testing.assert_allclose(hist / size.sum(), [0.1, 0.4, 0.5, 0.0, 0.0], atol=1e-6)
+    assert model.cold_bytes(50.0)[0, 0] == pytest.approx(0.5 * size.sum(), rel=1e-6)
+    # Under a 60 MiB limit the LRU keeps the 60 s most recently swept; nothing of it is 60 s old.
+    target = np.array([[60 * MIB]], dtype=float)
+    result = model.step(size, rate, target, 1.0)
+    assert model.evicted_bytes.sum() == pytest.approx(40 * MIB, rel=1e-6)
+    assert result.refault_anon_pages[0, 0] == pytest.approx(25_600 / 100.0, rel=1e-6)  # every touch
+    hist = model.histogram_bytes(np.array([10_000, 60_000, 120_000]))[0, 0, 0]
+    np.testing.assert_allclose(hist / MIB, [10.0, 50.0, 0.0, 0.0], atol=0.01)
+
+
+def test_a_sweep_given_room_comes_back_in_order_then_stops_refaulting():
+    model, size, rate, _ = _sweep_model([25_600], [100.0], [True], 0)
+    model.step(size, rate, np.array([[60 * MIB]], dtype=float), 1.0)
+    # Room for all of it: the sweep brings back 1 MiB/s of the 40 MiB evicted, every touch a miss.
+    result = model.step(size, rate, np.array([[200 * MIB]], dtype=float), 10.0)
+    assert model.evicted_bytes.sum() == pytest.approx(30 * MIB, rel=1e-6)
+    assert result.refault_anon_pages[0, 0] == pytest.approx(2_560, rel=1e-6)
+    model.step(size, rate, np.array([[200 * MIB]], dtype=float), 60.0)
+    assert model.evicted_bytes.sum() == 0.0
+    calm = model.step(size, rate, np.array([[200 * MIB]], dtype=float), 10.0)
+    assert calm.refault_anon_pages[0, 0] == 0.0
+
+
+def test_solver_rows_with_sweeps_hit_capacity():
+    rng = np.random.default_rng(11)
+    size = rng.uniform(1, 500, (300, 5)) * MIB
+    rate = np.where(rng.random((300, 5)) < 0.1, 0.0, 1.0 / rng.uniform(0.1, 1e4, (300, 5)))
+    sweep = rng.random((300, 5)) < 0.4
+    capacity = size.sum(axis=1) * rng.uniform(0.01, 1.2, 300)
+    t_star, evicted = solve_lru(size, rate, capacity, sweep=sweep)
+    resident = (size - evicted).sum(axis=1)
+    np.testing.assert_allclose(resident, np.minimum(capacity, size.sum(axis=1)), rtol=1e-9)
+    finite = np.isfinite(t_star) & (t_star > 0)
+    at_t_star = resident_bytes_at(size[finite], rate[finite], t_star[finite], sweep[finite])
+    np.testing.assert_allclose(at_t_star, capacity[finite], rtol=1e-4, atol=PAGE_BYTES)
+    # Without sweeps the answer is the independent-reference one, bit for bit.
+    plain = solve_lru(size, rate, capacity)
+    same = solve_lru(size, rate, capacity, sweep=np.zeros_like(sweep))
+    np.testing.assert_array_equal(plain[0], same[0])
+    np.testing.assert_array_equal(plain[1], same[1])

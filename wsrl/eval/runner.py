@@ -30,6 +30,7 @@ from wsrl.pipeline.control import ControlSpec
 from wsrl.pipeline.policy import Policy
 from wsrl.policies import POLICIES, make_policy, make_stack
 from wsrl.policies.learned import is_exported_policy, load_learned_policy
+from wsrl.sim.arrays import SimSetup
 from wsrl.sim.simulator import Simulator
 
 SERIES_GUESTS = 8
@@ -118,7 +119,21 @@ def evaluate_policy(
         control: allocator and rails (default: the production runner's defaults).
 
     """
-    setup = input_setup(input_ref)
+    return evaluate_setup(policy, input_setup(input_ref), str(input_ref), seed, duration_s, control)
+
+
+def evaluate_setup(
+    policy: Policy,
+    setup: SimSetup,
+    input_label: str,
+    seed: int,
+    duration_s: float,
+    control: ControlSpec | None = None,
+) -> RunResult:
+    """:func:`evaluate_policy` on a built simulation set-up (``input_label`` names it in the result).
+
+    For callers that change a set-up before running it (an ablation of the model, a what-if).
+    """
     sim = Simulator(setup)
     sim.reset(seed)
     host = SimulatedHost(sim)
@@ -149,7 +164,7 @@ def evaluate_policy(
     scalars = metrics.to_json_dict()
     return RunResult(
         policy=policy.name,
-        input=str(input_ref),
+        input=input_label,
         seed=seed,
         metrics={name: float(scalars[name]) for name in METRIC_NAMES},
         per_guest=list(scalars.get("per_guest", [])),

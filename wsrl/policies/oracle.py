@@ -71,7 +71,7 @@ from wsrl.errors import WsrlError
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies.common import masked
 from wsrl.sim.arrays import ACTUATOR_BALLOON, DemandSource
-from wsrl.sim.che import MAX_T_S, MIN_T_S, population_sum, solve_characteristic_time
+from wsrl.sim.che import MAX_T_S, MIN_T_S, population_sum, solve_characteristic_time, survival
 from wsrl.sim.simulator import Simulator
 from wsrl.slo import DEFAULT_SLO
 from wsrl.units import PAGE_BYTES
@@ -108,6 +108,7 @@ def slo_page_bytes(
     budget_per_s: float,
     working_set_window_s: float,
     iterations: int = BISECTION_ITERATIONS,
+    is_sweep: np.ndarray | None = None,
 ) -> np.ndarray:
     """The fewest resident page bytes per row whose refaults stay within the promotion budget.
 
@@ -126,6 +127,9 @@ def slo_page_bytes(
         budget_per_s: refault bytes per second allowed per byte of working set.
         working_set_window_s: pages touched within this window are the working set.
         iterations: bisection steps.
+        is_sweep: optional ``[rows, populations]`` populations touched as a cyclic sweep: their
+            resident share at ``T`` is ``min(rate T, 1)`` and, while it is below 1, every touch
+            misses (:mod:`wsrl.sim.che`, :mod:`wsrl.sim.model`).
 
     Returns:
         ``[rows]`` page bytes to keep resident (excluding unevictable), at least the anon that
@@ -139,28 +143,40 @@ def slo_page_bytes(
     swap_full_s = np.zeros(anon_total.shape)
     bound = stuck > 0
     if bound.any():
-        solved = solve_characteristic_time(size_bytes[bound] * anon[bound], rate_per_s[bound], stuck[bound])
+        solved = solve_characteristic_time(
+            size_bytes[bound] * anon[bound],
+            rate_per_s[bound],
+            stuck[bound],
+            sweep=None if is_sweep is None else is_sweep[bound],
+        )
         swap_full_s[bound] = np.minimum(solved, MAX_T_S)
     anon_floor_s = swap_full_s[:, None] * anon  # 0 for file populations
-    neg_rate = -rate_per_s
-    in_window = np.exp(neg_rate * working_set_window_s)
+    in_window = survival(rate_per_s * working_set_window_s, is_sweep)
     weighted = refault_rate_per_s * size_bytes
+
+    def older_and_missed(t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Share of each population older than ``t_s``, and the share of its touches that miss."""
+        rate_t = rate_per_s * np.maximum(t_s[:, None], anon_floor_s)
+        older = survival(rate_t, is_sweep)
+        missed = older if is_sweep is None else np.where(is_sweep, (rate_t < 1.0).astype(float), older)
+        return older, missed
+
     lo = np.full(anon_total.shape, _LOG_MIN_T)
     hi = np.full(anon_total.shape, _LOG_MAX_T)
     with np.errstate(over="ignore"):
         for _ in range(iterations):
             mid = 0.5 * (lo + hi)
-            survival = np.exp(neg_rate * np.maximum(np.exp(mid)[:, None], anon_floor_s))
-            refault = population_sum(weighted * survival)
-            resident_in_window = size_bytes * (1.0 - np.maximum(in_window, survival))
+            older, missed = older_and_missed(np.exp(mid))
+            refault = population_sum(weighted * missed)
+            resident_in_window = size_bytes * (1.0 - np.maximum(in_window, older))
             working_set = population_sum(resident_in_window) + unevictable_bytes
             fits = refault <= budget_per_s * working_set
             hi = np.where(fits, mid, hi)
             lo = np.where(fits, lo, mid)
-        survival = np.exp(neg_rate * np.maximum(np.exp(hi)[:, None], anon_floor_s))
+        older, _ = older_and_missed(np.exp(hi))
     # Anon keeps at least what swap cannot take (untouched anon, evicted first, may overflow it).
-    resident = population_sum(size_bytes * (1.0 - survival) * anon)
-    file_resident = population_sum(size_bytes * (1.0 - survival) * (1.0 - anon))
+    resident = population_sum(size_bytes * (1.0 - older) * anon)
+    file_resident = population_sum(size_bytes * (1.0 - older) * (1.0 - anon))
     kept: np.ndarray = np.maximum(resident, stuck) + file_resident
     return kept
 
@@ -341,6 +357,7 @@ class OraclePolicy:
         anon = np.broadcast_to(sim.model.pop_is_anon, sizes.shape)
         swap = np.broadcast_to(guests.swap_capacity_bytes, mask.shape)
         unevictable = np.broadcast_to(np.where(guests.mask, guests.unevictable_bytes, 0.0), mask.shape)
+        sweep = sim.model.pop_is_sweep
         pages = slo_page_bytes(
             sizes[mask],
             rates[mask],
@@ -350,6 +367,7 @@ class OraclePolicy:
             unevictable[mask],
             self.budget_share * self.promotion_frac_per_min / 60.0,
             self.working_set_window_ms / 1000.0,
+            is_sweep=None if sweep is None else np.broadcast_to(sweep, sizes.shape)[mask],
         )
         need = np.zeros(mask.shape)
         need[mask] = pages + unevictable[mask]

@@ -112,7 +112,9 @@ class HostArrays:
 class DemandSource(Protocol):
     """Yields each guest's page populations step by step.
 
-    ``pop_is_anon`` is fixed for the life of the source. :meth:`at` is called with strictly
+    ``pop_is_anon`` is fixed for the life of the source, and so is the optional ``pop_is_sweep``
+    (bool ``[hosts, guests, populations]``: populations touched as a cyclic sweep; a source
+    without it touches every page independently). :meth:`at` is called with strictly
     increasing times; stochastic sources advance their random state there, so the sequence of
     results is a pure function of the seed given to :meth:`reset`.
     """

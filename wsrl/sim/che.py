@@ -7,6 +7,14 @@ IEEE JSAC 20(7), 2002; Fricker, Robert and Roberts, ITC 24, 2012 show why it is 
 beyond its original assumptions). Everything idle longer than ``T*`` is evicted; accesses to
 evicted pages are refaults.
 
+A population may instead be touched as a cyclic **sweep** (a garbage collector's mark, a scan
+loop, a periodic checksum): every page once per period ``1/r``, always in the same order. Its
+pages' idle ages are then uniform on ``[0, 1/r)``, so the share idle longer than ``T`` is
+``max(1 - r T, 0)`` instead of ``exp(-r T)``: the renewal form of Che's approximation for a
+deterministic reuse time (Martina, Garetto and Leonardi, INFOCOM 2014). The solver takes that
+survival per population (``sweep``); what it means for refaults is the model's business
+(:mod:`wsrl.sim.model`).
+
 The solver works on rows of a 2-D array (one row per guest or per host), all rows at once: the
 bytes older than ``T`` are convex and decreasing in ``T``, so a Newton iteration guarded by a
 bisection bracket converges for every row with no per-row Python code.
@@ -50,9 +58,27 @@ def population_sum(values: np.ndarray) -> np.ndarray:
     return values @ ones
 
 
-def resident_bytes_at(size_bytes: np.ndarray, rate_per_s: np.ndarray, t_s: np.ndarray) -> np.ndarray:
-    """Bytes idle for less than ``t_s`` (one value per row): ``sum size * (1 - exp(-rate * t))``."""
-    return population_sum(size_bytes * -np.expm1(-rate_per_s * t_s[:, None]))
+def resident_bytes_at(
+    size_bytes: np.ndarray, rate_per_s: np.ndarray, t_s: np.ndarray, sweep: np.ndarray | None = None
+) -> np.ndarray:
+    """Bytes idle for less than ``t_s`` (one value per row): ``sum size * (1 - survival(rate * t))``."""
+    rate_times_t = rate_per_s * t_s[:, None]
+    touched = -np.expm1(-rate_times_t)  # precise where r t is tiny
+    if sweep is not None:
+        touched = np.where(sweep, np.minimum(rate_times_t, 1.0), touched)
+    return population_sum(size_bytes * touched)
+
+
+def survival(rate_times_t: np.ndarray, sweep: np.ndarray | None = None) -> np.ndarray:
+    """Share of a population's pages idle longer than ``t``, given ``rate * t``.
+
+    ``exp(-r t)`` for independent references; ``max(1 - r t, 0)`` where ``sweep`` is set.
+    """
+    independent = np.exp(-rate_times_t)
+    if sweep is None:
+        return independent
+    result: np.ndarray = np.where(sweep, np.maximum(1.0 - rate_times_t, 0.0), independent)
+    return result
 
 
 def solve_characteristic_time(
@@ -61,9 +87,10 @@ def solve_characteristic_time(
     capacity_bytes: np.ndarray,
     guess_s: np.ndarray | None = None,
     kept_fraction: np.ndarray | None = None,
+    sweep: np.ndarray | None = None,
 ) -> np.ndarray:
     """The characteristic time alone; see :func:`solve_lru`."""
-    return solve_lru(size_bytes, rate_per_s, capacity_bytes, guess_s, kept_fraction)[0]
+    return solve_lru(size_bytes, rate_per_s, capacity_bytes, guess_s, kept_fraction, sweep)[0]
 
 
 def solve_lru(
@@ -72,6 +99,7 @@ def solve_lru(
     capacity_bytes: np.ndarray,
     guess_s: np.ndarray | None = None,
     kept_fraction: np.ndarray | None = None,
+    sweep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``T*`` per row at which the pages idle for less than it fill ``capacity_bytes``.
 
@@ -86,6 +114,8 @@ def solve_lru(
             are already gone below this LRU: a population then holds
             ``size * (1 - max(exp(-rate T), q))``. The host's LRU over guests' resident pages
             uses it; a guest's own LRU leaves it out (``q = 0``).
+        sweep: optional bool ``[rows, populations]``: populations touched as a cyclic sweep
+            (:func:`survival`); ``None`` (the fast path) when there are none.
 
     Returns:
         ``[rows]`` characteristic times in seconds: ``inf`` where every touched page fits (the
@@ -96,6 +126,8 @@ def solve_lru(
 
     """
     rows = size_bytes.shape[0]
+    if sweep is not None and not (sweep & (rate_per_s > 0)).any():
+        sweep = None
     touched = rate_per_s > 0
     # Bytes this LRU holds per population: all of it, or what is left above ``kept_fraction``.
     present = size_bytes if kept_fraction is None else size_bytes * (1.0 - kept_fraction)
@@ -120,7 +152,7 @@ def solve_lru(
     if candidates.any():
         positions = np.flatnonzero(candidates)
         picked = todo[positions]
-        quickest = np.exp(-rate_per_s[picked] * MIN_T_S)
+        quickest = survival(rate_per_s[picked] * MIN_T_S, None if sweep is None else sweep[picked])
         if kept_fraction is not None:
             quickest = np.maximum(quickest, kept_fraction[picked])
         hopeless = population_sum(size_bytes[picked] * (1.0 - quickest)) >= capacity_bytes[picked]
@@ -136,6 +168,7 @@ def solve_lru(
     size = size_bytes[pick]
     rate = rate_per_s[pick]
     gone = None if kept_fraction is None else kept_fraction[pick]
+    swept = None if sweep is None else sweep[pick]
     capacity = capacity_bytes[pick]
     # The solve works on the bytes that must be older than T*: everything that is not resident.
     target = population_sum(size) - capacity
@@ -149,12 +182,16 @@ def solve_lru(
             u = np.fmin(np.fmax(np.log(np.asarray(guess_s, dtype=float)[pick]), _LOG_MIN), _LOG_MAX)
     lo = np.full(todo.size, _LOG_MIN)
     hi = np.full(todo.size, _LOG_MAX)
-    u, older_todo = _newton_bisect(size, rate, gone, target, tolerance, u, lo, hi)
+    u, older_todo = _newton_bisect(size, rate, gone, target, tolerance, u, lo, hi, swept)
     # Within the tolerance of T*, spread the last few bytes over the populations in proportion
     # to what they lose at T*, so that exactly ``capacity`` stays resident.
-    older_total = population_sum(older_todo)
-    scale = np.divide(target, older_total, out=np.ones_like(target), where=older_total > 0)
-    older[pick] = np.minimum(older_todo * scale[:, None], size)
+    # Untouched pages are all older than any T*: only the touched ones are rescaled (scaling the
+    # untouched up would be clipped at their size and leave the capacity missed).
+    touched_todo = rate > 0
+    untouched_older = population_sum(np.where(touched_todo, 0.0, older_todo))
+    movable = population_sum(older_todo) - untouched_older
+    scale = np.divide(target - untouched_older, movable, out=np.ones_like(target), where=movable > 0)
+    older[pick] = np.minimum(np.where(touched_todo, older_todo * scale[:, None], older_todo), size)
     result[pick] = np.exp(u)
     return result, older
 
@@ -168,6 +205,7 @@ def _newton_bisect(
     u: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
+    sweep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Solve ``older(u) = target`` for ``u = log T`` on every row; ``older`` falls as ``u`` grows.
 
@@ -182,12 +220,18 @@ def _newton_bisect(
     neg_rate = -rate
     multiply = np.multiply
     ones = np.ones(size.shape[1])
+    # Step lengths one and two iterations ago (sweeps only): a Newton step is taken only if it is
+    # at most half the step before last (Brent's safeguard against cycling).
+    step_last = np.full(u.size, np.inf)
+    step_before = step_last.copy()
     # One errstate for the whole loop: numpy's context manager costs as much as a small ufunc.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for iteration in range(MAX_ITERATIONS):
             minus_rt = multiply(neg_rate, np.exp(u)[:, None])
-            survival = np.exp(minus_rt)
-            older_pop = multiply(size, survival if gone is None else np.maximum(survival, gone))
+            surviving = np.exp(minus_rt)
+            if sweep is not None:
+                surviving = np.where(sweep, np.maximum(1.0 + minus_rt, 0.0), surviving)
+            older_pop = multiply(size, surviving if gone is None else np.maximum(surviving, gone))
             older_total = older_pop @ ones
             excess = target - older_total  # > 0: too little is older than u: T* < u
             below = excess > 0
@@ -202,7 +246,8 @@ def _newton_bisect(
                 if moved.any():  # the answer is the bracket's fitting end, not where we stand
                     u = np.where(moved, lo, u)
                     moved_gone = None if gone is None else gone[moved]
-                    older_pop[moved] = _older(size[moved], neg_rate[moved], moved_gone, u[moved])
+                    moved_sweep = None if sweep is None else sweep[moved]
+                    older_pop[moved] = _older(size[moved], neg_rate[moved], moved_gone, u[moved], moved_sweep)
                 done |= narrow
             if done.all():
                 break
@@ -210,13 +255,34 @@ def _newton_bisect(
             # exponentials), so from below the root Newton never overshoots it and from above one
             # step lands below; for a single population it is exact in one step, where Newton on
             # older itself crawls 1/rate seconds per step through the exponential's tail.
-            # ``slope`` is T d(older)/dT (negative).
-            if gone is None:
+            # ``slope`` is T d(older)/dT (negative). Sweeps need a safeguard (below).
+            if sweep is None and gone is None:
                 slope = multiply(older_pop, minus_rt) @ ones
             else:
-                slope = (size * survival * minus_rt * (survival > gone)) @ ones
+                d_share = surviving * minus_rt
+                if sweep is not None:
+                    d_share = np.where(sweep, minus_rt * (surviving > 0), d_share)
+                if gone is not None:
+                    d_share = d_share * (surviving > gone)
+                slope = (size * d_share) @ ones
             newton = u + np.log1p(-np.log(older_total / target) * older_total / slope)
-            newton = np.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
+            if sweep is None:
+                inside = (newton >= lo) & (newton <= hi)
+            else:
+                # A sweep's older bytes fall linearly in T up to its period and are 0 after it, so
+                # log(older) has kinks and is not convex: Newton can overshoot, or cycle between
+                # the bracket's two ends. Newton on older itself (convex in T) is tried next, and
+                # only a step strictly inside the bracket and at most half the step before last
+                # is taken; otherwise bisection.
+                inside = (newton > lo) & (newton < hi)
+                if not inside.all():
+                    linear = u + np.log1p((target - older_total) / slope)
+                    newton = np.where(inside, newton, linear)
+                    inside = (newton > lo) & (newton < hi)
+                inside &= np.abs(newton - u) <= 0.5 * step_before
+            newton = np.where(inside, newton, 0.5 * (lo + hi))
+            if sweep is not None:
+                step_before, step_last = step_last, np.abs(newton - u)
             u = np.where(done, u, newton)
             if 2 * np.count_nonzero(done) > done.size:
                 solution[rows[done]] = u[done]
@@ -225,18 +291,22 @@ def _newton_bisect(
                 rows, size, neg_rate = rows[keep], size[keep], neg_rate[keep]
                 target, tolerance = target[keep], tolerance[keep]
                 gone = None if gone is None else gone[keep]
+                sweep = None if sweep is None else sweep[keep]
                 u, lo, hi = u[keep], lo[keep], hi[keep]
+                step_last, step_before = step_last[keep], step_before[keep]
         else:  # out of iterations: u moved after older_pop was computed
-            older_pop = _older(size, neg_rate, gone, u)
+            older_pop = _older(size, neg_rate, gone, u, sweep)
     solution[rows] = u
     older_solution[rows] = older_pop
     return solution, older_solution
 
 
-def _older(size: np.ndarray, neg_rate: np.ndarray, gone: np.ndarray | None, u: np.ndarray) -> np.ndarray:
+def _older(
+    size: np.ndarray, neg_rate: np.ndarray, gone: np.ndarray | None, u: np.ndarray, sweep: np.ndarray | None
+) -> np.ndarray:
     """Bytes of each population idle for longer than ``exp(u)``."""
-    survival = np.exp(neg_rate * np.exp(u)[:, None])
-    return size * (survival if gone is None else np.maximum(survival, gone))
+    surviving = survival(-neg_rate * np.exp(u)[:, None], sweep)
+    return size * (surviving if gone is None else np.maximum(surviving, gone))
 
 
 def _untouched_share(

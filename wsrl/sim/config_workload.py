@@ -41,6 +41,11 @@ class PopulationConfig(StrictModel):
     size_gib: float | None = Field(None, ge=0)
     access_interval_s: Annotated[float, AllowInfNan(True)]
     """Seconds between touches of one page; ``"never"`` (infinity) for pages never touched."""
+    access_order: Literal["independent", "sweep"] = "independent"
+    """How the pages are touched: ``"independent"`` (each page at random times, on average once per
+    interval: a key-value store's lookups) or ``"sweep"`` (every page once per interval, always in
+    the same order: a garbage collector's mark, a periodic scan or checksum). A sweep that does not
+    fit misses on every touch under LRU; see docs/simulator.md, "Access order"."""
     size_pattern: Pattern | None = None
     rate_pattern: Pattern | None = None
 

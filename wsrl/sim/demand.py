@@ -48,6 +48,7 @@ class WorkloadDemand:
             population) and of pattern phases, drawn from the seed at :meth:`reset`.
         time_of_day_s: seconds since midnight UTC at time 0, for diurnal patterns
             (:class:`wsrl.sim.patterns.PatternSet`).
+        pop_is_sweep: bool ``[H, G, P]``: populations touched as a cyclic sweep (default none).
 
     """
 
@@ -60,10 +61,16 @@ class WorkloadDemand:
         jitter: np.ndarray,
         *,
         time_of_day_s: float = 0.0,
+        pop_is_sweep: np.ndarray | None = None,
     ) -> None:
         self.shape = cast(tuple[int, int, int], tuple(pop_is_anon.shape))
         hosts, guests, pops = self.shape
         self.pop_is_anon = np.asarray(pop_is_anon, dtype=bool)
+        self.pop_is_sweep = (
+            np.zeros(self.shape, dtype=bool) if pop_is_sweep is None else np.asarray(pop_is_sweep, dtype=bool)
+        )
+        if self.pop_is_sweep.shape != self.shape:
+            raise ValueError(f"pop_is_sweep shape {self.pop_is_sweep.shape} != {self.shape}")
         self.base_size_bytes = np.asarray(base_size_bytes, dtype=np.float64).reshape(-1)
         self.base_rate_per_s = np.asarray(base_rate_per_s, dtype=np.float64).reshape(-1)
         if (self.base_size_bytes < 0).any() or (self.base_rate_per_s < 0).any():
@@ -98,6 +105,7 @@ class WorkloadDemand:
         pops = max((len(c[0].population) for row in grid for c in row if c is not None), default=1)
         pops = max(pops, populations or 0)
         is_anon = np.zeros((hosts, guests, pops), dtype=bool)
+        is_sweep = np.zeros((hosts, guests, pops), dtype=bool)
         size = np.zeros((hosts, guests, pops))
         rate = np.zeros((hosts, guests, pops))
         jitter = np.zeros((hosts, guests))
@@ -110,13 +118,14 @@ class WorkloadDemand:
                 jitter[h, g] = guest_jitter
                 for p, pop in enumerate(workload.population):
                     is_anon[h, g, p] = pop.type == "anon"
+                    is_sweep[h, g, p] = pop.access_order == "sweep"
                     size[h, g, p] = pop.size_bytes * scale
                     rate[h, g, p] = pop.rate_per_s
                     if pop.size_pattern is not None:
                         patterns.append((h, g, p, "size", pop.size_pattern))
                     if pop.rate_pattern is not None:
                         patterns.append((h, g, p, "rate", pop.rate_pattern))
-        return cls(is_anon, size, rate, patterns, jitter, time_of_day_s=time_of_day_s)
+        return cls(is_anon, size, rate, patterns, jitter, time_of_day_s=time_of_day_s, pop_is_sweep=is_sweep)
 
     def reset(self, seed: int) -> None:
         """Restart from time 0: draw jitter and the patterns' random state from ``seed``."""
@@ -152,6 +161,7 @@ class CombinedDemand:
         self.overlays = list(overlays)
         self.shape = base.shape
         self.pop_is_anon = base.pop_is_anon.copy()
+        self.pop_is_sweep = base.pop_is_sweep  # overlays (recorded traces) have no access order
         for overlay in self.overlays:
             if overlay.pop_is_anon.shape != self.shape:
                 raise ValueError(f"overlay shape {overlay.pop_is_anon.shape} != {self.shape}")

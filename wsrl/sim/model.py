@@ -12,6 +12,11 @@ See ``docs/simulator.md`` for the model, its assumptions and its sources. In sho
   fault is outstanding (``1 - exp(-stall_seconds / dt)``, the busy probability of an M/G/inf queue).
 * Evicted pages come back only when touched: after a guest grows, its evicted set drains at the
   pages' access rates (every page that comes back is a refault), it does not reappear for free.
+* Access order: a population is touched either independently (above) or as a cyclic sweep, every
+  page once per period in the same order (``pop_is_sweep``). A sweep's idle ages are uniform over
+  the period, and an LRU evicts exactly the pages the sweep touches next: a sweep that does not
+  fit misses on every access (LRU's loop pathology, measured on this kernel in
+  ``docs/fidelity.md``), one that fits never misses.
 * OOM: when the anon pages that swap cannot take no longer fit, the guest's workload is killed;
   its anon demand restarts from zero and ramps back over ``oom_restart_s``.
 * Actuators: a memcg limit acts at once; a balloon moves at finite inflate/deflate speeds and
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsrl.sim.arrays import ACTUATOR_BALLOON, GuestArrays, HostArrays
-from wsrl.sim.che import population_sum, solve_lru
+from wsrl.sim.che import population_sum, solve_lru, survival
 from wsrl.units import PAGE_BYTES
 
 PSI_AVG10_WINDOW_S = 10.0
@@ -63,14 +68,29 @@ class GuestMemoryModel:
         guests: static per-guest parameters.
         hosts: static per-host parameters.
         pop_is_anon: ``[hosts, guests, populations]`` population types.
+        pop_is_sweep: optional ``[hosts, guests, populations]``: populations touched as a cyclic
+            sweep rather than independently (default: none).
 
     """
 
-    def __init__(self, guests: GuestArrays, hosts: HostArrays, pop_is_anon: np.ndarray) -> None:
+    def __init__(
+        self,
+        guests: GuestArrays,
+        hosts: HostArrays,
+        pop_is_anon: np.ndarray,
+        pop_is_sweep: np.ndarray | None = None,
+    ) -> None:
         self.guests = guests
         self.hosts = hosts
         self.pop_is_anon = np.asarray(pop_is_anon, dtype=bool)
         self.pop_is_file = ~self.pop_is_anon
+        sweep = None if pop_is_sweep is None else np.asarray(pop_is_sweep, dtype=bool)
+        if sweep is not None and sweep.shape != self.pop_is_anon.shape:
+            raise ValueError(f"pop_is_sweep shape {sweep.shape} does not match {self.pop_is_anon.shape}")
+        # None where no population sweeps: every formula then takes its independent-reference path.
+        self.pop_is_sweep = sweep if sweep is not None and sweep.any() else None
+        pops = self.pop_is_anon.shape[2]
+        self._sweep_flat = None if self.pop_is_sweep is None else self.pop_is_sweep.reshape(-1, pops)
         self._anon_weight = self.pop_is_anon.astype(float)  # multiply-and-sum beats masking
         self._deflate_on_oom = (
             np.zeros(guests.shape, dtype=bool)
@@ -231,6 +251,10 @@ class GuestMemoryModel:
         # 6. Evicted pages drain at their access rates (refaults) while the limit pins them at the
         # equilibrium; see _drain for the closed form.
         evicted_end, refault_bytes = _drain(evicted, equilibrium, rate, dt_s)
+        if self.pop_is_sweep is not None:
+            evicted_end, refault_bytes = _drain_sweeps(
+                self.pop_is_sweep, size, evicted, equilibrium, rate, dt_s, evicted_end, refault_bytes
+            )
         evicted_end = self._fit_swap(size, evicted, evicted_end)
         swapped_out = evicted_end - evicted + refault_bytes
         self.size_bytes = size
@@ -321,6 +345,7 @@ class GuestMemoryModel:
         r = rate.reshape(-1, pops)[rows]
         cap = capacity.ravel()[rows]
         anon = self._anon_flat[rows]
+        sweep_rows = None if self._sweep_flat is None else self._sweep_flat[rows]
         swap_cap = self._swap_flat[rows]
         times = self._solve_times.reshape(-1, 3)[rows]  # columns: one LRU, anon LRU, file LRU
         # Predict each guest's regime from the last time it was binding (guests move in and out
@@ -334,10 +359,13 @@ class GuestMemoryModel:
         for attempt in range(2):
             one, two = pending[~bound[pending]], pending[bound[pending]]
             n1, n2 = one.size, two.size
+            sweeps = None
             if n2 == 0 and n1 == rows.size:  # everyone in one LRU: views, not copies
                 sizes, rates, caps, guesses = s, r, cap, times[:, 0]
+                sweeps = sweep_rows
             elif n2 == 0:
                 sizes, rates, caps, guesses = s[one], r[one], cap[one], times[one, 0]
+                sweeps = None if sweep_rows is None else sweep_rows[one]
             else:
                 anon_two = anon[two]
                 anon_resident = np.maximum(population_sum(s[two] * anon_two) - swap_cap[two], 0.0)
@@ -345,7 +373,9 @@ class GuestMemoryModel:
                 rates = np.concatenate([r[one], r[two], r[two]])
                 caps = np.concatenate([cap[one], anon_resident, np.maximum(cap[two] - anon_resident, 0.0)])
                 guesses = np.concatenate([times[one, 0], times[two, 1], times[two, 2]])
-            t, evicted = solve_lru(sizes, rates, caps, guesses)
+                if sweep_rows is not None:
+                    sweeps = np.concatenate([sweep_rows[one], sweep_rows[two], sweep_rows[two]])
+            t, evicted = solve_lru(sizes, rates, caps, guesses, sweep=sweeps)
             out[one] = evicted[:n1]
             times[one, 0] = t[:n1]
             if n2:
@@ -394,7 +424,9 @@ class GuestMemoryModel:
         evicted = self.evicted_bytes[hosts].reshape(hosts.size, -1)
         gone = np.divide(evicted, size, out=np.ones_like(size), where=size > 0)
         cap = np.maximum(available[hosts], 0.0)
-        t_host, older = solve_lru(size, rate, cap, self.host_time_s[hosts], kept_fraction=gone)
+        sweep = None if self.pop_is_sweep is None else self.pop_is_sweep[hosts].reshape(hosts.size, -1)
+        # Host faults stay at the pages' rates (swapped * rate) for sweeps too: an approximation.
+        t_host, older = solve_lru(size, rate, cap, self.host_time_s[hosts], kept_fraction=gone, sweep=sweep)
         swapped = np.maximum(older - evicted, 0.0)  # older counts the guest's own evictions too
         self.host_swapped_bytes = np.zeros_like(self.size_bytes)
         self.host_swapped_bytes[hosts] = swapped.reshape(hosts.size, guests, pops)
@@ -407,8 +439,8 @@ class GuestMemoryModel:
         """``[hosts, guests]`` resident bytes idle for longer than ``threshold_s`` (exact, no bins)."""
         size = self.size_bytes
         q = np.divide(self.evicted_bytes, size, out=np.ones_like(size), where=size > 0)
-        survival = np.exp(-self.rate_per_s * threshold_s)
-        return population_sum(size * (np.maximum(survival, q) - q))
+        surviving = survival(self.rate_per_s * threshold_s, self.pop_is_sweep)
+        return population_sum(size * (np.maximum(surviving, q) - q))
 
     # -- histograms ------------------------------------------------------------------------------
 
@@ -416,9 +448,10 @@ class GuestMemoryModel:
         """Working-set histograms of resident pages: ``[hosts, guests, 2 (anon, file), bins]``.
 
         ``bins = len(edges_ms) + 1``; the last bin is open-ended. Resident pages of a population
-        are those idle for less than its cut-off age ``T`` with ``exp(-r T) = evicted / size``,
-        so bin ``(lo, hi]`` holds ``size * (max(e^{-r lo}, q) - max(e^{-r hi}, q))`` with
-        ``q = evicted / size``. Never-touched resident pages sit in the open bin. Bins sum to the
+        are those idle for less than its cut-off age ``T`` with ``S(r T) = evicted / size``,
+        so bin ``(lo, hi]`` holds ``size * (max(S(r lo), q) - max(S(r hi), q))`` with
+        ``q = evicted / size`` and ``S`` the population's survival (:func:`wsrl.sim.che.survival`).
+        Never-touched resident pages sit in the open bin. Bins sum to the
         resident bytes of each type exactly.
         """
         size = self.size_bytes
@@ -429,7 +462,13 @@ class GuestMemoryModel:
         # rates and edges is one BLAS call. Byte sums telescope in float64.
         neg_edges_s = (np.asarray(edges_ms, dtype=np.float32) / np.float32(-1000.0)).reshape(1, -1)
         older = self.rate_per_s.astype(np.float32).reshape(-1, 1) @ neg_edges_s
-        np.exp(older, out=older)
+        if self.pop_is_sweep is None:
+            np.exp(older, out=older)
+        else:
+            swept = self.pop_is_sweep.reshape(-1)
+            linear = np.maximum(older[swept] + np.float32(1.0), np.float32(0.0))
+            np.exp(older, out=older)
+            older[swept] = linear
         np.subtract(older, q.astype(np.float32).reshape(-1, 1), out=older)
         np.maximum(older, 0.0, out=older)
         weights = np.empty((hosts, guests, 2, pops), dtype=np.float32)
@@ -445,6 +484,31 @@ class GuestMemoryModel:
         np.subtract(cold[..., :-1], cold[..., 1:], out=out[..., 1:-1])
         out[..., -1] = cold[..., -1]
         return np.maximum(out, 0.0, out=out)
+
+
+def _drain_sweeps(
+    sweep: np.ndarray,
+    size: np.ndarray,
+    evicted: np.ndarray,
+    equilibrium: np.ndarray,
+    rate: np.ndarray,
+    dt_s: float,
+    evicted_end: np.ndarray,
+    refault: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_drain` for the populations touched as a cyclic sweep (the others are kept).
+
+    The sweep touches ``r * size`` bytes per second in a fixed order, and the LRU has evicted
+    exactly the pages it touches next. Pinned at an equilibrium ``E* > 0`` (the sweep does not
+    fit), every touch misses: refaults ``r * size * dt``, not ``r * E* * dt``. Above it (memory was
+    given back), the sweep brings the evicted pages back in order, ``r * size`` bytes per second,
+    until ``E*`` is reached; a sweep that fits then stops refaulting.
+    """
+    sweep_bytes = rate * size * dt_s
+    drained = np.maximum(evicted - sweep_bytes, equilibrium)
+    end = np.where(equilibrium >= evicted, equilibrium, drained)
+    misses = np.where(equilibrium > 0, sweep_bytes, evicted - end)
+    return np.where(sweep, end, evicted_end), np.where(sweep, np.maximum(misses, 0.0), refault)
 
 
 def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:

@@ -33,7 +33,13 @@ class Simulator:
         if not self.step_s > 0:
             raise ValueError(f"step_s must be > 0, got {setup.step_s}")
         self.edges_ms = np.asarray(validate_edges(list(edges_ms)), dtype=np.int64)
-        self.model = GuestMemoryModel(setup.guests, setup.hosts, setup.demand.pop_is_anon)
+        self.model = GuestMemoryModel(
+            setup.guests,
+            setup.hosts,
+            setup.demand.pop_is_anon,
+            # Optional on a demand source: sources without it touch every page independently.
+            getattr(setup.demand, "pop_is_sweep", None),
+        )
         self.seed = 0
         self.steps = 0
         self.time_s = 0.0

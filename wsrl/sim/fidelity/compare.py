@@ -81,6 +81,8 @@ def predict_rung(
     sizes = np.array([[[float(p["size_bytes"]) for p in populations]]])
     rates = np.array([[[1.0 / float(p["access_interval_s"]) for p in populations]]])
     is_anon = np.array([[[p["type"] == "anon" for p in populations]]])
+    # The lab's "loop" pattern is a cyclic sweep; "random" touches pages independently.
+    is_sweep = np.array([[[p.get("pattern", "random") == "loop" for p in populations]]])
     limit_bytes = float(result["populations_limit_bytes"])
     swap = bool(result["rung"]["swap"])
     guests = guest_arrays(
@@ -97,7 +99,7 @@ def predict_rung(
         scenario=f"fidelity:{result['case']}",
         guests=guests,
         hosts=host_arrays(1, HOST_BYTES),
-        demand=ConstantDemand(sizes, rates, is_anon),
+        demand=ConstantDemand(sizes, rates, is_anon, is_sweep),
         step_s=step_s,
     )
     sim = Simulator(setup)
