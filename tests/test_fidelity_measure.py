@@ -13,13 +13,14 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from wsrl.lab.kernel import CGROUP_V1_MEMORY_ROOT, active_swaps
-from wsrl.lab.ladder import QUICK_DURATION_S, QUICK_WARMUP_S, default_cases, quick_cases
+from wsrl.lab.ladder import QUICK_DURATION_S, QUICK_WARMUP_S, Case, default_cases, quick_cases, sweep_cases
 from wsrl.lab.workload import (
     PopulationSpec,
     WorkloadSpecError,
@@ -180,9 +181,10 @@ def test_workload_cli_reports_a_bad_spec_in_one_line() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_default_ladder_runs_long_enough_for_a_steady_state() -> None:
+@pytest.mark.parametrize("cases", [default_cases, sweep_cases], ids=["default", "sweeps"])
+def test_ladders_run_long_enough_for_a_steady_state(cases: Callable[[], list[Case]]) -> None:
     planned_s = 0.0
-    for case in default_cases():
+    for case in cases():
         warmup_s, duration_s = case.timing()
         longest_random_s = max(
             (p.access_interval_s for p in case.populations if p.pattern == "random"), default=0.0

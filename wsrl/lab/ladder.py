@@ -195,6 +195,32 @@ def default_cases() -> list[Case]:
     ]
 
 
+def sweep_cases() -> list[Case]:
+    """Sweeps beside other pages (issue 17): what the model's ``access_order = "sweep"`` predicts.
+
+    ``anon-loop-beside-hot``: a 160 MiB anon sweep every 8 s beside 64 MiB of hot random anon,
+    whether the LRU keeps the hot pages while the sweep thrashes. ``file-loop``: a 192 MiB file
+    read in order every 4 s (a scheduled scan from the page cache), where the classic LRU's
+    refault-distance activation (``mm/workingset.c``) may protect part of a sweep that is just
+    larger than memory. About 7 minutes.
+    """
+    ladder = tuple(Rung(f) for f in DEFAULT_LADDER)
+    return [
+        Case(
+            "anon-loop-beside-hot",
+            "64 MiB of anon touched at random every 1 s beside a 160 MiB anon sweep every 8 s",
+            (_pop("hot", "anon", 64, 1.0), _pop("loop", "anon", 160, 8.0, "loop")),
+            ladder,
+        ),
+        Case(
+            "file-loop",
+            "a 192 MiB file read in order, each page once every 4 s (readahead off)",
+            (_pop("scan", "file", 192, 4.0, "loop"),),
+            ladder,
+        ),
+    ]
+
+
 def quick_cases() -> list[Case]:
     """A small ladder for tests: anon hot/cold at 3 limits, and an OOM case with and without swap.
 
@@ -219,6 +245,10 @@ def quick_cases() -> list[Case]:
             duration_s=QUICK_DURATION_S,
         ),
     ]
+
+
+CASE_SETS = {"default": default_cases, "sweeps": sweep_cases, "quick": quick_cases}
+"""``python -m wsrl.lab.measure --cases NAME``."""
 
 
 # --------------------------------------------------------------------------------------------

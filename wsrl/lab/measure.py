@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wsrl.errors import WsrlError
-from wsrl.lab.ladder import default_cases, quick_cases, run_measurements
+from wsrl.lab.ladder import CASE_SETS, run_measurements
 from wsrl.lab.table import TABLE_HEADER
 
 
@@ -25,6 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="where to write the JSON document")
     parser.add_argument(
         "--quick", action="store_true", help="2 small cases, a few rungs, short windows (< 40 s)"
+    )
+    parser.add_argument(
+        "--cases",
+        choices=sorted(CASE_SETS),
+        default=None,
+        help="which cases: default (the ladder of docs/fidelity.md), sweeps (sweeps beside other "
+        "pages, a file scan; about 7 minutes) or quick (as --quick)",
     )
     parser.add_argument(
         "--warmup-s",
@@ -41,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--file-dir", type=Path, default=None, help="disk directory for file populations")
     args = parser.parse_args(argv)
-    cases = quick_cases() if args.quick else default_cases()
+    cases = CASE_SETS["quick" if args.quick else (args.cases or "default")]()
     header_pending = [True]
 
     def progress(line: str) -> None:

@@ -198,14 +198,15 @@ def markdown_table(rows: list[RungComparison]) -> str:
     return "\n".join(lines)
 
 
-def write_into_doc(doc: Path, table: str, source: Path) -> None:
-    """Replace the text between the doc's fidelity-table markers with ``table``."""
+def write_into_doc(doc: Path, table: str, source: Path, marker: str = "fidelity-table") -> None:
+    """Replace the text between the doc's ``<!-- marker:begin/end -->`` lines with ``table``."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     text = doc.read_text()
-    if BEGIN_MARKER not in text or END_MARKER not in text:
-        raise WsrlError(f"{doc}: no {BEGIN_MARKER} ... {END_MARKER} markers to write the table between")
-    head, rest = text.split(BEGIN_MARKER, 1)
-    _, tail = rest.split(END_MARKER, 1)
-    body = f"{BEGIN_MARKER}\n<!-- generated from {source} by `make fidelity` -->\n{table}\n{END_MARKER}"
+    if begin not in text or end not in text:
+        raise WsrlError(f"{doc}: no {begin} ... {end} markers to write the table between")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    body = f"{begin}\n<!-- generated from {source} by `make fidelity` -->\n{table}\n{end}"
     doc.write_text(head + body + tail)
 
 
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("measured", type=Path, help="JSON written by wsrl.lab.measure")
     parser.add_argument("--doc", type=Path, help="Markdown file whose marked table to rewrite")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    parser.add_argument(
+        "--marker", default="fidelity-table", help="the doc's table markers: <!-- MARKER:begin/end -->"
+    )
     args = parser.parse_args(argv)
     try:
         try:
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = compare(measured)
         table = markdown_table(rows)
         if args.doc is not None:
-            write_into_doc(args.doc, table, args.measured)
+            write_into_doc(args.doc, table, args.measured, args.marker)
         if args.json:
             print(json.dumps([asdict(row) for row in rows], indent=2))
         else:
