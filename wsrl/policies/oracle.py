@@ -332,11 +332,14 @@ class OraclePolicy:
         sizes = np.stack([self._sizes[n] for n in span])
         rates = np.stack([self._rates[n] for n in span])
         touched = rates * dt_s
-        stays = np.exp(-touched)
+        # A page's chance of going untouched through a step, and the share of a population touched
+        # within the window: exp(-r t) for independent pages, max(1 - r t, 0) for a sweep's.
+        sweep = sim.model.pop_is_sweep
+        stays = survival(touched, sweep)
         # Working set of each step as if every page were resident (pages touched within the window).
-        window_bytes = population_sum(sizes * -np.expm1(-rates * window_s)) + unevictable
+        window_bytes = population_sum(sizes * (1.0 - survival(rates * window_s, sweep))) + unevictable
         inv_window = np.divide(1.0, window_bytes, out=np.zeros_like(window_bytes), where=window_bytes > 0)
-        comes_back = -np.expm1(-touched) / dt_s * inv_window[..., None]
+        comes_back = (1.0 - stays) / dt_s * inv_window[..., None]
         later = np.zeros(rates.shape)
         for i in range(len(span) - 2, -1, -1):
             np.maximum(comes_back[i + 1], stays[i + 1] * later[i + 1], out=later[i])
