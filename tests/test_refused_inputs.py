@@ -187,15 +187,26 @@ def test_a_socket_path_must_be_a_socket_if_it_exists(tmp_path: Path) -> None:
     assert "not a socket" in problems[0][1]
     fifo = folder / "fifo"
     os.mkfifo(fifo)
-    link = folder / "link"
-    link.symlink_to("/etc/passwd")
-    for path in (fifo, link):
+    to_fifo = folder / "to-fifo"
+    to_fifo.symlink_to(fifo)
+    for path in (fifo, to_fifo):
         problems = _problems(tmp_path, _vm_data(tmp_path, path, [str(folder)]))
         assert "not a socket" in problems[0][1], problems
+    link = folder / "link"
+    link.symlink_to("/etc/passwd")  # a symlink may not lead out of the allowed directories
+    problems = _problems(tmp_path, _vm_data(tmp_path, link, [str(folder)]))
+    assert "symlink to /etc/passwd, outside" in problems[0][1], problems
     real = folder / "qmp.sock"
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(real))
         runner_config_from_dict(_vm_data(tmp_path, real, [str(folder)]), base_dir=tmp_path, label="host.toml")
+        # A stable symlink to a VM's socket (its path moves at each boot), within the allowed
+        # directories, is accepted.
+        stable = folder / "vm.sock"
+        stable.symlink_to(real)
+        runner_config_from_dict(
+            _vm_data(tmp_path, stable, [str(folder)]), base_dir=tmp_path, label="host.toml"
+        )
     # not there yet (the VM starts later): accepted
     runner_config_from_dict(
         _vm_data(tmp_path, folder / "later.sock", [str(folder)]), base_dir=tmp_path, label="host.toml"

@@ -217,14 +217,20 @@ def _guest_memcg_path(value: str) -> str:
 def socket_problem(value: str, allowed_dirs: list[str]) -> str | None:
     """Why ``value`` is not an acceptable socket path (``None`` when it is).
 
-    It must lie under an allowed directory and, when it exists, be a unix socket itself (not a
-    regular file, a FIFO, a device, nor a symlink to anything).
+    It must lie under an allowed directory and, when it exists, be a unix socket (not a regular
+    file, a FIFO nor a device). A symlink is accepted only where it resolves to such a socket, or
+    to a path not made yet, that also lies under an allowed directory: the way an operator gives a
+    VM whose socket moves at each boot (libvirt's ``domain-<id>-<name>``) one stable path.
     """
     try:
         path = PurePosixPath(absolute_path(value))
     except ValueError as exc:
         return str(exc)
-    if not any(path.is_relative_to(d) and path != PurePosixPath(d) for d in allowed_dirs):
+
+    def allowed(candidate: PurePosixPath) -> bool:
+        return any(candidate.is_relative_to(d) and candidate != PurePosixPath(d) for d in allowed_dirs)
+
+    if not allowed(path):
         return f"must lie under one of {', '.join(allowed_dirs)} (add host.socket_dirs), got {value!r}"
     try:
         info = os.lstat(path)
@@ -232,6 +238,21 @@ def socket_problem(value: str, allowed_dirs: list[str]) -> str | None:
         return None  # not made yet: the VM starts later, and the backend connects when it is there
     except OSError as exc:
         return f"{value}: cannot be examined: {exc.strerror or exc}"
+    if stat.S_ISLNK(info.st_mode):
+        target = PurePosixPath(os.path.realpath(path))
+        if not allowed(target):
+            return (
+                f"{value} is a symlink to {target}, outside {', '.join(allowed_dirs)} (add host.socket_dirs)"
+            )
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return None  # the link's target is not made yet
+        except OSError as exc:
+            return f"{value}: cannot be examined: {exc.strerror or exc}"
+        if not stat.S_ISSOCK(info.st_mode):
+            return f"{value} is not a socket (a symlink to {file_kind(info.st_mode)} {target})"
+        return None
     if not stat.S_ISSOCK(info.st_mode):
         return f"{value} is not a socket (it is {file_kind(info.st_mode)})"
     return None
