@@ -35,6 +35,19 @@ from wsrl.units import GIB, MIB, PAGE_BYTES
 # -- a guest's own pressure signals protect it only within its share ------------------------------
 
 
+def _started_with_liars(
+    config: Any, lies: dict[int, dict[str, Any]] | None = None
+) -> tuple[Runner, list[LyingBackend]]:
+    """A started runner on the config's guests, each a VM reporting its own figures (``LyingBackend``);
+    ``lies`` maps a guest's index to what it claims from the first tick."""
+    liars = [LyingBackend(b) for b in build_backends(config)]
+    for guest, claims in (lies or {}).items():
+        liars[guest].lies = claims
+    runner = Runner(config, backends=liars)
+    runner.start()
+    return runner, liars
+
+
 def test_a_guest_claiming_pressure_gets_no_more_than_its_share_of_a_full_host(tmp_path: Path) -> None:
     """``dev`` (8 of the 18 GiB promised on a host with 14 GiB of room, every guest asking for its
     provisioned size) claims a PSI of 99 % from the first tick. The breaker trips and hands it to
@@ -45,10 +58,7 @@ def test_a_guest_claiming_pressure_gets_no_more_than_its_share_of_a_full_host(tm
     ``test_a_guest_on_the_fallback_gets_the_room_the_others_leave``.)"""
     config = make_config(tmp_path, record=False, policy="static")
     # The laptop's guests are VMs: each reports its own pressure (LyingBackend marks it so); dev lies.
-    backends = [LyingBackend(b) for b in build_backends(config)]
-    backends[2].lies = {"psi_some_avg10": 99.0}
-    runner = Runner(config, backends=backends)
-    runner.start()
+    runner, _ = _started_with_liars(config, {2: {"psi_some_avg10": 99.0}})
     room = (config.host.capacity_gib - config.host.reserve_gib) * GIB
     share = room * 8 / 18
     totals = []
@@ -75,10 +85,7 @@ def test_a_guest_on_the_fallback_gets_the_room_the_others_leave(tmp_path: Path) 
     where everyone asks for everything (at most 6.2 GiB, room left unused); never past capacity -
     reserve."""
     config = make_config(tmp_path, record=False, policy="wmo")
-    backends = [LyingBackend(b) for b in build_backends(config)]
-    backends[2].lies = {"psi_some_avg10": 99.0}
-    runner = Runner(config, backends=backends)
-    runner.start()
+    runner, _ = _started_with_liars(config, {2: {"psi_some_avg10": 99.0}})
     room = (config.host.capacity_gib - config.host.reserve_gib) * GIB
     outcomes = [runner.tick() for _ in range(10)]
     runner.shutdown(relax=False)
@@ -271,9 +278,7 @@ def test_a_guest_claiming_a_bigger_balloon_gains_nothing_and_costs_the_others_no
     growth counted as a rate-limited shrink; the host-reserve rail then cut the honest guests at
     once, faster than their rate, to make room for it. Now the last target set is the start."""
     config = make_config(tmp_path, record=False, policy="wmo")
-    liars = [LyingBackend(b) for b in build_backends(config)]
-    runner = Runner(config, backends=liars)
-    runner.start()
+    runner, liars = _started_with_liars(config)
     rate = config.safety.max_shrink_frac_per_s * config.host.interval_s
     try:
         runner.tick()  # the laptop's guests are shrunk into the host's room
@@ -292,10 +297,7 @@ def test_a_reading_from_the_year_10000_is_written_not_raised(tmp_path: Path) -> 
     """Found by the property test below: a guest's time past what datetime holds crashed the tick
     while its audit record was written."""
     config = make_config(tmp_path, record=False)
-    liars = [LyingBackend(b) for b in build_backends(config)]
-    liars[1].lies = {"time_ms": 253_402_300_800_000}
-    runner = Runner(config, backends=liars)
-    runner.start()
+    runner, liars = _started_with_liars(config, {1: {"time_ms": 253_402_300_800_000}})
     try:
         outcome = runner.tick()
         assert len(outcome.target_bytes) == len(liars)
