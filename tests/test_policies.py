@@ -30,7 +30,7 @@ from wsrl.policies import (
     make_policy,
     make_stack,
 )
-from wsrl.policies.esx import idle_tax_allocation
+from wsrl.policies.esx import EsxIdleTaxPolicy, idle_tax_allocation
 from wsrl.policies.learned import load_learned_policy
 from wsrl.policies.oracle import OraclePolicy, slo_page_bytes
 from wsrl.policies.senpai import SenpaiPolicy, SenpaiReclaimPolicy
@@ -463,6 +463,45 @@ def test_far_memory_estimates_promotions_from_the_histogram_density() -> None:
     target = policy.decide(snap(60.0, usage=hist.sum() + 64 * MIB, hist=hist))[0, 0]
     assert policy.threshold_ms[0, 0] == 600_000
     assert target == pytest.approx(hist.sum() + 64 * MIB)  # nothing is older than 600 s
+
+
+def _first_cycle_then_settled(t_s: float, *, settled_from_s: float) -> HostSnapshot:
+    """An idle guest (768 MiB resident, 8 MiB touched every second) read through the
+    ``referenced`` source: provisional during its first cycle (every byte not yet seen idle counts
+    young: all in the first bin), then settled (the idle bytes in the bin above 120 s, where the
+    runner re-bins the source's open-ended bin)."""
+    hist = np.zeros((1, 1, 2, BINS))
+    hist[0, 0, 0, 0] = 8 * MIB
+    settled = t_s >= settled_from_s
+    hist[0, 0, 0, 0 if not settled else list(EDGES).index(300_000)] += 760 * MIB
+    return snap(
+        t_s, usage=768 * MIB, provisioned=1536 * MIB, hist=hist, interval_s=5.0,
+        hist_provisional=np.array([[not settled]]),
+    )
+
+
+def test_far_memory_makes_no_choice_from_a_provisional_histogram() -> None:
+    """The runner's first minutes on the ``referenced`` source: no threshold is chosen (or kept in
+    the history) from the first cycle's ages, so the first settled histogram's choice, 120 s for
+    an idle guest, applies within one control period instead of staying unset for ~50 periods."""
+    policy = FarMemoryPolicy()
+    settled_from_s = 125.0
+    targets = [
+        policy.decide(_first_cycle_then_settled(float(t), settled_from_s=settled_from_s))[0, 0]
+        for t in range(0, 250, 5)
+    ]
+    assert all(t == 1536 * MIB for t in targets[: int(settled_from_s // 5)])  # nothing reclaimed yet
+    assert policy.threshold_ms[0, 0] == 120_000
+    assert targets[-1] == pytest.approx(8 * MIB)  # only what is touched within 120 s stays
+    assert policy._history.sum() == 2  # two settled periods chose; the provisional ones did not
+
+
+def test_esx_averages_start_at_the_first_settled_histogram() -> None:
+    """ESX's slow average does not remember the first cycle's "everything active" for minutes."""
+    policy = EsxIdleTaxPolicy()
+    for t in range(0, 180, 5):
+        policy.decide(_first_cycle_then_settled(float(t), settled_from_s=125.0))
+    assert policy.active_bytes[0, 0] == pytest.approx(8 * MIB)
 
 
 def test_far_memory_keeps_promotions_near_its_slo() -> None:

@@ -118,8 +118,12 @@ def _one_cycle(name: str, group: Path, settings: ReferencedSettings) -> GuestRea
     assert backend.histogram_source == "referenced" and backend.histogram_source_reason == "configured"
     backend.start(lambda reason: None)
     try:
+        first = backend.read()  # before the first edge: the fallback, provisional
+        assert first.histogram_provisional and first.source["histogram_fallback"] == "memory_stat", first
         _wait_complete(backend, 30.0)
-        return backend.read()
+        reading = backend.read()
+        assert not reading.histogram_provisional, reading.source
+        return reading
     finally:
         backend.close()
         assert backend.sampler is not None and not backend.sampler.running

@@ -235,6 +235,36 @@ def test_observation_rows_are_bounded_and_padding_is_zero() -> None:
     assert (obs[sim.mask][:, FEATURE_NAMES.index("refault_budget_log")] > 0).any()
 
 
+def test_working_set_peaks_do_not_remember_a_provisional_histogram() -> None:
+    """The runner's first cycle on the ``referenced`` source reads every guest's whole usage as its
+    working set; the peaks (and the learned policy's ``peak_keep`` floor on them) start afresh at
+    the first settled histogram instead of remembering that usage for hours."""
+    import dataclasses
+
+    sim = Simulator(input_setup_with_hosts(SAMPLE))
+    sim.reset(0)
+    settled = snapshot_from_simulator(sim)
+    mask = settled.mask
+    young = np.zeros_like(settled.hist_bytes)
+    young[..., 0, 0] = settled.hist_bytes.sum(axis=(2, 3))  # every resident byte counted young
+    first_cycle = dataclasses.replace(settled, hist_bytes=young, hist_provisional=mask.copy())
+    builder = ObservationBuilder()
+    builder.reset(first_cycle)
+    usage_like = first_cycle.working_set_bytes()[mask]  # the whole usage
+    np.testing.assert_allclose(builder.working_set_peak_bytes[mask], usage_like, rtol=1e-9)
+    builder.build(dataclasses.replace(first_cycle, time_ms=first_cycle.time_ms + 10_000))
+    after = dataclasses.replace(settled, time_ms=first_cycle.time_ms + 20_000)
+    builder.build(after)
+    working_set = after.working_set_bytes()[mask]
+    np.testing.assert_allclose(builder.working_set_peak_bytes[mask], working_set, rtol=1e-9)
+    assert (working_set < usage_like).any()  # the sample has idle memory
+    # The same young histogram, settled (a burst that really touched everything): remembered.
+    burst = ObservationBuilder()
+    burst.reset(dataclasses.replace(first_cycle, hist_provisional=None))
+    burst.build(after)
+    assert (burst.working_set_peak_bytes[mask] > working_set).any()
+
+
 def test_reward_terms_punish_ooms_far_above_everything() -> None:
     sim = Simulator(input_setup_with_hosts(ScenarioInput("dense")))  # memcg limits: they act at once
     sim.reset(0)

@@ -454,8 +454,9 @@ class CgroupBackend:
             "histogram": self.histogram_source,
         }
         histogram: Histogram | None
+        provisional = False
         if self.sampler is not None:
-            histogram = self._referenced_histogram(stat_fields, source, time_ms)
+            histogram, provisional = self._referenced_histogram(stat_fields, source, time_ms)
             if histogram is None:  # no read yet, or none possible: the LRU lists' two bins meanwhile
                 source["histogram_fallback"] = "memory_stat"
                 histogram = self._lru_histogram(stat_fields)
@@ -475,6 +476,7 @@ class CgroupBackend:
             psi_some_total_s=psi_total_s,
             psi_some_avg10=psi_avg10,
             oom_kills_total=int(oom_kills),
+            histogram_provisional=provisional,
             source=source,
         )
 
@@ -580,8 +582,12 @@ class CgroupBackend:
 
     def _referenced_histogram(
         self, stat_fields: dict[str, int], source: dict[str, str], time_ms: int
-    ) -> Histogram | None:
+    ) -> tuple[Histogram | None, bool]:
         """The sampler's latest histogram, fitted to the group's LRU sizes (module docstring).
+
+        Returns the histogram (``None``: no read yet, or none possible) and whether it is
+        provisional: the sampler has not completed its first cycle (no read yet, or only the
+        first cycle's early edges), so ages past the last edge read are not known yet.
 
         Mapped bytes counted in several processes are scaled down so that each type's total is at
         most the group's LRU pages of that type; LRU pages the page tables did not show (page cache
@@ -595,7 +601,7 @@ class CgroupBackend:
         problem = self.sampler.problem
         if sampled is None or sampled.histogram is None:
             source["histogram_problem"] = problem or "no read yet (the first comes one edge after start)"
-            return None
+            return None, sampled is None
         source["histogram_age_s"] = f"{max(0, time_ms - sampled.completed_ms) / 1000:.1f}"
         if not sampled.complete:
             source["histogram_partial"] = "first cycle in progress"
@@ -616,7 +622,8 @@ class CgroupBackend:
                 total = sum(row)
             row[0] += lru - total
             rows[type_name] = row
-        return Histogram(self.name, ALL_NODES, sampled_hist.edges_ms, rows, dict(sampled_hist.meta))
+        fitted = Histogram(self.name, ALL_NODES, sampled_hist.edges_ms, rows, dict(sampled_hist.meta))
+        return fitted, not sampled.complete
 
     def _histogram(self, stat_fields: dict[str, int]) -> Histogram:
         if self.damon_source is not None:

@@ -43,6 +43,8 @@ class GuestReading:
         psi_some_avg10: memory PSI "some" avg10, percent (NaN if unknown).
         oom_kills_total: cumulative OOM kills.
         balloon_stalled: a balloon did not reach its target.
+        histogram_provisional: the histogram's source has not completed its first full cycle
+            (:attr:`wsrl.pipeline.snapshot.HostSnapshot.hist_provisional`).
         self_reported: the pressure, refault and OOM figures come from the guest itself (a VM's
             balloon statistics or agent), not from the host's kernel: the circuit breaker believes
             them, but they protect the guest only within its share of the host
@@ -63,6 +65,7 @@ class GuestReading:
     psi_some_avg10: float = math.nan
     oom_kills_total: int = 0
     balloon_stalled: bool = False
+    histogram_provisional: bool = False
     self_reported: bool = False
     source: dict[str, str] = field(default_factory=dict)
 
@@ -98,6 +101,7 @@ class ReadingArrays:
     psi_some_avg10: NDArray[np.float64]
     oom_kills_total: NDArray[np.float64]
     balloon_stalled: NDArray[np.float64]
+    histogram_provisional: NDArray[np.float64]
     self_reported: NDArray[np.float64]
 
     @classmethod
@@ -202,6 +206,7 @@ def snapshot_from_readings(
         psi_some_avg10=np.where(mask, values["psi_avg10"], zero),
         oom_kills_total=ooms,
         balloon_stalled=stalled,
+        hist_provisional=mask & (np.nan_to_num(arrays.histogram_provisional) > 0),
     )
 
 

@@ -125,6 +125,7 @@ class ObservationBuilder:
         self._refault_slow: np.ndarray | None = None
         self._oom_slow: np.ndarray | None = None
         self._ws_peaks: list[np.ndarray] | None = None
+        self._peaks_seeded: np.ndarray | None = None
         self._over_budget: np.ndarray | None = None
 
     def reset(self, snapshot: HostSnapshot) -> np.ndarray:
@@ -133,6 +134,7 @@ class ObservationBuilder:
         self._refault_slow = np.zeros(snapshot.shape)
         self._oom_slow = np.zeros(snapshot.shape)
         self._ws_peaks = None
+        self._peaks_seeded = None
         self._over_budget = None
         return self.build(snapshot)
 
@@ -144,12 +146,34 @@ class ObservationBuilder:
         """
         return None if self._ws_peaks is None else self._ws_peaks[-1]
 
+    def _update_peaks(self, working_set: np.ndarray, settled: np.ndarray, dt_s: float) -> None:
+        """Raise and decay the working-set peaks; a provisional histogram's working set is not kept.
+
+        A guest whose histogram is provisional (its source's first cycle: every byte not yet seen
+        idle counts as young, so the working set reads as the whole usage) holds the peaks it has;
+        until its first settled histogram its peaks follow the current estimate without memory,
+        and that first settled histogram starts them afresh. Otherwise a runner's first minutes
+        would make every guest's peak its whole usage for hours.
+        """
+        if self._ws_peaks is None or self._peaks_seeded is None:
+            self._ws_peaks = [working_set.copy() for _ in PEAK_DECAY_S]
+            self._peaks_seeded = settled.copy()
+            return
+        seeding = settled & ~self._peaks_seeded
+        for k, tau in enumerate(PEAK_DECAY_S):
+            excess = np.maximum(self._ws_peaks[k] - working_set, 0.0) * math.exp(-dt_s / tau)
+            updated = np.where(seeding, working_set, working_set + excess)
+            held = np.where(self._peaks_seeded, self._ws_peaks[k], working_set)
+            self._ws_peaks[k] = np.where(settled, updated, held)
+        self._peaks_seeded |= settled
+
     def build(self, snapshot: HostSnapshot) -> np.ndarray:
         """``[hosts, guests, features]`` float32 observation of ``snapshot``; updates the history."""
         if self._refault_slow is None or self._refault_slow.shape != snapshot.shape:
             self._refault_slow = np.zeros(snapshot.shape)
             self._oom_slow = np.zeros(snapshot.shape)
             self._ws_peaks = None
+            self._peaks_seeded = None
             self._over_budget = None
             self._prev = None
         assert self._oom_slow is not None
@@ -189,12 +213,8 @@ class ObservationBuilder:
             self._over_budget = np.zeros(mask.shape)
         elif prev is not None:
             self._over_budget = hour_decay * self._over_budget + (1.0 - hour_decay) * over
-        if self._ws_peaks is None:
-            self._ws_peaks = [working_set.copy() for _ in PEAK_DECAY_S]
-        else:
-            for k, tau in enumerate(PEAK_DECAY_S):
-                excess = np.maximum(self._ws_peaks[k] - working_set, 0.0) * math.exp(-dt_s / tau)
-                self._ws_peaks[k] = working_set + excess
+        self._update_peaks(working_set, snapshot.histogram_settled() | ~mask, dt_s)
+        assert self._ws_peaks is not None
 
         guests = mask.sum(axis=1, keepdims=True).astype(float)
         usable = snapshot.usable_bytes()[:, None]

@@ -46,6 +46,12 @@ class HostSnapshot:
         psi_some_avg10: memory PSI "some" avg10, percent.
         oom_kills_total: cumulative OOM kills.
         balloon_stalled: the balloon could not reach its target in the last interval.
+        hist_provisional: ``[hosts, guests]`` True where the histogram is provisional: the guest's
+            configured source has not completed its first full cycle yet (the ``referenced``
+            source's first cycle, or the fallback before its first read), so the ages are only
+            what is known so far and every byte not yet seen idle counts as young. Policies and the
+            observation do not remember such a histogram's working set (peaks, moving averages,
+            threshold histories); ``None``: every histogram is settled (simulation, replay).
         extra: backend-specific data (for example the simulator itself, for the oracle).
 
     """
@@ -72,6 +78,7 @@ class HostSnapshot:
     psi_some_avg10: np.ndarray
     oom_kills_total: np.ndarray
     balloon_stalled: np.ndarray
+    hist_provisional: np.ndarray | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -89,6 +96,14 @@ class HostSnapshot:
         """``[hosts, guests]`` resident bytes idle for longer than ``idle_ms`` (histogram rule)."""
         weights = cold_weights([int(e) for e in self.edges_ms], idle_ms)
         result: np.ndarray = self.hist_bytes.sum(axis=2) @ weights
+        return result
+
+    def histogram_settled(self) -> np.ndarray:
+        """``[hosts, guests]`` True for real guests whose histogram is not provisional (see the attribute)."""
+        if self.hist_provisional is None:
+            return np.asarray(self.mask, dtype=bool).copy()
+        provisional = np.asarray(self.hist_provisional, dtype=bool)
+        result: np.ndarray = np.asarray(self.mask, dtype=bool) & ~provisional
         return result
 
     def usable_bytes(self) -> np.ndarray:

@@ -32,7 +32,10 @@ What a snapshot offers instead, and how the policy uses it (every ``control_peri
   never below the period's best: a violation raises the threshold at once, and it comes back down
   only once violations are rare in the guest's history. The policy starts with no threshold
   (nothing reclaimed, the whole age distribution resident), so its first choice, after one minute,
-  is read straight off a complete histogram.
+  is read straight off a complete histogram. A guest whose histogram is provisional (its source's
+  first cycle, :attr:`~wsrl.pipeline.snapshot.HostSnapshot.hist_provisional`) gets no choice until
+  it is settled: ages its source has not seen yet would read as young, and the percentile would
+  keep that choice for about 50 periods.
 * **Target**: with a threshold, what the guest uses minus what is idle for longer than ``T``
   (``usage - cold_bytes(T)``: memory touched within ``T`` plus unevictable), recomputed at every
   snapshot as kreclaimd reclaims continuously, plus the bytes faulted back in since the previous
@@ -188,12 +191,15 @@ class FarMemoryPolicy:
         violated = (observed_per_min > budget_per_min) | self._oom
         best = np.where(violated, np.minimum(self._index + 1, last), lowest_ok)
         best = np.where(snapshot.mask, best, last)
-        self._history += positions == best[..., None]
+        # A provisional histogram (its source's first cycle) has not seen any age past its last
+        # read: no choice is made from it and none enters the history (the paper's start-up delay).
+        choosing = snapshot.histogram_settled() | ~np.asarray(snapshot.mask, dtype=bool)
+        self._history += (positions == best[..., None]) & choosing[..., None]
         # K-th percentile of the history: the first candidate whose cumulative count reaches K %.
         cumulative = np.cumsum(self._history, axis=-1)
         reach = cumulative >= self.history_percentile / 100.0 * cumulative[..., -1:] * (1.0 - 1e-12)
         smoothed = reach.argmax(axis=-1)
-        self._index = np.maximum(smoothed, best)
+        self._index = np.where(choosing, np.maximum(smoothed, best), self._index)
         self._oom = np.zeros(snapshot.shape, dtype=bool)
         self._promoted_bytes = np.zeros(snapshot.shape)
         self._period_s = 0.0
