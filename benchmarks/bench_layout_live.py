@@ -515,6 +515,10 @@ def _p99(values: Sequence[float]) -> float | None:
     return float(ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)])
 
 
+TAIL_S = 60.0
+"""The end of the measured window whose refaults say whether a guest kept its hot set after warm-up, s."""
+
+
 def summarize(
     layout: Layout,
     policy: str,
@@ -543,6 +547,9 @@ def summarize(
         limits = [s[name]["limit"] for s in measured]
         span = measured[-1]["t"] - measured[0]["t"] if len(measured) > 1 else math.nan
         refaults = measured[-1][name]["refaults"] - measured[0][name]["refaults"] if measured else 0
+        tail = [s for s in measured if s["t"] >= stopped - TAIL_S]
+        tail_span = tail[-1]["t"] - tail[0]["t"] if len(tail) > 1 else math.nan
+        tail_refaults = tail[-1][name]["refaults"] - tail[0][name]["refaults"] if len(tail) > 1 else 0
         majfaults = measured[-1][name]["majfaults"] - measured[0][name]["majfaults"] if measured else 0
         lines = [line for line in readers.get(name, []) if window_start <= line["t"] <= stopped]
         inputs = [
@@ -561,6 +568,7 @@ def summarize(
             else None,
             "refaults_per_s": round(refaults / span, 1) if span > 0 else None,
             "majfaults_per_s": round(majfaults / span, 1) if span > 0 else None,
+            "refaults_per_s_last_60s": round(tail_refaults / tail_span, 1) if tail_span > 0 else None,
             "reader_ops_per_s": round(sum(line["ops"] for line in lines) / len(lines)) if lines else None,
             "reader_target_ops_per_s": spec.rate_ops_s,
             "reader_p99_ms": round(_p99([x for line in lines for x in line["lat_us"]]) / 1000.0, 2)
@@ -627,16 +635,18 @@ def _spread(values: list[float | None]) -> str:
 def table(results: dict[str, list[dict[str, Any]]], layout: Layout) -> str:
     """Markdown table: per policy and guest, the mean over rounds [min-max]."""
     rows = [
-        "| policy | guest | limit MiB (mean) | refaults/s | reader ops/s | reader p99 ms | source | "
-        "runner cold_120s MiB (mean) | breaker open ticks |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| policy | guest | limit MiB (mean) | limit MiB (end) | refaults/s | refaults/s (last 60 s) | "
+        "reader ops/s | reader p99 ms | source | runner cold_120s MiB (mean) | breaker open ticks |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for policy, rounds in results.items():
         for spec in layout.guests:
             figures = [r["guests"][spec.name] for r in rounds]
             rows.append(
                 f"| {policy} | {spec.name} | {_spread([f['limit_mean_mib'] for f in figures])} | "
+                f"{_spread([f['limit_end_mib'] for f in figures])} | "
                 f"{_spread([f['refaults_per_s'] for f in figures])} | "
+                f"{_spread([f.get('refaults_per_s_last_60s') for f in figures])} | "
                 f"{_spread([f['reader_ops_per_s'] for f in figures]) if spec.hot_keys else '-'} | "
                 f"{_spread([f['reader_p99_ms'] for f in figures]) if spec.hot_keys else '-'} | "
                 f"{'/'.join(sorted({str(f['histogram_source']) for f in figures}))} | "
@@ -649,7 +659,7 @@ def table(results: dict[str, list[dict[str, Any]]], layout: Layout) -> str:
         rows.append(
             f"| {policy} | host | max sum {max(maxima) if maxima else math.nan:,.0f} of "
             f"{layout.room_bytes / MIB:,.0f} MiB | samples over: {over} of "
-            f"{sum(h['controlled_samples'] for h in host)} | | | | | |"
+            f"{sum(h['controlled_samples'] for h in host)} | | | | | | | |"
         )
     return "\n".join(rows)
 
@@ -672,7 +682,8 @@ def run_benchmark(
                 results[policy].append(result)
                 for name, g in result["guests"].items():
                     log(
-                        f"    {name}: limit {g['limit_mean_mib']} MiB, refaults/s {g['refaults_per_s']}, "
+                        f"    {name}: limit {g['limit_mean_mib']} MiB (end {g['limit_end_mib']}), "
+                        f"refaults/s {g['refaults_per_s']} (last 60 s {g['refaults_per_s_last_60s']}), "
                         f"ops/s {g['reader_ops_per_s']}, p99 {g['reader_p99_ms']} ms, "
                         f"cold {g['cold_120s_mib_mean']} MiB ({g['histogram_source']})"
                     )

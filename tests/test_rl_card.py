@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from wsrl.inputs.ref import ScenarioInput
 from wsrl.rl.card import GPU_RECORD, best_reference, card_tables, evaluate_card, model_card, verdict
 from wsrl.rl.config import AgentConfig
@@ -143,3 +145,18 @@ def test_card_notes_are_placed_in_the_card(tmp_path: Path) -> None:
     assert notes_section(tmp_path / NOTES_FILE) == ""
     (tmp_path / NOTES_FILE).write_text("## Status\n\nmake train gives another network.\n", encoding="utf-8")
     assert notes_section(tmp_path / NOTES_FILE) == "## Status\n\nmake train gives another network.\n"
+
+
+def test_card_command_help_and_a_missing_policy_are_clear(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m wsrl.rl.card --help`` prints usage (it used to evaluate a policy named ``--help``)
+    and a directory that is no policy exits 2 with one line, no traceback."""
+    from wsrl.rl.card import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "--inputs-config" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: policy") and "no such directory" in err and "Traceback" not in err

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wsrl.errors import WsrlError
 from wsrl.eval.runner import grid, run_grid
 from wsrl.inputs.ref import InputRef, ScenarioInput, TraceInput
 from wsrl.pipeline.control import ControlSpec
@@ -325,29 +326,45 @@ TRAINING_INPUTS_CONFIG = Path("agents/ppo-refine.toml")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wsrl.rl.card TRAINED_DIR [--duration-h H] [--training]``: evaluate, write the card.
+    """``python -m wsrl.rl.card TRAINED_DIR [--duration-h H] [--training [--inputs-config TOML]]``.
 
-    ``--training`` applies the same rule on the training inputs instead of the held-out ones and
-    writes ``card-training.json`` only: a check that reads no held-out data, for choosing between
+    Evaluates a trained policy and writes its card. ``--training`` applies the same rule on the
+    training inputs instead of the held-out ones (those of ``--inputs-config``, default
+    ``agents/ppo-refine.toml``: every input the shipped policy learns from) and writes
+    ``card-training.json`` only: a check that reads no held-out data, for choosing between
     training runs before the held-out card is made.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        print("usage: python -m wsrl.rl.card TRAINED_DIR [--duration-h H] [--training]", file=sys.stderr)
-        return 2
-    directory = Path(args[0])
-    hours = float(args[args.index("--duration-h") + 1]) if "--duration-h" in args else 6.0
-    if "--training" in args:
-        from wsrl.rl.config import load_agent_config
+    import argparse
 
-        inputs = tuple(load_agent_config(TRAINING_INPUTS_CONFIG).env.inputs)
-        card = evaluate_card(str(directory), inputs, duration_s=hours * 3600)
-        (directory / "card-training.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        print(card_tables(card))
-        passed = sum(all(c["verdict"].values()) for c in card["checks"].values() if c["verdict"])
-        print(f"training inputs passed: {passed} of {len(card['checks'])}")
-        return 0
-    card = evaluate_card(str(directory), duration_s=hours * 3600)
+    parser = argparse.ArgumentParser(prog="python -m wsrl.rl.card", description=main.__doc__)
+    parser.add_argument("directory", type=Path, help="an exported trained policy (model.onnx, manifest.json)")
+    parser.add_argument("--duration-h", type=float, default=6.0, help="simulated hours per input (default 6)")
+    parser.add_argument("--training", action="store_true", help="judge on the training inputs, not held-out")
+    parser.add_argument(
+        "--inputs-config",
+        type=Path,
+        default=TRAINING_INPUTS_CONFIG,
+        help=f"agent config whose [env] inputs --training judges on (default {TRAINING_INPUTS_CONFIG})",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    directory: Path = args.directory
+    if not args.duration_h > 0:
+        parser.error(f"--duration-h must be > 0, got {args.duration_h}")
+    try:
+        if args.training:
+            from wsrl.rl.config import load_agent_config
+
+            inputs = tuple(load_agent_config(args.inputs_config).env.inputs)
+            card = evaluate_card(str(directory), inputs, duration_s=args.duration_h * 3600)
+            (directory / "card-training.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+            print(card_tables(card))
+            passed = sum(all(c["verdict"].values()) for c in card["checks"].values() if c["verdict"])
+            print(f"training inputs passed: {passed} of {len(card['checks'])}")
+            return 0
+        card = evaluate_card(str(directory), duration_s=args.duration_h * 3600)
+    except WsrlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     (directory / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (directory / "README.md").write_text(model_card(directory, card), encoding="utf-8")
     print(card_tables(card))
