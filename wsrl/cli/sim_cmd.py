@@ -216,3 +216,69 @@ def _pattern_text(pattern: object) -> str:
     fields = pattern.model_dump() if hasattr(pattern, "model_dump") else {}
     kind = fields.pop("kind", type(pattern).__name__)
     return f"{kind}(" + ", ".join(f"{k}={v}" for k, v in fields.items()) + ")"
+
+
+def fit_command(
+    trace: Annotated[Path, typer.Argument(help="A trace directory with working-set histograms.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the fitted workloads and scenario.toml.")],
+    capacity_gib: Annotated[
+        float | None,
+        typer.Option(
+            "--capacity-gib", min=0.001, help="The scenario host's memory (default: room for every guest)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fitted populations as JSON.")] = False,
+) -> None:
+    """Fit page populations to each recorded guest's histograms, for counterfactual replay.
+
+    Writes one workload file per guest that has histograms and a scenario holding them
+    (``OUT/scenario.toml``), ready for ``wsrl eval --scenario OUT/scenario.toml``. How the fit
+    works and what it cannot tell apart: wsrl/sim/fit.py.
+    """
+    from wsrl.sim.config import load_scenario
+    from wsrl.sim.fit import fit_trace, write_fitted
+
+    if out.exists() and not out.is_dir():
+        raise WsrlError(f"option --out: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise WsrlError(f"option --out: {out} is not empty; fit into a new folder")
+    guests = fit_trace(trace)
+    scenario = write_fitted(guests, out, trace=str(trace), capacity_gib=capacity_gib)
+    load_scenario(str(scenario))  # what was written must load: a fit is only useful if it replays
+    if as_json:
+        rows = [
+            {
+                "host": g.host,
+                "guest": g.guest,
+                "samples": g.samples,
+                "residual_frac": g.residual_frac,
+                "populations": [
+                    {
+                        "name": p.name,
+                        "type": p.type,
+                        "size_bytes": p.size_bytes,
+                        "access_interval_s": None
+                        if p.access_interval_s == float("inf")
+                        else p.access_interval_s,
+                        "access_order": p.access_order,
+                    }
+                    for p in g.populations
+                ],
+            }
+            for g in guests
+        ]
+        print(json.dumps({"scenario": str(scenario), "guests": rows}, indent=2))
+        return
+    table = Table(title=f"fitted {len(guests)} guests of {trace}")
+    for column in ("guest", "samples", "populations", "GiB", "misplaced"):
+        table.add_column(column)
+    for g in guests:
+        table.add_row(
+            f"{g.host}/{g.guest}",
+            str(g.samples),
+            str(len(g.populations)),
+            f"{sum(p.size_bytes for p in g.populations) / GIB:.2f}",
+            f"{g.residual_frac:.1%}",
+        )
+    Console().print(table)
+    print(f"scenario: {scenario}  (wsrl eval --scenario {scenario} --policy ...)")
