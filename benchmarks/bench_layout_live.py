@@ -370,8 +370,13 @@ def _toml(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def runner_config(layout: Layout, policy: str, parent: Path, audit_path: Path) -> str:
-    """The runner's ``host.toml`` for the layout: interval, capacity, the rails' defaults."""
+def runner_config(
+    layout: Layout, policy: str, parent: Path, audit_path: Path, record_dir: Path | None = None
+) -> str:
+    """The runner's ``host.toml`` for the layout: interval, capacity, the rails' defaults.
+
+    ``record_dir``: where the runner records its ticks as a trace (``[record]``), for ``wsrl fit``.
+    """
     path = REPO / policy
     name_or_path = str(path) if path.is_dir() else policy
     policy_table: dict[str, Any] = {"name_or_path": name_or_path}
@@ -391,6 +396,8 @@ def runner_config(layout: Layout, policy: str, parent: Path, audit_path: Path) -
         ("[policy]", policy_table),
         ("[audit]", {"path": str(audit_path), "fsync": False}),
     ]
+    if record_dir is not None:
+        tables.append(("[record]", {"dir": str(record_dir), "flush_interval_s": layout.interval_s}))
     for spec in layout.guests:
         backend: dict[str, Any] = {"kind": "cgroup", "path": f"{parent.name}/{spec.name}"}
         if layout.referenced_max_age_s is not None:
@@ -427,8 +434,13 @@ def _first_tick_end(audit_path: Path) -> float | None:
 # One policy on a fresh layout.
 
 
-def run_policy(layout: Layout, policy: str, run_dir: Path, log: Any = print) -> dict[str, Any]:
-    """Build the layout, run ``wsrl run`` under ``policy`` on it, measure, tear it all down."""
+def run_policy(
+    layout: Layout, policy: str, run_dir: Path, log: Any = print, *, record: bool = False
+) -> dict[str, Any]:
+    """Build the layout, run ``wsrl run`` under ``policy`` on it, measure, tear it all down.
+
+    ``record``: the runner records its ticks into ``run_dir/trace`` (a new one each run).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     audit_path = run_dir / "audit.jsonl"
     for stale in (audit_path, run_dir / "layout.targets.json"):
@@ -461,7 +473,10 @@ def run_policy(layout: Layout, policy: str, run_dir: Path, log: Any = print) -> 
                 time.sleep(0.5)  # every reader has read its whole hot range once
             sampler = Sampler(groups)
             config_path = run_dir / "host.toml"
-            config_path.write_text(runner_config(layout, policy, parent, audit_path))
+            record_dir = run_dir / "trace" if record else None
+            if record_dir is not None and record_dir.exists():
+                shutil.rmtree(record_dir)
+            config_path.write_text(runner_config(layout, policy, parent, audit_path, record_dir))
             started = time.time()
             with open(run_dir / "runner.log", "wb") as runner_log:
                 runner = subprocess.Popen(
@@ -665,9 +680,12 @@ def table(results: dict[str, list[dict[str, Any]]], layout: Layout) -> str:
 
 
 def run_benchmark(
-    layout: Layout, policies: Sequence[str], rounds: int, out: Path, log: Any = print
+    layout: Layout, policies: Sequence[str], rounds: int, out: Path, log: Any = print, *, record: bool = False
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every policy on a fresh layout per round (order alternated), JSON per policy to ``out``."""
+    """Every policy on a fresh layout per round (order alternated), JSON per policy to ``out``.
+
+    ``record``: each run's ticks are also recorded as a trace (``runs/ROUND-POLICY/trace``).
+    """
     results: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
     info = machine()
     with own_zram(int(layout.zram_gib * GIB)) as zram:
@@ -677,7 +695,8 @@ def run_benchmark(
             for policy in order:
                 slug = policy.replace("/", "-")
                 log(f"round {round_no + 1}: {policy}")
-                result = run_policy(layout, policy, out / "runs" / f"round{round_no + 1}-{slug}", log)
+                run_dir = out / "runs" / f"round{round_no + 1}-{slug}"
+                result = run_policy(layout, policy, run_dir, log, record=record)
                 result["round"] = round_no + 1
                 results[policy].append(result)
                 for name, g in result["guests"].items():
@@ -715,6 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measured-s", type=float, default=ISSUE_23.measured_s)
     parser.add_argument("--out", type=Path, default=REPO / "out" / "layout")
     parser.add_argument("--small", action="store_true", help="the test's short layout (~570 MiB of keys)")
+    parser.add_argument(
+        "--record", action="store_true", help="also record each run's ticks as a trace, for wsrl fit"
+    )
     args = parser.parse_args(argv)
     missing = problems()
     if missing:
@@ -724,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     policies = args.policy or list(DEFAULT_POLICIES)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        results = run_benchmark(layout, policies, args.rounds, args.out.resolve())
+        results = run_benchmark(layout, policies, args.rounds, args.out.resolve(), record=args.record)
     except LayoutError as exc:
         print(f"bench_layout_live: {exc}", file=sys.stderr)
         return 2
