@@ -152,6 +152,8 @@ def test_fitted_histograms_match_the_recording(fitted: tuple[Path, Path]) -> Non
         return {n: curves[i] / snapshot.usage_bytes[0, i] for i, n in enumerate(snapshot.names[0])}
 
     want, got = cold(original), cold(scenario)
+    trace = scenario.parent.parent / "trace"
+    assert {g.samples for g in fit_trace(trace, skip_s=3600)} == {360}  # the first hour left out
     for name, tolerance in (("cache", 0.02), ("idle", 0.02), ("mixed", 0.06)):
         assert np.abs(got[name] - want[name]).max() < tolerance, (name, got[name], want[name])
 

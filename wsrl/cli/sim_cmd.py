@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,9 @@ from rich.table import Table
 
 from wsrl.errors import WsrlError
 from wsrl.units import GIB
+
+POOR_FIT_FRAC = 0.2
+"""``wsrl fit`` warns about a guest whose fit misplaces more than this share of its bytes."""
 
 scenario_app = typer.Typer(help="The scenario library under envs/scenarios.", no_args_is_help=True)
 
@@ -227,6 +231,9 @@ def fit_command(
             "--capacity-gib", min=0.001, help="The scenario host's memory (default: room for every guest)."
         ),
     ] = None,
+    skip_s: Annotated[
+        float, typer.Option("--skip-s", min=0.0, help="Leave out each guest's first seconds (a warm-up).")
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fitted populations as JSON.")] = False,
 ) -> None:
     """Fit page populations to each recorded guest's histograms, for counterfactual replay.
@@ -242,7 +249,7 @@ def fit_command(
         raise WsrlError(f"option --out: {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         raise WsrlError(f"option --out: {out} is not empty; fit into a new folder")
-    guests = fit_trace(trace)
+    guests = fit_trace(trace, skip_s=skip_s)
     scenario = write_fitted(guests, out, trace=str(trace), capacity_gib=capacity_gib)
     load_scenario(str(scenario))  # what was written must load: a fit is only useful if it replays
     if as_json:
@@ -281,4 +288,12 @@ def fit_command(
             f"{g.residual_frac:.1%}",
         )
     Console().print(table)
+    for g in guests:
+        if g.residual_frac > POOR_FIT_FRAC:
+            print(
+                f"warning: {g.host}/{g.guest}: the fit misplaces {g.residual_frac:.0%} of its bytes: "
+                "no steady populations make this histogram (a coarse source's oldest bin re-binned onto finer edges, "
+                "or demand that changed over the trace; docs/simulator.md, 'Guests fitted')",
+                file=sys.stderr,
+            )
     print(f"scenario: {scenario}  (wsrl eval --scenario {scenario} --policy ...)")

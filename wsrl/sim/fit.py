@@ -61,6 +61,7 @@ _COLUMNS = [
     "provisioned_bytes",
     "swap_bytes",
     "refault_anon_total",
+    "refault_file_total",
 ]
 
 
@@ -208,13 +209,19 @@ def fit_histogram(
     return populations, misplaced
 
 
-def fit_trace(directory: str | Path) -> list[FittedGuest]:
+def fit_trace(directory: str | Path, *, skip_s: float = 0.0) -> list[FittedGuest]:
     """Fit every guest of a trace that has histograms (see the module docstring).
+
+    ``skip_s`` leaves out each guest's first seconds: a warm-up, or a live source's first cycle
+    (the ``referenced`` source counts every byte not yet seen idle as young for its first 120 s,
+    and a trace does not say which histograms were provisional).
 
     Raises:
         TraceError: the trace cannot be read, or no guest in it has a histogram.
 
     """
+    if not skip_s >= 0:
+        raise TraceError(f"skip_s must be >= 0, got {skip_s}")
     reader = TraceReader(directory)
     table = reader.read_table(_COLUMNS).to_pydict()
     keys = sorted(set(zip(table["host"], table["guest"], strict=True)))
@@ -226,6 +233,8 @@ def fit_trace(directory: str | Path) -> list[FittedGuest]:
             for i, (h, g) in enumerate(zip(table["host"], table["guest"], strict=True))
             if (h, g) == (host, guest)
         ]
+        start_ms = min(table["time_ms"][i] for i in rows) + skip_s * 1000.0
+        rows = [i for i in rows if table["time_ms"][i] >= start_ms]
         with_hist = [
             i
             for i in rows
@@ -279,10 +288,12 @@ def _swapped(table: dict[str, list], rows: list[int]) -> list[FittedPopulation]:
     mean_swap = float(np.mean(swap)) if swap else 0.0
     if mean_swap < PAGE_BYTES:
         return []
+    # Live recordings keep one counter (anon and file together) in refault_file_total: the sum of
+    # the two columns is the refaults, as every trace consumer reads them.
     refaults = [
-        (table["time_ms"][i], table["refault_anon_total"][i])
+        (table["time_ms"][i], (table["refault_anon_total"][i] or 0) + (table["refault_file_total"][i] or 0))
         for i in rows
-        if table["refault_anon_total"][i] is not None
+        if table["refault_anon_total"][i] is not None or table["refault_file_total"][i] is not None
     ]
     rate_bytes = 0.0
     if len(refaults) > 1 and refaults[-1][0] > refaults[0][0]:
