@@ -292,8 +292,8 @@ def fit_command(
         if g.residual_frac > POOR_FIT_FRAC:
             print(
                 f"warning: {g.host}/{g.guest}: the fit misplaces {g.residual_frac:.0%} of its bytes: "
-                "no steady populations make this histogram (a coarse source's oldest bin re-binned onto finer edges, "
-                "or demand that changed over the trace; docs/simulator.md, 'Guests fitted')",
+                "no steady populations make this histogram (a coarse source's oldest bin re-binned onto "
+                "finer edges, or demand that changed over the trace; docs/simulator.md, 'Guests fitted')",
                 file=sys.stderr,
             )
     print(f"scenario: {scenario}  (wsrl eval --scenario {scenario} --policy ...)")
