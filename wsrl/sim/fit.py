@@ -29,6 +29,7 @@ Demand over time is not fitted: the fitted guest is the recording's mean, a stea
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ MIN_SHARE = 0.005
 SWEEP_GAIN_FRAC = 0.02
 """Sweeps enter a fit only if they place at least this share of the type's bytes better."""
 TYPES = ("anon", "file")
+
+log = logging.getLogger(__name__)
 
 _COLUMNS = [
     "host",
@@ -224,15 +227,14 @@ def fit_trace(directory: str | Path, *, skip_s: float = 0.0) -> list[FittedGuest
         raise TraceError(f"skip_s must be >= 0, got {skip_s}")
     reader = TraceReader(directory)
     table = reader.read_table(_COLUMNS).to_pydict()
-    keys = sorted(set(zip(table["host"], table["guest"], strict=True)))
+    rows_of: dict[tuple[str, str], list[int]] = {}
+    for index, key in enumerate(zip(table["host"], table["guest"], strict=True)):
+        rows_of.setdefault(key, []).append(index)
+    keys = sorted(rows_of)
     fitted: list[FittedGuest] = []
     skipped: list[str] = []
     for host, guest in keys:
-        rows = [
-            i
-            for i, (h, g) in enumerate(zip(table["host"], table["guest"], strict=True))
-            if (h, g) == (host, guest)
-        ]
+        rows = rows_of[(host, guest)]
         start_ms = min(table["time_ms"][i] for i in rows) + skip_s * 1000.0
         rows = [i for i in rows if table["time_ms"][i] >= start_ms]
         with_hist = [
@@ -279,6 +281,10 @@ def fit_trace(directory: str | Path, *, skip_s: float = 0.0) -> list[FittedGuest
         )
     if not fitted:
         raise TraceError(f"{directory}: no guest has a working-set histogram to fit ({len(keys)} guests)")
+    if skipped:
+        log.warning(
+            "%s: %d guests without histograms left out: %s", directory, len(skipped), ", ".join(skipped[:10])
+        )
     return fitted
 
 
