@@ -193,7 +193,7 @@ def assert_same_snapshot(
             np.testing.assert_allclose(ours, other, rtol=0, atol=tolerances.get(name, 0.0), err_msg=name)
     assert mine.host_names == theirs.host_names[:1]
     # None (simulation, replay) and all False (live readings of settled sources) say the same.
-    assert (mine.histogram_settled() == theirs.histogram_settled()[:1][:, order]).all()
+    assert (mine.histogram_provisional() == theirs.histogram_provisional()[:1][:, order]).all()
 
 
 def test_every_source_implements_the_one_interface(tmp_path: Path) -> None:

@@ -159,12 +159,11 @@ class ObservationBuilder:
             self._ws_peaks = [working_set.copy() for _ in PEAK_DECAY_S]
             self._peaks_seeded = settled.copy()
             return
-        seeding = settled & ~self._peaks_seeded
+        seeded = self._peaks_seeded
         for k, tau in enumerate(PEAK_DECAY_S):
             excess = np.maximum(self._ws_peaks[k] - working_set, 0.0) * math.exp(-dt_s / tau)
-            updated = np.where(seeding, working_set, working_set + excess)
-            held = np.where(self._peaks_seeded, self._ws_peaks[k], working_set)
-            self._ws_peaks[k] = np.where(settled, updated, held)
+            kept = np.where(settled, working_set + excess, self._ws_peaks[k])
+            self._ws_peaks[k] = np.where(seeded, kept, working_set)
         self._peaks_seeded |= settled
 
     def build(self, snapshot: HostSnapshot) -> np.ndarray:
@@ -213,7 +212,7 @@ class ObservationBuilder:
             self._over_budget = np.zeros(mask.shape)
         elif prev is not None:
             self._over_budget = hour_decay * self._over_budget + (1.0 - hour_decay) * over
-        self._update_peaks(working_set, snapshot.histogram_settled() | ~mask, dt_s)
+        self._update_peaks(working_set, ~snapshot.histogram_provisional(), dt_s)
         assert self._ws_peaks is not None
 
         guests = mask.sum(axis=1, keepdims=True).astype(float)

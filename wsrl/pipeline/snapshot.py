@@ -98,12 +98,11 @@ class HostSnapshot:
         result: np.ndarray = self.hist_bytes.sum(axis=2) @ weights
         return result
 
-    def histogram_settled(self) -> np.ndarray:
-        """``[hosts, guests]`` True for real guests whose histogram is not provisional (see the attribute)."""
+    def histogram_provisional(self) -> np.ndarray:
+        """``[hosts, guests]`` :attr:`hist_provisional` as booleans (all False where it is ``None``)."""
         if self.hist_provisional is None:
-            return np.asarray(self.mask, dtype=bool).copy()
-        provisional = np.asarray(self.hist_provisional, dtype=bool)
-        result: np.ndarray = np.asarray(self.mask, dtype=bool) & ~provisional
+            return np.zeros(self.mask.shape, dtype=bool)
+        result: np.ndarray = np.asarray(self.hist_provisional, dtype=bool)
         return result
 
     def usable_bytes(self) -> np.ndarray:

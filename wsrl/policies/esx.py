@@ -127,7 +127,7 @@ class EsxIdleTaxPolicy:
         sample = snapshot.working_set_bytes(self.active_window_ms)
         self._fast = sample.copy()
         self._slow = sample.copy()
-        self._seeded = snapshot.histogram_settled() | ~np.asarray(snapshot.mask, dtype=bool)
+        self._seeded = ~snapshot.histogram_provisional()
         self.active_bytes = sample.copy()
         self._clock = TickClock(snapshot.time_ms, self.sample_period_s)
 
@@ -138,19 +138,18 @@ class EsxIdleTaxPolicy:
         assert self._fast is not None
         sample = snapshot.working_set_bytes(self.active_window_ms)
         periods = self._clock.advance(snapshot.time_ms)
-        settled = snapshot.histogram_settled() | ~np.asarray(snapshot.mask, dtype=bool)
+        settled = ~snapshot.histogram_provisional()
         # A provisional histogram (its source's first cycle) counts every byte not yet seen idle as
-        # active: the averages hold (or follow the sample, until the first settled one seeds them).
-        seeding = settled & ~self._seeded
+        # active, so the averages do not remember it: until a guest's first settled sample they
+        # follow the sample, that sample seeds them, and later provisional samples leave them be.
         if periods:
             # ``periods`` updates with the same sample, in closed form.
             fast = sample + (self._fast - sample) * (1.0 - self.fast_gain) ** periods
             slow = sample + (self._slow - sample) * (1.0 - self.slow_gain) ** periods
-            self._fast = np.where(settled & self._seeded, fast, self._fast)
-            self._slow = np.where(settled & self._seeded, slow, self._slow)
-        unseeded = seeding | ~(settled | self._seeded)
-        self._fast = np.where(unseeded, sample, self._fast)
-        self._slow = np.where(unseeded, sample, self._slow)
+            self._fast = np.where(settled, fast, self._fast)
+            self._slow = np.where(settled, slow, self._slow)
+        self._fast = np.where(self._seeded, self._fast, sample)
+        self._slow = np.where(self._seeded, self._slow, sample)
         self._seeded |= settled
         self.active_bytes = np.maximum(np.maximum(self._fast, self._slow), sample)
         return masked(snapshot, idle_tax_allocation(snapshot, self.active_bytes, self.idle_tax))

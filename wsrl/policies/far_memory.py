@@ -193,7 +193,7 @@ class FarMemoryPolicy:
         best = np.where(snapshot.mask, best, last)
         # A provisional histogram (its source's first cycle) has not seen any age past its last
         # read: no choice is made from it and none enters the history (the paper's start-up delay).
-        choosing = snapshot.histogram_settled() | ~np.asarray(snapshot.mask, dtype=bool)
+        choosing = ~snapshot.histogram_provisional()
         self._history += (positions == best[..., None]) & choosing[..., None]
         # K-th percentile of the history: the first candidate whose cumulative count reaches K %.
         cumulative = np.cumsum(self._history, axis=-1)

@@ -29,6 +29,7 @@ Demand over time is not fitted: the fitted guest is the recording's mean, a stea
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ import numpy as np
 
 from wsrl.errors import TraceError
 from wsrl.sim.che import survival
+from wsrl.sim.defaults import UNEVICTABLE_BYTES
 from wsrl.trace.reader import TraceReader
-from wsrl.units import GIB, PAGE_BYTES
+from wsrl.units import GIB, MIB, PAGE_BYTES
 
 MIN_INTERVAL_S = 0.5
 """Shortest access interval a fitted population may have, s."""
@@ -311,6 +313,11 @@ def _swapped(table: dict[str, list], rows: list[int]) -> list[FittedPopulation]:
     return [FittedPopulation("anon-swapped", "anon", mean_swap, interval)]
 
 
+def _quoted(text: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's (quotes, backslashes, control characters)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def _population_toml(population: FittedPopulation) -> str:
     interval = (
         '"never"' if math.isinf(population.access_interval_s) else f"{population.access_interval_s:.6g}"
@@ -319,7 +326,7 @@ def _population_toml(population: FittedPopulation) -> str:
         "[[population]]",
         f'name = "{population.name}"',
         f'type = "{population.type}"',
-        f"size_mib = {population.size_bytes / 2**20:.6g}",
+        f"size_mib = {population.size_bytes / MIB:.6g}",
         f"access_interval_s = {interval}",
     ]
     if population.access_order != "independent":
@@ -340,11 +347,13 @@ def write_fitted(
     directory = Path(out)
     (directory / "workloads").mkdir(parents=True, exist_ok=True)
     entries = []
+    names = [g.guest for g in guests]
     for index, guest in enumerate(guests):
         slug = f"fitted-{index:02d}"
         body = [
             f'name = "{slug}"',
-            f'description = "Fitted to {guest.host}/{guest.guest} of {trace} ({guest.samples} samples)."',
+            "description = "
+            + _quoted(f"Fitted to {guest.host}/{guest.guest} of {trace} ({guest.samples} samples)."),
             'source = """',
             f"wsrl fit: the trace's mean histogram over {guest.samples} samples as page populations",
             f"(wsrl/sim/fit.py); {guest.residual_frac:.1%} of its bytes misplaced by the fit.",
@@ -353,14 +362,16 @@ def write_fitted(
         ]
         text = "\n".join(body) + "\n".join(_population_toml(p) for p in guest.populations)
         (directory / "workloads" / f"{slug}.toml").write_text(text, encoding="utf-8")
-        provisioned_mib = (
-            max(guest.provisioned_bytes, sum(p.size_bytes for p in guest.populations) + 64 * 2**20) / 2**20
-        )
+        needed = sum(p.size_bytes for p in guest.populations) + UNEVICTABLE_BYTES
+        provisioned_mib = max(guest.provisioned_bytes, needed) / MIB
+        # Guest names are unique per host in a trace; a scenario holding several hosts' guests
+        # names them host/guest where a name repeats.
+        name = f"{guest.host}/{guest.guest}" if names.count(guest.guest) > 1 else guest.guest
         entries.append(
             "\n".join(
                 [
                     "[[guest]]",
-                    f'name = "{guest.guest}"',
+                    f"name = {_quoted(name)}",
                     f'workload = "workloads/{slug}.toml"',
                     f"provisioned_mib = {math.ceil(provisioned_mib)}",
                     f"swap_gib = {math.ceil(provisioned_mib / 1024)}",
@@ -376,9 +387,9 @@ def write_fitted(
     scenario.write_text(
         "\n".join(
             [
-                f"# Written by `wsrl fit {trace}`: the recorded guests as fitted page populations.",
+                "# Written by `wsrl fit`: the recorded guests as fitted page populations.",
                 'name = "fitted"',
-                f'description = "Guests fitted to {trace}."',
+                f"description = {_quoted(f'Guests fitted to {trace}.')}",
                 f"step_s = {step_s:g}",
                 "",
                 "[host]",
