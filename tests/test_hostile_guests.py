@@ -306,6 +306,23 @@ def test_a_reading_from_the_year_10000_is_written_not_raised(tmp_path: Path) -> 
     assert audit_records(tmp_path, "tick")
 
 
+def test_a_guest_that_claims_to_hold_nothing_gets_its_floor_within_the_room(tmp_path: Path) -> None:
+    """Found by the property test below (in a session where other tests ran first): android said
+    its balloon left it 0 bytes; its rise to the floor was trimmed as growth and the actuators then
+    cut it to 751 MiB, under its 1.5 GiB floor. The floor is kept and the others pay for it."""
+    config = make_config(tmp_path, record=False, policy="wmo")
+    runner, liars = _started_with_liars(config, {1: {"target_bytes": 0.0}})
+    room = (config.host.capacity_gib - config.host.reserve_gib) * GIB
+    try:
+        for _ in range(3):
+            targets = runner.tick().target_bytes
+            assert targets[1] >= runner.specs[1].floor_bytes - PAGE_BYTES
+            assert sum(targets) <= room
+            assert sum(runner.state.current[0]) <= room + PAGE_BYTES
+    finally:
+        runner.shutdown(relax=False)
+
+
 # -- the whole tick under adversarial readings ------------------------------------------------------
 
 _NUMBERS = st.one_of(

@@ -109,6 +109,25 @@ def test_host_reserve_rail_shrinks_past_the_rate_only_when_already_over_the_room
     np.testing.assert_allclose(floors_only.values, floor)
 
 
+def test_host_reserve_rail_never_trims_a_guest_below_its_floor() -> None:
+    """Found by the hostile-guest tick property: a VM claimed to hold 0 bytes, its rise to the floor
+    counted as growth and was trimmed first, the floor rail then raised it after this rail and the
+    targets overfilled the room by the floor. Rising to the floor is the floor: the others pay."""
+    current = np.array([[6.0, 0.0, 8.0]]) * GIB
+    floor = np.array([[2.0, 1.5, 1.0]]) * GIB
+    target = np.array([[5.7, 1.5, 7.6]]) * GIB  # the rate rail's pace: 14.8 GiB on 14 GiB of room
+    result = rails.host_reserve_rail(target, current, 16 * GIB, 2 * GIB, floor_bytes=floor)
+    assert result.values[0, 1] == pytest.approx(1.5 * GIB)
+    assert result.values.sum() == pytest.approx(14 * GIB)
+    assert (result.values >= floor).all()
+    # A target below the floor counts as the floor the floor rail will make it.
+    low = np.array([[5.7, 0.5, 7.6]]) * GIB
+    raised = rails.floor_rail(
+        rails.host_reserve_rail(low, current, 16 * GIB, 2 * GIB, floor_bytes=floor).values, floor, PROV * 4
+    )
+    assert raised.values.sum() == pytest.approx(14 * GIB)
+
+
 def test_hold_and_breaker_rails() -> None:
     current = np.array([[4.0, 2.0, 1.0]]) * GIB
     target = np.array([[3.0, 3.0, 0.5]]) * GIB

@@ -255,6 +255,8 @@ def host_reserve_rail(
     5. then the unprotected guests' targets above their floors;
     6. then the exempt guests' targets above their floors.
 
+    Growth that only brings a guest up to its floor is never trimmed.
+
     A protected guest therefore grows only into room the others free: the allocator gives it
     priority (:meth:`~wsrl.pipeline.allocator.Allocator.allocate`'s ``claim_bytes``), the others
     shrink towards their smaller grants at the rate rail's pace, and this rail hands the guest what
@@ -265,13 +267,18 @@ def host_reserve_rail(
     """
     hosts = target_bytes.shape[0]
     room = (np.broadcast_to(capacity_bytes, (hosts,)) - np.broadcast_to(reserve_bytes, (hosts,)))[:, None]
-    total = np.nansum(target_bytes, axis=1, keepdims=True)
+    floor = np.broadcast_to(floor_bytes, target_bytes.shape)
+    # The floor rail comes after this one: count every target as it will leave the rails.
+    total = np.nansum(np.maximum(target_bytes, floor), axis=1, keepdims=True)
     over = total > room
     if not over.any():
         return _result("host_reserve", target_bytes, target_bytes.copy(), lambda h, g: "")
     exempt = np.zeros(target_bytes.shape, dtype=bool) if exempt is None else exempt
     current = np.nan_to_num(current_bytes)
-    growth = np.nan_to_num(np.maximum(target_bytes - current, 0.0))
+    # Growth up to the floor is the floor, and floors are never cut: a guest found below its floor
+    # (a limit someone else lowered, a VM that claims to hold nothing) is raised to it at once and
+    # the others pay (steps 4-6), or the floor rail would raise it after this rail and overfill.
+    growth = np.nan_to_num(np.maximum(target_bytes - np.maximum(current, floor), 0.0))
     protected = np.zeros_like(growth)
     if exempt.any():
         protected = growth
@@ -280,7 +287,6 @@ def host_reserve_rail(
         protected = np.where(exempt, protected, 0.0)
     shared = np.isfinite(fair_bytes) if fair_bytes is not None else np.zeros(exempt.shape, dtype=bool)
     kept = np.nan_to_num(target_bytes) - growth  # what is left once every growth went
-    floor = np.broadcast_to(floor_bytes, kept.shape)
     above_floor = np.maximum(kept - floor, 0.0)
     granted = floor if granted_bytes is None else np.maximum(np.nan_to_num(granted_bytes), floor)
     lag = np.minimum(np.maximum(kept - granted, 0.0), above_floor)
