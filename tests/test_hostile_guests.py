@@ -311,7 +311,7 @@ def test_a_guest_that_claims_to_hold_nothing_gets_its_floor_within_the_room(tmp_
     its balloon left it 0 bytes; its rise to the floor was trimmed as growth and the actuators then
     cut it to 751 MiB, under its 1.5 GiB floor. The floor is kept and the others pay for it."""
     config = make_config(tmp_path, record=False, policy="wmo")
-    runner, liars = _started_with_liars(config, {1: {"target_bytes": 0.0}})
+    runner, _liars = _started_with_liars(config, {1: {"target_bytes": 0.0}})
     room = (config.host.capacity_gib - config.host.reserve_gib) * GIB
     try:
         for _ in range(3):
