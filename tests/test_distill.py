@@ -15,11 +15,13 @@ from wsrl.inputs.ref import ScenarioInput
 from wsrl.inputs.setup import input_setup
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.pipeline.observation import FEATURE_COUNT
+from wsrl.policies.far_memory import FarMemoryPolicy
 from wsrl.policies.learned import load_learned_policy
 from wsrl.policies.teacher import RefinedTeacher
 from wsrl.rl.config import AgentConfig
 from wsrl.rl.distill import BOUND_MARGIN, collect_teacher_actions, distill, labels
 from wsrl.rl.train import learned_policy_from_model, make_env, make_model
+from wsrl.units import GIB
 
 REPO = Path(__file__).resolve().parents[1]
 # The shipped policy's PPO network (before refinement): a fixed base for the refined teacher.
@@ -106,3 +108,33 @@ def test_distill_fits_the_teacher_and_dagger_adds_the_students_states() -> None:
         taught["memory_saved_frac"] - before["memory_saved_frac"]
     )
     assert distilled["oom_events"] == taught["oom_events"] == 0
+
+
+def test_each_input_is_collected_once_per_histogram_source() -> None:
+    """``[env] histogram_sources`` reach distillation: an input whose scenario leaves the source open
+    is collected once per source; one whose scenario names its source only once."""
+    pair, small = INPUTS[1], ScenarioInput(str(REPO / "envs" / "training" / "cold-beside-busy-small.toml"))
+    rows, _ = collect_teacher_actions(
+        teacher, [pair, small], 600.0, SEED, histogram_sources=["exact", "referenced"]
+    )
+    assert len(rows) == 60 * (2 * GUESTS[1] + 3)
+    exact_rows, _ = collect_teacher_actions(teacher, [pair], 600.0, SEED)
+    np.testing.assert_array_equal(rows[: len(exact_rows)], exact_rows)  # exact first, as before
+
+
+def test_the_teacher_takes_cold_memory_a_coarse_source_cannot_date() -> None:
+    """On the ``referenced`` source (120 s horizon) far memory alone keeps an idle guest whole: its
+    bytes sit in the open bin and no threshold past 120 s sees them cold. The teacher's far memory
+    chooses on the simulator's exact ages and hands the student the ``cold_age`` that takes as much
+    on the snapshot it sees: the idle guest goes to its floor too, and the busy one gets the room
+    (issue 23's layout in simulation)."""
+    small = ScenarioInput(str(REPO / "envs" / "training" / "cold-beside-busy-small.toml"))
+    far = evaluate_policy(FarMemoryPolicy(), small, SEED, DURATION_S).per_guest
+    taught = evaluate_policy(teacher(), small, SEED, DURATION_S).per_guest
+    by_name = {g["name"]: g for g in far}, {g["name"]: g for g in taught}
+    assert by_name[0]["idle"]["mean_allotted_bytes"] > 0.6 * GIB  # far memory on the source: kept whole
+    assert by_name[1]["idle"]["mean_allotted_bytes"] < 0.45 * GIB  # to the floor (384 MiB) in minutes
+    # Mixed is taken by far memory too (at 120 s): as fast, at the rate rail's pace (seed 3, 30 min:
+    # busy 0.95 -> 1.09 GiB, mixed 0.52 both, idle 0.67 -> 0.42 GiB on average).
+    assert by_name[1]["mixed"]["mean_allotted_bytes"] <= 1.02 * by_name[0]["mixed"]["mean_allotted_bytes"]
+    assert by_name[1]["busy"]["mean_allotted_bytes"] > by_name[0]["busy"]["mean_allotted_bytes"] + 0.1 * GIB

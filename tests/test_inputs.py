@@ -153,7 +153,7 @@ def test_trace_setups_replay_the_traces_guests() -> None:
 ARRAY_FIELDS = [
     f.name
     for f in dataclasses.fields(HostSnapshot)
-    if f.name not in ("time_ms", "interval_s", "host_names", "extra", "hist_provisional")
+    if f.name not in ("time_ms", "interval_s", "host_names", "extra", "hist_provisional", "hist_horizon_ms")
 ]
 STORED_AS_INTEGERS = {
     # What the trace (and the live readings' integer histograms) keep: bytes and pages as integers,
@@ -194,6 +194,7 @@ def assert_same_snapshot(
     assert mine.host_names == theirs.host_names[:1]
     # None (simulation, replay) and all False (live readings of settled sources) say the same.
     assert (mine.histogram_provisional() == theirs.histogram_provisional()[:1][:, order]).all()
+    assert (mine.histogram_horizon_ms() == theirs.histogram_horizon_ms()[:1][:, order]).all()
 
 
 def test_every_source_implements_the_one_interface(tmp_path: Path) -> None:

@@ -34,6 +34,8 @@ SPEC_DIGESTS: dict[int, str] = {
     # Version 1 predates this table and covered several name lists (the working-set peaks,
     # over_budget_share_1h and peak_keep were added under it): no single digest describes it.
     2: "57e39aa5e923186aef9106432437bdd676e8bd627bed2a28b106b5f1419aadae",  # 44 features, 3 actions
+    # 3: the same names; cold memory past a source's horizon is read log-uniformly (hist_horizon_ms).
+    3: "57e39aa5e923186aef9106432437bdd676e8bd627bed2a28b106b5f1419aadae",
 }
 """``{OBS_SPEC_VERSION: spec_digest(feature names, action names)}``, one row per released version.
 

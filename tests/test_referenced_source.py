@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import select
 import shutil
@@ -120,9 +121,12 @@ def _one_cycle(name: str, group: Path, settings: ReferencedSettings) -> GuestRea
     try:
         first = backend.read()  # before the first edge: the fallback, provisional
         assert first.histogram_provisional and first.source["histogram_fallback"] == "memory_stat", first
+        assert first.histogram_horizon_ms == math.inf  # the LRU lists' two bins tell no idle age
         _wait_complete(backend, 30.0)
         reading = backend.read()
         assert not reading.histogram_provisional, reading.source
+        # Older than the last window read: one open bin, whatever the age (the snapshot says so).
+        assert reading.histogram_horizon_ms == settings.edges_ms[-1]
         return reading
     finally:
         backend.close()

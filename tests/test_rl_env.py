@@ -18,11 +18,13 @@ from wsrl.inputs.setup import input_setup_with_hosts
 from wsrl.inputs.simulated import snapshot_from_simulator
 from wsrl.pipeline.action import ACTION_DIM, action_to_target_bytes, cold_age_ms, headroom_frac
 from wsrl.pipeline.observation import FEATURE_COUNT, FEATURE_NAMES, ObservationBuilder
+from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies.learned import LearnedPolicy
 from wsrl.rl.batch import HostBatch
 from wsrl.rl.reward import REWARD_TERMS, RewardWeights, reward_terms
 from wsrl.rl.vec_env import GuestVecEnv
 from wsrl.sim.simulator import Simulator
+from wsrl.units import MIB
 
 SAMPLE_TRACES = "envs/traces/bitbrains-sample"
 SAMPLE = TraceInput(Path(SAMPLE_TRACES))
@@ -218,6 +220,40 @@ def test_action_mapping_ranges_and_extremes() -> None:
     np.testing.assert_allclose(garbage, middle)
     with pytest.raises(ValueError, match="action shape"):
         action_to_target_bytes(np.zeros((1, 2)), snapshot)
+
+
+def test_cold_age_action_reclaiming_inverts_the_cold_reading() -> None:
+    """The action a teacher hands a student to take a given amount of cold memory takes at least
+    that much, and a step less aggressive takes less (on exact ages and on a source's horizon)."""
+    import dataclasses
+
+    from wsrl.pipeline.action import cold_age_action_reclaiming
+
+    sim = Simulator(input_setup_with_hosts(ScenarioInput("datacenter")))
+    sim.reset(0)
+    for _ in range(60):
+        sim.step()
+    exact = snapshot_from_simulator(sim)
+    horizon = np.where(exact.mask, 120_000.0, np.inf)
+    for snapshot in (exact, dataclasses.replace(exact, hist_horizon_ms=horizon)):
+        mask = snapshot.mask
+        usage = snapshot.usage_bytes
+        wanted = 0.4 * exact.cold_bytes(300_000)
+
+        def proposal(cold_age: np.ndarray, snapshot: HostSnapshot = snapshot) -> np.ndarray:
+            actions = np.stack([cold_age, -np.ones_like(cold_age), -np.ones_like(cold_age)], axis=-1)
+            return action_to_target_bytes(actions, snapshot)
+
+        action = cold_age_action_reclaiming(snapshot, wanted)
+        assert ((action >= -1) & (action <= 1)).all()
+        taken = usage - proposal(action)
+        some = mask & (wanted > 64 * MIB)
+        assert some.any()
+        assert (taken[some] >= wanted[some] - 1024).all()
+        less = usage - proposal(np.minimum(action + 0.02, 1.0))
+        assert (less[some & (action < 0.98)] < wanted[some & (action < 0.98)]).all()
+        nothing = cold_age_action_reclaiming(snapshot, np.zeros(snapshot.shape))
+        assert (nothing == 1.0).all()  # nothing to take: keep everything
 
 
 def test_observation_rows_are_bounded_and_padding_is_zero() -> None:

@@ -280,3 +280,31 @@ def test_a_bad_training_source_names_the_key(tmp_path: Path) -> None:
     )
     with pytest.raises(WsrlError, match=r"env\.histogram_sources\[1\]: must be 'exact'"):
         load_agent_config(config)
+
+
+def test_a_referenced_guest_says_its_horizon_and_its_open_bin_is_read_log_uniformly() -> None:
+    """Past the ``referenced`` source's 120 s horizon the ages are unknown: the learned policies'
+    cold reading spreads those bytes log-uniformly up to the last edge (1 h) instead of counting
+    them young at every threshold past the (120 s, 300 s] bin the runner re-bins them into."""
+    from wsrl.histogram import cold_weights
+    from wsrl.pipeline.observation import OBS_IDLE_MS, cold_bytes_by_type
+
+    snapshot = snapshot_from_simulator(known_sim())
+    horizon = snapshot.histogram_horizon_ms()
+    assert horizon[0].tolist() == [math.inf, math.inf, 120_000.0, math.inf]
+    assert exact_snapshot(snapshot).hist_horizon_ms is None
+    cold = cold_bytes_by_type(snapshot)[0]  # [guests, 2, ages]
+    weights = np.stack([cold_weights(DEFAULT_EDGES_MS, ms) for ms in OBS_IDLE_MS], axis=1)
+    rule = snapshot.hist_bytes[0] @ weights
+    for guest in (0, 1, 3):  # exact ages, lru_gen, memory_stat: the histogram rule as it was
+        np.testing.assert_allclose(cold[guest], rule[guest])
+    open_bin = snapshot.hist_bytes[0, 2, :, 8]  # [2]: the referenced guest's bytes idle past 120 s
+    for k, idle_ms in enumerate(OBS_IDLE_MS):
+        if idle_ms < 120_000:
+            np.testing.assert_allclose(cold[2, :, k], rule[2, :, k])
+        else:
+            share = max(0.0, math.log(3_600_000 / idle_ms) / math.log(30))
+            np.testing.assert_allclose(cold[2, :, k], open_bin * share, rtol=1e-9, atol=1.0)
+    assert (np.diff(cold[2], axis=-1) <= 1.0).all()  # still non-increasing in age
+    # The never-touched GiB: 0.53 of it counts cold at 10 minutes (the rule said none).
+    assert cold[2, 0, OBS_IDLE_MS.index(600_000)] > 0.5 * GIB and rule[2, 0, OBS_IDLE_MS.index(600_000)] == 0

@@ -455,11 +455,14 @@ class CgroupBackend:
         }
         histogram: Histogram | None
         provisional = False
+        horizon_ms = math.inf
         if self.sampler is not None:
             histogram, provisional = self._referenced_histogram(stat_fields, source, time_ms)
             if histogram is None:  # no read yet, or none possible: the LRU lists' two bins meanwhile
                 source["histogram_fallback"] = "memory_stat"
                 histogram = self._lru_histogram(stat_fields)
+            elif histogram.edges_ms:  # older than the last window read: one open bin, ages unknown
+                horizon_ms = float(histogram.edges_ms[-1])
         else:
             histogram = self._histogram(stat_fields)
         if self.edges_ms is not None:
@@ -477,6 +480,7 @@ class CgroupBackend:
             psi_some_avg10=psi_avg10,
             oom_kills_total=int(oom_kills),
             histogram_provisional=provisional,
+            histogram_horizon_ms=horizon_ms,
             source=source,
         )
 

@@ -134,6 +134,7 @@ class SimWorld:
             # At the guest's histogram source's resolution, as a real host's backend reads it.
             observed = self.sim.observed_histograms()[0, g]
             hist = np.clip(np.rint(observed), 0, None).astype(np.int64)
+            horizons = self.sim.observed.horizon_ms()
             last = self.sim.last
             return GuestReading(
                 name=guest,
@@ -150,6 +151,7 @@ class SimWorld:
                 psi_some_avg10=float(model.psi_some_avg10[0, g]),
                 oom_kills_total=int(model.oom_kills_total[0, g]),
                 balloon_stalled=bool(last is not None and last.balloon_stalled[0, g]),
+                histogram_horizon_ms=math.inf if horizons is None else float(horizons[0, g]),
                 source={"kind": "sim", "scenario": self.sim.setup.scenario},
             )
 

@@ -280,7 +280,14 @@ def distill_command(
     except RuntimeError as exc:
         raise WsrlError(f"--base {base}: its network does not match {config}'s: {exc}") from None
     result = distill(
-        model, make_teacher, agent.env.inputs, duration_s, agent.seed, epochs=epochs, dagger=dagger
+        model,
+        make_teacher,
+        agent.env.inputs,
+        duration_s,
+        agent.seed,
+        epochs=epochs,
+        dagger=dagger,
+        histogram_sources=agent.env.histogram_sources,
     )
     model.save(out / "model.zip")
     record = json.loads(base_train.read_text(encoding="utf-8"))
@@ -288,6 +295,7 @@ def distill_command(
         "base": str(base),
         "config_path": str(config),
         "inputs": [str(ref) for ref in agent.env.inputs],
+        "histogram_sources": list(agent.env.histogram_sources),
         "seed": agent.seed,
         "teacher": {
             "name": "refined",

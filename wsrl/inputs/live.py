@@ -45,6 +45,8 @@ class GuestReading:
         balloon_stalled: a balloon did not reach its target.
         histogram_provisional: the histogram's source has not completed its first full cycle
             (:attr:`wsrl.pipeline.snapshot.HostSnapshot.hist_provisional`).
+        histogram_horizon_ms: the oldest idle age the histogram's source tells apart, ms (``inf``:
+            ages up to the runner's last edge; :attr:`wsrl.pipeline.snapshot.HostSnapshot.hist_horizon_ms`).
         self_reported: the pressure, refault and OOM figures come from the guest itself (a VM's
             balloon statistics or agent), not from the host's kernel: the circuit breaker believes
             them, but they protect the guest only within its share of the host
@@ -66,6 +68,7 @@ class GuestReading:
     oom_kills_total: int = 0
     balloon_stalled: bool = False
     histogram_provisional: bool = False
+    histogram_horizon_ms: float = math.inf
     self_reported: bool = False
     source: dict[str, str] = field(default_factory=dict)
 
@@ -102,6 +105,7 @@ class ReadingArrays:
     oom_kills_total: NDArray[np.float64]
     balloon_stalled: NDArray[np.float64]
     histogram_provisional: NDArray[np.float64]
+    histogram_horizon_ms: NDArray[np.float64]
     self_reported: NDArray[np.float64]
 
     @classmethod
@@ -207,8 +211,25 @@ def snapshot_from_readings(
         oom_kills_total=ooms,
         balloon_stalled=stalled,
         hist_provisional=mask & (np.nan_to_num(arrays.histogram_provisional) > 0),
+        hist_horizon_ms=_horizons_ms(readings, arrays, mask),
     )
 
+
+def _horizons_ms(
+    readings: Sequence[GuestReading | None], arrays: ReadingArrays, mask: NDArray[np.bool_]
+) -> NDArray[np.float64] | None:
+    """``[1, guests]`` each histogram's horizon, ms (``inf``: none; ``None``: no guest has one).
+
+    A guest's claim is only believed where it is a positive number and its histogram is there.
+    """
+    has_histogram = np.array([[r is not None and r.histogram is not None for r in readings]])
+    horizon = arrays.histogram_horizon_ms
+    with np.errstate(invalid="ignore"):
+        known = mask & has_histogram & np.isfinite(horizon) & (horizon > 0)
+    if not known.any():
+        return None
+    result: NDArray[np.float64] = np.where(known, horizon, np.inf)
+    return result
 
 
 class LiveHost:

@@ -41,7 +41,7 @@ def exact_snapshot(snapshot: HostSnapshot) -> HostSnapshot:
     exact = snapshot.extra.get(EXACT_HIST_KEY)
     if exact is None:
         return snapshot
-    return dataclasses.replace(snapshot, hist_bytes=np.asarray(exact))
+    return dataclasses.replace(snapshot, hist_bytes=np.asarray(exact), hist_horizon_ms=None)
 
 
 def snapshot_from_simulator(sim: Simulator) -> HostSnapshot:
@@ -82,5 +82,6 @@ def snapshot_from_simulator(sim: Simulator) -> HostSnapshot:
         psi_some_avg10=model.psi_some_avg10.copy(),
         oom_kills_total=model.oom_kills_total.copy(),
         balloon_stalled=np.zeros(guests.shape, dtype=bool) if last is None else last.balloon_stalled.copy(),
+        hist_horizon_ms=sim.observed.horizon_ms(),
         extra=extra,
     )

@@ -79,6 +79,31 @@ def cold_age_action_of_log(log_age_ms: np.ndarray) -> np.ndarray:
     return result
 
 
+def cold_age_action_reclaiming(snapshot: HostSnapshot, cold_bytes: np.ndarray) -> np.ndarray:
+    """``[hosts, guests]`` the highest ``cold_age`` action that counts at least ``cold_bytes`` cold.
+
+    The inverse of :func:`action_to_target_bytes`' cold reading: the largest threshold ``T`` whose
+    cold memory on ``snapshot`` (interpolated as there) is at least ``cold_bytes``; ``+1`` where
+    ``cold_bytes`` is 0 or not finite (keep everything), ``-1`` where even the lowest threshold
+    counts less. A teacher that knows how much memory should go uses it to say so in the terms a
+    student that sees ``snapshot`` acts in (:class:`wsrl.policies.teacher.RefinedTeacher`).
+    """
+    cold = cold_bytes_by_type(snapshot).sum(axis=2)  # [H, G, ages], non-increasing in age
+    wanted = np.asarray(cold_bytes, dtype=float)[..., None]
+    enough = cold >= wanted - 1.0  # within a byte: float sums
+    count = enough.sum(axis=-1)  # non-increasing: the first `count` ages count enough
+    last = np.clip(count - 1, 0, len(OBS_IDLE_MS) - 2)
+    c_lo = np.take_along_axis(cold, last[..., None], axis=-1)[..., 0]
+    c_hi = np.take_along_axis(cold, (last + 1)[..., None], axis=-1)[..., 0]
+    drop = c_lo - c_hi
+    share = np.divide(c_lo - wanted[..., 0], drop, out=np.zeros_like(drop), where=drop > 0)
+    log_age = _LOG_AGES[last] + np.clip(share, 0.0, 1.0) * (_LOG_AGES[last + 1] - _LOG_AGES[last])
+    action = cold_age_action_of_log(log_age)
+    keep_all = ~np.isfinite(wanted[..., 0]) | (wanted[..., 0] <= 0) | (count == len(OBS_IDLE_MS))
+    result: np.ndarray = np.where(keep_all, 1.0, np.where(count == 0, -1.0, action))
+    return result
+
+
 def headroom_action(frac: np.ndarray) -> np.ndarray:
     """The ``headroom`` action for shares of the provisioned size: the inverse of :func:`headroom_frac`."""
     share = np.clip(np.nan_to_num(np.asarray(frac, dtype=float)), 0.0, MAX_HEADROOM_FRAC)

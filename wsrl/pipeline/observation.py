@@ -29,7 +29,7 @@ from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.slo import PROMOTION_BUDGET_FRAC_PER_MIN, WORKING_SET_WINDOW_MS
 from wsrl.units import GIB, PAGE_BYTES
 
-OBS_SPEC_VERSION = 2
+OBS_SPEC_VERSION = 3
 """Bumped whenever a feature is added, removed or computed differently (checked by manifests)."""
 
 OBS_IDLE_MS: tuple[int, ...] = (
@@ -104,9 +104,34 @@ def _cold_matrix(edges_ms: tuple[int, ...]) -> np.ndarray:
 
 
 def cold_bytes_by_type(snapshot: HostSnapshot) -> np.ndarray:
-    """``[hosts, guests, 2, len(OBS_IDLE_MS)]`` resident bytes (anon, file) idle longer than each age."""
+    """``[hosts, guests, 2, len(OBS_IDLE_MS)]`` resident bytes (anon, file) idle longer than each age.
+
+    The histogram module's rule, except past a guest's histogram horizon
+    (:attr:`~wsrl.pipeline.snapshot.HostSnapshot.hist_horizon_ms`, the oldest age its source tells
+    apart): the bytes idle longer than the horizon ``h`` are spread log-uniformly over ``[h, H]``
+    (``H`` the last finite edge), so the cold memory at ``T`` is their share
+    ``log(H / T) / log(H / h)``. The histogram rule would count them young at every age past the
+    bin they were re-binned into (a ``referenced`` source's whole open bin as 120-300 s old): the
+    coldest bytes the source knows of would be kept by every threshold above 300 s, and a policy
+    that keeps memory touched within 10 minutes on exact ages would keep everything on that source.
+    The spread keeps ``T = h`` meaning "all of them" and ``T >= H`` meaning "none of them", as on
+    exact ages, with no knowledge of where in between they lie.
+    """
     hist = np.nan_to_num(np.asarray(snapshot.hist_bytes, dtype=float), nan=0.0, posinf=0.0)
-    result: np.ndarray = hist @ _cold_matrix(tuple(int(e) for e in snapshot.edges_ms))
+    edges = tuple(int(e) for e in snapshot.edges_ms)
+    result: np.ndarray = hist @ _cold_matrix(edges)
+    horizon = snapshot.histogram_horizon_ms()
+    last_edge_ms = float(edges[-1]) if edges else math.inf
+    limited = np.isfinite(horizon) & (horizon > 0) & (horizon < last_edge_ms)
+    if not limited.any():
+        return result
+    for h_ms in np.unique(horizon[limited]):
+        at = limited & (horizon == h_ms)
+        beyond = hist[at] @ cold_weights(edges, int(h_ms))  # [guests here, 2]: idle past the horizon
+        idle = np.asarray(OBS_IDLE_MS, dtype=float)
+        share = np.clip(np.log(last_edge_ms / idle) / math.log(last_edge_ms / h_ms), 0.0, 1.0)
+        spread = beyond[..., None] * share
+        result[at] = np.where(idle >= h_ms, spread, result[at])
     return result
 
 

@@ -52,6 +52,12 @@ class HostSnapshot:
             what is known so far and every byte not yet seen idle counts as young. Policies and the
             observation do not remember such a histogram's working set (peaks, moving averages,
             threshold histories); ``None``: every histogram is settled (simulation, replay).
+        hist_horizon_ms: ``[hosts, guests]`` the oldest idle age each guest's source tells apart,
+            ms: its bytes idle longer sit in one open-ended bin whatever their age (the
+            ``referenced`` source's cycle, 120 s by default), re-binned onto ``edges_ms`` as
+            that bin always is. ``inf`` (and ``None``: every guest) where the source resolves
+            ages up to the last edge. Only the learned policies' reading of cold memory
+            (:func:`wsrl.pipeline.observation.cold_bytes_by_type`) uses it.
         extra: backend-specific data (for example the simulator itself, for the oracle).
 
     """
@@ -79,6 +85,7 @@ class HostSnapshot:
     oom_kills_total: np.ndarray
     balloon_stalled: np.ndarray
     hist_provisional: np.ndarray | None = None
+    hist_horizon_ms: np.ndarray | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -103,6 +110,13 @@ class HostSnapshot:
         if self.hist_provisional is None:
             return np.zeros(self.mask.shape, dtype=bool)
         result: np.ndarray = np.asarray(self.hist_provisional, dtype=bool)
+        return result
+
+    def histogram_horizon_ms(self) -> np.ndarray:
+        """``[hosts, guests]`` :attr:`hist_horizon_ms` as floats (all ``inf`` where it is ``None``)."""
+        if self.hist_horizon_ms is None:
+            return np.full(self.mask.shape, np.inf)
+        result: np.ndarray = np.asarray(self.hist_horizon_ms, dtype=float)
         return result
 
     def usable_bytes(self) -> np.ndarray:

@@ -29,7 +29,14 @@ from collections import deque
 
 import numpy as np
 
-from wsrl.pipeline.action import ACTION_DIM, MAX_HEADROOM_FRAC, cold_age_action, headroom_action
+from wsrl.inputs.simulated import exact_snapshot
+from wsrl.pipeline.action import (
+    ACTION_DIM,
+    MAX_HEADROOM_FRAC,
+    cold_age_action,
+    cold_age_action_reclaiming,
+    headroom_action,
+)
 from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies.far_memory import FarMemoryPolicy
@@ -125,6 +132,11 @@ class RefinedTeacher:
       per-guest threshold whose promotion rate meets the same refault SLO; here it caps the
       network's ``cold_age``. Not on bursty guests (:class:`BurstyGuests`): between a build's
       compiles or a service's bursts their memory looks idle and is not, and the network holds it.
+      Where the snapshot's histograms are a source's coarser view (``referenced``, ``memory_stat``:
+      :mod:`wsrl.sim.observed`), far memory chooses on the simulator's exact ages (a privileged
+      teacher: on ``referenced`` it could choose nothing past the source's 120 s horizon and kept
+      idle guests whole) and the cap is the ``cold_age`` that takes as much memory on the
+      snapshot the student sees (:func:`~wsrl.pipeline.action.cold_age_action_reclaiming`).
     * **Bronze guests share burst room.** On a host provisioned beyond ``overcommit_min`` times
       what it can give (``capacity - reserve``), a bronze guest's ``headroom`` is capped at
       ``burst_headroom_frac`` of its size: its bursts are served from the memory the host keeps
@@ -184,9 +196,18 @@ class RefinedTeacher:
         history: call once per snapshot (:meth:`decide` does).
         """
         rows, actions = self.base.act(snapshot)
-        self.far_memory.decide(snapshot)  # advances its per-guest thresholds
+        exact = exact_snapshot(snapshot)
+        self.far_memory.decide(exact)  # advances its per-guest thresholds
         actions = actions.astype(np.float64)
-        capped_age = np.minimum(actions[..., 0], cold_age_action(self.far_memory.threshold_ms))
+        threshold_ms = self.far_memory.threshold_ms
+        if exact is snapshot:
+            cap = cold_age_action(threshold_ms)
+        else:  # the memory far memory takes on exact ages, in the terms of what the student sees
+            wanted = np.zeros(threshold_ms.shape)
+            for t_ms in np.unique(threshold_ms[np.isfinite(threshold_ms)]):
+                wanted = np.where(threshold_ms == t_ms, exact.cold_bytes(int(t_ms)), wanted)
+            cap = cold_age_action_reclaiming(snapshot, wanted)
+        capped_age = np.minimum(actions[..., 0], cap)
         actions[..., 0] = np.where(self.bursty.update(snapshot), actions[..., 0], capped_age)
         cap = headroom_action(np.asarray(self.burst_headroom_frac, dtype=float))
         yields = self.overcommitted(snapshot)[:, None] & (np.asarray(snapshot.tier) >= BRONZE_TIER)

@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from wsrl.inputs.ref import InputRef
+from wsrl.inputs.setup import input_setup
 from wsrl.pipeline.action import ACTION_DIM
 from wsrl.pipeline.observation import FEATURE_COUNT
 from wsrl.pipeline.policy import Policy
 from wsrl.pipeline.snapshot import HostSnapshot
 from wsrl.policies.teacher import RefinedTeacher
+from wsrl.sim.arrays import with_histogram_sources
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -83,23 +85,36 @@ def collect_teacher_actions(
     duration_s: float,
     seed: int,
     actor: Callable[[], Policy] | None = None,
+    histogram_sources: Sequence[str] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(rows [N, FEATURE_COUNT], actions [N, ACTION_DIM])`` of a teacher on every input.
 
-    Each input runs for ``duration_s`` with ``seed`` through :func:`wsrl.eval.runner.evaluate_policy`
-    (the evaluator's setup, simulator and control stack). ``make_teacher`` and ``actor`` build a
-    fresh policy per input; with ``actor`` that policy drives and the teacher only labels.
+    Each input runs for ``duration_s`` with ``seed`` through :func:`wsrl.eval.runner.evaluate_setup`
+    (the evaluator's simulator and control stack), once per histogram source in
+    ``histogram_sources`` (:func:`~wsrl.sim.arrays.with_histogram_sources`: guests whose scenario
+    names a source keep it, and a run that would repeat another is left out; ``()``: each
+    scenario's own). ``make_teacher`` and ``actor`` build a fresh policy per run; with ``actor``
+    that policy drives and the teacher only labels.
     """
-    from wsrl.eval.runner import evaluate_policy
+    from wsrl.eval.runner import evaluate_setup
 
     rows: list[np.ndarray] = []
     actions: list[np.ndarray] = []
     for ref in inputs:
-        teacher = make_teacher()
-        collecting = _Collecting(teacher if actor is None else _Labeller(teacher, actor()))
-        evaluate_policy(collecting, ref, seed, duration_s)
-        rows += collecting.rows
-        actions += collecting.actions
+        base = input_setup(ref)
+        setups = [with_histogram_sources(base, [source]) for source in histogram_sources] or [base]
+        seen: list[np.ndarray] = []
+        for setup in setups:
+            chosen = setup.guests.histogram_source
+            sources = np.asarray(0 if chosen is None else chosen)
+            if any(np.array_equal(sources, other) for other in seen):
+                continue
+            seen.append(sources)
+            teacher = make_teacher()
+            collecting = _Collecting(teacher if actor is None else _Labeller(teacher, actor()))
+            evaluate_setup(collecting, setup, str(ref), seed, duration_s)
+            rows += collecting.rows
+            actions += collecting.actions
     if not rows:
         return np.zeros((0, FEATURE_COUNT), np.float32), np.zeros((0, ACTION_DIM), np.float32)
     return np.concatenate(rows), np.concatenate(actions)
@@ -149,10 +164,12 @@ def distill(
     epochs: int = 10,
     dagger: bool = False,
     margin: float = BOUND_MARGIN,
+    histogram_sources: Sequence[str] = (),
 ) -> DistillResult:
     """Fit ``model`` (in place) to the teacher's actions on ``inputs``; optionally one DAgger round.
 
-    Round 1 collects the teacher's own trajectories (``seed``) and fits. With ``dagger``, the fitted
+    Round 1 collects the teacher's own trajectories (``seed``; each input once per histogram source
+    in ``histogram_sources``, as :func:`collect_teacher_actions` says) and fits. With ``dagger``, the fitted
     network then drives the same inputs (``seed + 1``, new episodes) while the teacher labels the
     states it reaches, and the network is fitted again, from the weights it started with, on both
     rounds' samples.
@@ -161,7 +178,9 @@ def distill(
     from wsrl.rl.train import learned_policy_from_model
 
     start_state = copy.deepcopy(model.policy.state_dict())
-    rows, actions = collect_teacher_actions(make_teacher, inputs, duration_s, seed)
+    rows, actions = collect_teacher_actions(
+        make_teacher, inputs, duration_s, seed, histogram_sources=histogram_sources
+    )
     fit = behaviour_clone(model, rows, labels(actions, margin), epochs=epochs, seed=seed)
     dagger_samples = 0
     if dagger:
@@ -169,7 +188,9 @@ def distill(
         def student() -> Policy:
             return learned_policy_from_model(model, "student")
 
-        more_rows, more_actions = collect_teacher_actions(make_teacher, inputs, duration_s, seed + 1, student)
+        more_rows, more_actions = collect_teacher_actions(
+            make_teacher, inputs, duration_s, seed + 1, student, histogram_sources
+        )
         dagger_samples = len(more_rows)
         rows = np.concatenate([rows, more_rows])
         actions = np.concatenate([actions, more_actions])
@@ -180,4 +201,3 @@ def distill(
     return DistillResult(
         samples=len(rows), dagger_samples=dagger_samples, final_mse=final_mse, epoch_mse=fit.epoch_mse
     )
-

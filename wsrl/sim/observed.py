@@ -121,6 +121,17 @@ class ObservedHistograms:
         self.published_at_s: float | None = None
         """Simulation time of the ``referenced`` histogram held now (None before the first)."""
 
+    def horizon_ms(self) -> np.ndarray | None:
+        """``[hosts, guests]`` each guest's histogram horizon, ms (``inf``: exact ages; ``None``: all).
+
+        The ``referenced`` guests' is the source's longest edge
+        (:attr:`wsrl.pipeline.snapshot.HostSnapshot.hist_horizon_ms`). ``memory_stat``'s open bin
+        starts at 1 s but is the kernel's inactive list, not an idle age: it has none.
+        """
+        if not self.referenced.any():
+            return None
+        return np.where(self.referenced, float(max(REFERENCED_EDGES_MS)), np.inf)
+
     def reset(self, model: GuestMemoryModel) -> None:
         """At simulation time 0: publish the ``referenced`` guests' histogram of the primed state."""
         self._cycle = 0
