@@ -114,6 +114,17 @@ def test_card_evaluates_an_exported_policy_against_every_reference(tmp_path: Pat
     assert "- Refinement (`wsrl distill --config agents/ppo-refine.toml`): 1,234 actions" in text
     assert "headroom capped at 17% on hosts provisioned over 1.1x" in text and "DAgger round" in text
     assert "600 s refining" in text and "  - `dense`" in text
+    # Refined again from the refined network: both refinements, oldest first, and both times.
+    earlier = dict(record["distill"])
+    record["distill"] = {**earlier, "base": "trained/x", "samples": 99, "wall_s": 60.0, "previous": earlier}
+    (tmp_path / "tiny" / "train.json").write_text(json.dumps(record), encoding="utf-8")
+    text = model_card(tmp_path / "tiny", card)
+    first = text.index("- Refinement (`wsrl distill --config agents/ppo-refine.toml`): 1,234 actions")
+    assert (
+        text.index("- Refined again (`wsrl distill --config agents/ppo-refine.toml --base trained/x`): 99")
+        > first
+    )
+    assert "660 s refining" in text
     # The card says which control stack its numbers were made under.
     assert "- Control stack: trained and evaluated (every policy below) under the production" in text
     assert "shrink at most 0.005 of provisioned per second" in text
@@ -127,8 +138,13 @@ def test_training_card_judges_on_the_training_inputs_only(tmp_path: Path, monkey
     """``--training``: the acceptance rule on the training inputs, written beside the model, no README."""
     import wsrl.rl.card as card_module
 
-    config = {"algorithm": "PPO", "timesteps": 64, "env": {"inputs": ["laptop"], "episode_steps": 16},
-              "hyperparameters": {"n_steps": 16, "batch_size": 48}, "policy": {"net_arch": [16]}}
+    config = {
+        "algorithm": "PPO",
+        "timesteps": 64,
+        "env": {"inputs": ["laptop"], "episode_steps": 16},
+        "hyperparameters": {"n_steps": 16, "batch_size": 48},
+        "policy": {"net_arch": [16]},
+    }
     train(AgentConfig.model_validate(config), tmp_path / "tiny", progress_bar=False)
     export_policy(tmp_path / "tiny")
     agents = tmp_path / "agents.toml"

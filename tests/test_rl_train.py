@@ -248,6 +248,24 @@ def test_distill_refines_a_trained_run_from_the_cli(tmp_path: Path) -> None:
     assert wsrl_cli("export", str(refined)).returncode == 0  # ready for the runner
     manifest = json.loads((refined / "manifest.json").read_text())
     assert manifest["provenance"]["train"]["distill"]["samples"] == distilled["samples"]
+    # A refined run refined again (a new teacher rule on the shipped network): both stay on record.
+    again = tmp_path / "again"
+    done = wsrl_cli(
+        "distill",
+        "--config",
+        str(config),
+        "--base",
+        str(refined),
+        "--out",
+        str(again),
+        "--duration",
+        "10m",
+        "--epochs",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr
+    chained = json.loads((again / "train.json").read_text())["distill"]
+    assert chained["base"] == str(refined) and chained["previous"] == distilled
 
     done = wsrl_cli(*args[:2], str(small_config(tmp_path, "sac")), *args[3:])
     assert done.returncode == 2 and "PPO" in done.stderr

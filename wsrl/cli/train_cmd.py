@@ -291,6 +291,7 @@ def distill_command(
     )
     model.save(out / "model.zip")
     record = json.loads(base_train.read_text(encoding="utf-8"))
+    earlier = record.get("distill")  # --base was refined already: its refinement stays on record
     record["distill"] = {
         "base": str(base),
         "config_path": str(config),
@@ -310,6 +311,8 @@ def distill_command(
         "final_mse": result.final_mse,
         "wall_s": round(time.monotonic() - started, 1),
     }
+    if isinstance(earlier, dict):
+        record["distill"]["previous"] = earlier
     tmp = out / "train.json.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / "train.json")

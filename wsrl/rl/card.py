@@ -194,20 +194,37 @@ def gpu_section(path: Path, cpu_train: dict[str, Any]) -> str:
 
 
 def _distill_line(distilled: dict[str, Any] | None) -> str:
-    """The model card's line on the refinement stage (``train.json``'s ``distill`` record)."""
+    """The model card's lines on the refinement stage (``train.json``'s ``distill`` record).
+
+    A run refined more than once keeps each earlier record under ``previous``: one line each,
+    oldest first.
+    """
     if not distilled:
         return "- Refinement: none."
-    teacher = distilled["teacher"]
-    rounds = " plus a DAgger round in the states the student reaches" if distilled.get("dagger") else ""
-    return (
-        f"- Refinement (`wsrl distill --config {distilled['config_path']}`): "
-        f"{distilled['samples']:,} actions of the `refined` teacher (this run's PPO network, "
-        "its cold age capped by far memory's threshold "
-        f"on steady guests, bronze guests' headroom capped at {teacher['burst_headroom_frac']:.0%} on hosts "
-        f"provisioned over {teacher['overcommit_min']}x; wsrl/policies/teacher.py), "
-        f"{distilled['duration_s'] / 3600:.0f} h per input{rounds}, fitted from the PPO weights to "
-        f"MSE {distilled['final_mse']:.1e}."
-    )
+    chain: list[dict[str, Any]] = []
+    record: Any = distilled
+    while isinstance(record, dict):
+        chain.append(record)
+        record = record.get("previous")
+    lines = []
+    for step, record in enumerate(reversed(chain)):
+        teacher = record["teacher"]
+        rounds = " plus a DAgger round in the states the student reaches" if record.get("dagger") else ""
+        network, weights = ("this run's PPO network", "the PPO weights")
+        head = f"- Refinement (`wsrl distill --config {record['config_path']}`)"
+        if step:
+            network, weights = ("the network refined above", "its weights")
+            command = f"wsrl distill --config {record['config_path']} --base {record['base']}"
+            head = f"- Refined again (`{command}`)"
+        lines.append(
+            f"{head}: {record['samples']:,} actions of the `refined` teacher ({network}, "
+            "its cold age capped by far memory's threshold "
+            f"on steady guests, bronze guests' headroom capped at {teacher['burst_headroom_frac']:.0%} on "
+            f"hosts provisioned over {teacher['overcommit_min']}x; wsrl/policies/teacher.py), "
+            f"{record['duration_s'] / 3600:.0f} h per input{rounds}, fitted from {weights} to "
+            f"MSE {record['final_mse']:.1e}."
+        )
+    return "\n".join(lines)
 
 
 NOTES_FILE = "card-notes.md"
@@ -260,7 +277,11 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
     bc = json.loads(bc_path.read_text(encoding="utf-8")) if bc_path and bc_path.is_file() else None
     bc_wall = bc["wall_s"] if bc and "wall_s" in bc else 0.0
     distilled = train.get("distill")
-    distill_wall = distilled["wall_s"] if distilled else 0.0
+    distill_wall = 0.0  # every refinement on record (a refined run refined again keeps the earlier)
+    record: Any = distilled
+    while isinstance(record, dict):
+        distill_wall += float(record.get("wall_s", 0.0))
+        record = record.get("previous")
     total_min = (bc_wall + train["wall_s"] + distill_wall) / 60.0
     verdicts = "\n".join(
         f"- `{ref}`: best reference `{c['best_reference']}`; "
