@@ -274,3 +274,39 @@ def test_live_readings_of_the_simulator_backend_are_the_simulated_host(tmp_path:
     # A tick stamped before the previous one (a clock stepped back) keeps the configured interval.
     live.observe(readings, previous_ms - 5_000)
     assert live.snapshot().interval_s == 10.0
+
+
+def test_live_readings_carry_each_histograms_horizon() -> None:
+    """A live source that cannot date bytes past some age (the ``referenced`` sampler's last window)
+    says so per reading; the snapshot carries it where a histogram came with it, and a guest with
+    no horizon (or a nonsense one) reads as exact ages up to the last edge."""
+    from wsrl.histogram import ALL_NODES, DEFAULT_EDGES_MS, Histogram
+    from wsrl.inputs.live import GuestReading, snapshot_from_readings
+
+    def reading(name: str, horizon_ms: float, histogram: bool = True) -> GuestReading:
+        rows = {"anon": [0] * (len(DEFAULT_EDGES_MS) + 1), "file": [0] * (len(DEFAULT_EDGES_MS) + 1)}
+        rows["anon"][-1] = 1 << 20
+        hist = Histogram(name, ALL_NODES, DEFAULT_EDGES_MS, rows) if histogram else None
+        return GuestReading(
+            name=name, time_ms=1, visible_bytes=2.0**30, histogram=hist, histogram_horizon_ms=horizon_ms
+        )
+
+    specs = [GuestSpec(name, 2.0**30, 0.0) for name in "abcde"]
+    readings = [
+        reading("a", 120_000.0),
+        reading("b", float("inf")),
+        reading("c", float("nan")),
+        reading("d", -5.0),
+        reading("e", 60_000.0, histogram=False),
+    ]
+    kwargs = {
+        "host_name": "h",
+        "capacity_bytes": 2.0**32,
+        "reserve_bytes": 0.0,
+        "interval_s": 5.0,
+        "time_ms": 1,
+    }
+    snapshot = snapshot_from_readings(readings, specs, **kwargs)  # type: ignore[arg-type]
+    assert snapshot.histogram_horizon_ms()[0].tolist() == [120_000.0] + [float("inf")] * 4
+    exact = snapshot_from_readings([reading(s.name, float("inf")) for s in specs], specs, **kwargs)  # type: ignore[arg-type]
+    assert exact.hist_horizon_ms is None

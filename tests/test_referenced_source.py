@@ -127,6 +127,7 @@ def _one_cycle(name: str, group: Path, settings: ReferencedSettings) -> GuestRea
         assert not reading.histogram_provisional, reading.source
         # Older than the last window read: one open bin, whatever the age (the snapshot says so).
         assert reading.histogram_horizon_ms == settings.edges_ms[-1]
+        assert reading.source["histogram_horizon_s"] == f"{settings.edges_ms[-1] / 1000:g}"  # audited
         return reading
     finally:
         backend.close()

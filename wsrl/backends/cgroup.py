@@ -463,6 +463,7 @@ class CgroupBackend:
                 histogram = self._lru_histogram(stat_fields)
             elif histogram.edges_ms:  # older than the last window read: one open bin, ages unknown
                 horizon_ms = float(histogram.edges_ms[-1])
+                source["histogram_horizon_s"] = f"{horizon_ms / 1000:g}"
         else:
             histogram = self._histogram(stat_fields)
         if self.edges_ms is not None:
