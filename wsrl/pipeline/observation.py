@@ -125,10 +125,10 @@ def cold_bytes_by_type(snapshot: HostSnapshot) -> np.ndarray:
     limited = np.isfinite(horizon) & (horizon > 0) & (horizon < last_edge_ms)
     if not limited.any():
         return result
+    idle = np.asarray(OBS_IDLE_MS, dtype=float)
     for h_ms in np.unique(horizon[limited]):
         at = limited & (horizon == h_ms)
         beyond = hist[at] @ cold_weights(edges, int(h_ms))  # [guests here, 2]: idle past the horizon
-        idle = np.asarray(OBS_IDLE_MS, dtype=float)
         share = np.clip(np.log(last_edge_ms / idle) / math.log(last_edge_ms / h_ms), 0.0, 1.0)
         spread = beyond[..., None] * share
         result[at] = np.where(idle >= h_ms, spread, result[at])

@@ -193,6 +193,16 @@ def gpu_section(path: Path, cpu_train: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _refinements(distilled: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every refinement on record (``train.json``'s ``distill`` and its ``previous`` chain), oldest first."""
+    chain: list[dict[str, Any]] = []
+    record: Any = distilled
+    while isinstance(record, dict):
+        chain.append(record)
+        record = record.get("previous")
+    return chain[::-1]
+
+
 def _distill_line(distilled: dict[str, Any] | None) -> str:
     """The model card's lines on the refinement stage (``train.json``'s ``distill`` record).
 
@@ -201,13 +211,8 @@ def _distill_line(distilled: dict[str, Any] | None) -> str:
     """
     if not distilled:
         return "- Refinement: none."
-    chain: list[dict[str, Any]] = []
-    record: Any = distilled
-    while isinstance(record, dict):
-        chain.append(record)
-        record = record.get("previous")
     lines = []
-    for step, record in enumerate(reversed(chain)):
+    for step, record in enumerate(_refinements(distilled)):
         teacher = record["teacher"]
         rounds = " plus a DAgger round in the states the student reaches" if record.get("dagger") else ""
         network, weights = ("this run's PPO network", "the PPO weights")
@@ -277,11 +282,7 @@ def model_card(directory: Path, card: dict[str, Any]) -> str:
     bc = json.loads(bc_path.read_text(encoding="utf-8")) if bc_path and bc_path.is_file() else None
     bc_wall = bc["wall_s"] if bc and "wall_s" in bc else 0.0
     distilled = train.get("distill")
-    distill_wall = 0.0  # every refinement on record (a refined run refined again keeps the earlier)
-    record: Any = distilled
-    while isinstance(record, dict):
-        distill_wall += float(record.get("wall_s", 0.0))
-        record = record.get("previous")
+    distill_wall = sum(float(record.get("wall_s", 0.0)) for record in _refinements(distilled))
     total_min = (bc_wall + train["wall_s"] + distill_wall) / 60.0
     verdicts = "\n".join(
         f"- `{ref}`: best reference `{c['best_reference']}`; "

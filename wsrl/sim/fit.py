@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -347,7 +348,7 @@ def write_fitted(
     directory = Path(out)
     (directory / "workloads").mkdir(parents=True, exist_ok=True)
     entries = []
-    names = [g.guest for g in guests]
+    repeated = {name for name, count in Counter(g.guest for g in guests).items() if count > 1}
     for index, guest in enumerate(guests):
         slug = f"fitted-{index:02d}"
         body = [
@@ -366,7 +367,7 @@ def write_fitted(
         provisioned_mib = max(guest.provisioned_bytes, needed) / MIB
         # Guest names are unique per host in a trace; a scenario holding several hosts' guests
         # names them host/guest where a name repeats.
-        name = f"{guest.host}/{guest.guest}" if names.count(guest.guest) > 1 else guest.guest
+        name = f"{guest.host}/{guest.guest}" if guest.guest in repeated else guest.guest
         entries.append(
             "\n".join(
                 [

@@ -116,6 +116,8 @@ class ObservedHistograms:
         self.degraded = bool(self.referenced.any() or self.memory_stat.any())
         """False when every guest sees its exact ages (``exact``, ``lru_gen``): nothing is changed."""
         self._referenced_matrix = rebin_matrix(REFERENCED_EDGES_MS, self.edges_ms)
+        horizon = np.where(self.referenced, float(max(REFERENCED_EDGES_MS)), np.inf)
+        self._horizon_ms: np.ndarray | None = horizon if self.referenced.any() else None
         self._held: np.ndarray | None = None
         self._cycle = 0
         self.published_at_s: float | None = None
@@ -126,11 +128,10 @@ class ObservedHistograms:
 
         The ``referenced`` guests' is the source's longest edge
         (:attr:`wsrl.pipeline.snapshot.HostSnapshot.hist_horizon_ms`). ``memory_stat``'s open bin
-        starts at 1 s but is the kernel's inactive list, not an idle age: it has none.
+        starts at 1 s but is the kernel's inactive list, not an idle age: it has none. Fixed for
+        the run (computed once); callers must not change it.
         """
-        if not self.referenced.any():
-            return None
-        return np.where(self.referenced, float(max(REFERENCED_EDGES_MS)), np.inf)
+        return self._horizon_ms
 
     def reset(self, model: GuestMemoryModel) -> None:
         """At simulation time 0: publish the ``referenced`` guests' histogram of the primed state."""
