@@ -9,6 +9,7 @@ root, like the cgroup tests).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -64,6 +65,24 @@ def test_a_failing_part_write_keeps_every_row_of_the_tick_buffered(tmp_path: Pat
 
 
 # -- the audit log -----------------------------------------------------------------------------
+
+
+def test_the_recording_keeps_each_readings_histogram_horizon(tmp_path: Path) -> None:
+    """A `referenced` reading's horizon goes into the trace (schema 2); exact ages leave it null."""
+    recorder = _recorder(tmp_path / "trace", guests=2)
+    lies = [math.nan, -5.0, 0.0]  # what a reading can never make a horizon of
+    for t, bad in enumerate([math.inf, *lies]):
+        ticks = [
+            reading("g0", time_ms=1_000_000 + 10_000 * t, histogram_horizon_ms=120_000.0),
+            reading("g1", time_ms=1_000_000 + 10_000 * t, histogram_horizon_ms=bad),
+        ]
+        recorder.record(ticks, [None] * 2, [None] * 2)
+    recorder.close()
+    table = TraceReader(tmp_path / "trace").read_table(["guest", "hist_horizon_ms"]).to_pydict()
+    horizons: dict[str, set[int | None]] = {"g0": set(), "g1": set()}
+    for guest, horizon in zip(table["guest"], table["hist_horizon_ms"], strict=True):
+        horizons[guest].add(horizon)
+    assert horizons == {"g0": {120_000}, "g1": {None}}
 
 
 def test_a_torn_last_audit_line_does_not_hide_the_next_record(tmp_path: Path) -> None:

@@ -186,3 +186,42 @@ def test_fit_command_writes_a_scenario_and_refuses_what_it_cannot_fit(tmp_path: 
     bare = [sys.executable, "-m", "wsrl", "fit", str(tmp_path / "bare"), "--out", str(tmp_path / "none")]
     none = subprocess.run(bare, capture_output=True, text=True)
     assert none.returncode == 2 and "no guest has a working-set histogram" in none.stderr, none.stderr
+
+
+def test_a_recording_through_the_referenced_source_is_fitted_up_to_its_horizon(tmp_path: Path) -> None:
+    """Recorded through the `referenced` source (ages up to 120 s, then one open bin that the
+    recording re-bins into (120 s, 300 s]), the trace says where its ages stop (schema 2's
+    ``hist_horizon_ms``): the fit reads the bytes past it as older than 120 s, not as a
+    population touched every few minutes, and replay hands the horizon to the policies."""
+    from wsrl.inputs.replay import read_trace_host
+
+    scenario = tmp_path / "referenced.toml"
+    scenario.write_text(ORIGINAL.replace("step_s = 10\n", 'step_s = 10\nhistogram_source = "referenced"\n'))
+    run_simulation(build_setup(load_scenario(str(scenario))), 3600, seed=0, out=tmp_path / "trace")
+    table = TraceReader(tmp_path / "trace").read_table()
+    assert set(table.column("hist_horizon_ms").to_pylist()) == {120_000}
+    replay = read_trace_host(tmp_path / "trace")
+    assert np.all(replay.snapshot_at(5).hist_horizon_ms == 120_000)
+
+    fitted = {g.guest: g for g in fit_trace(tmp_path / "trace", skip_s=300)}
+
+    def share(guest: str, low_s: float, high_s: float) -> float:
+        pops = fitted[guest].populations
+        inside = sum(p.size_bytes for p in pops if low_s <= p.access_interval_s <= high_s)
+        return inside / sum(p.size_bytes for p in pops)
+
+    assert all(g.residual_frac < 0.01 for g in fitted.values()), fitted
+    # The idle guest's memory, untouched since it was loaded, is fitted as never touched...
+    assert share("idle", math.inf, math.inf) > 0.95
+    # ...and the guest swept every 10 minutes by populations touched every 5-20 minutes: the share
+    # of its bytes seen within 120 s tells the period even though older ages are not told apart.
+    assert share("mixed", 300.0, 1200.0) > 0.8
+
+    # Without the horizon (a version-1 recording), the same histograms misplace the idle guest.
+    index = table.schema.get_field_index("hist_horizon_ms")
+    bare = table.set_column(index, table.schema.field(index), pa.nulls(len(table), pa.int64()))
+    with TraceWriter(tmp_path / "bare", source="test") as writer:
+        writer.append_table(bare)
+    blind = {g.guest: g for g in fit_trace(tmp_path / "bare", skip_s=300)}
+    assert blind["idle"].residual_frac > 0.3, blind["idle"].residual_frac  # read as a 5-minute sweep
+    assert not any(math.isinf(p.access_interval_s) for p in blind["idle"].populations)

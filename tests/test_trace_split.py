@@ -21,7 +21,7 @@ from test_cli_trace import assert_user_error, wsrl
 
 from wsrl.errors import TraceError, WsrlError
 from wsrl.inputs.setup import trace_setup
-from wsrl.trace import TraceReader, TraceWriter
+from wsrl.trace import SCHEMA_VERSION, TraceReader, TraceWriter
 from wsrl.trace.bitbrains import import_bitbrains
 from wsrl.trace.split import SPLIT_FILE_NAME, read_split, split_trace
 from wsrl.trace.validate import validate_trace
@@ -390,6 +390,6 @@ def test_split_of_the_full_shared_bitbrains_history(tmp_path: Path) -> None:
     # descriptions and the schema version) must be the source's, the row rules are checked on the
     # bundled slice above.
     source_schema = pq.read_schema(next(source.glob("part-*.parquet")))
-    assert source_schema.metadata == {b"wsrl.schema_version": b"1"}
+    assert source_schema.metadata == {b"wsrl.schema_version": str(SCHEMA_VERSION).encode()}
     for part in sorted((tmp_path / "train").glob("part-*.parquet")):
         assert pq.read_schema(part).equals(source_schema, check_metadata=True), part

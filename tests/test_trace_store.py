@@ -34,6 +34,7 @@ def test_round_trip_of_every_column(tmp_path: Path) -> None:
         5000,
         "vm-a",
         histogram=histogram,
+        hist_horizon_ms=120_000,
         provisioned_bytes=8 << 30,
         visible_bytes=6 << 30,
         target_bytes=6 << 30,
@@ -125,6 +126,26 @@ def test_reader_refuses_newer_schema_versions(tmp_path: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(TraceError, match="newer than this wsrl reads"):
         TraceReader(tmp_path / "t")
+
+
+def test_version_1_traces_read_and_validate_with_later_columns_null(tmp_path: Path) -> None:
+    # The bundled Bitbrains slice was written at schema version 1, before hist_horizon_ms.
+    bundled = REPO / "envs" / "traces" / "bitbrains-sample"
+    assert json.loads((bundled / "trace.json").read_text())["schema_version"] == 1
+    table = TraceReader(bundled).read_table()
+    assert table.schema.names == TRACE_SCHEMA.names
+    assert table.column("hist_horizon_ms").null_count == table.num_rows > 0
+    report = validate_trace(bundled)
+    assert report.ok and report.rows_checked == table.num_rows, report.problems
+    # A version-1 part in a version-2 trace is named, not read as if it were either.
+    with TraceWriter(tmp_path / "t") as writer:
+        writer.append(sample(0, "a", hist_horizon_ms=120_000))
+    part = next(bundled.glob("part-*.parquet"))
+    (tmp_path / "t" / "part-000001.parquet").write_bytes(part.read_bytes())
+    problems = validate_trace(tmp_path / "t").problems
+    assert any(
+        "part-000001.parquet: schema version '1' differs from the manifest's (2)" in p for p in problems
+    )
 
 
 def test_invalid_samples_are_refused_with_the_column_named(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ POOR_FIT_FRAC = 0.2
 scenario_app = typer.Typer(help="The scenario library under envs/scenarios.", no_args_is_help=True)
 
 
-
 def sim_command(
     scenario: Annotated[str, typer.Option("--scenario", help="Scenario name (envs/scenarios) or TOML path.")],
     duration: Annotated[str, typer.Option("--duration", help="Simulated time: 90s, 15m, 6h, 2d.")] = "6h",
@@ -234,6 +233,15 @@ def fit_command(
     skip_s: Annotated[
         float, typer.Option("--skip-s", min=0.0, help="Leave out each guest's first seconds (a warm-up).")
     ] = 0.0,
+    horizon_s: Annotated[
+        float | None,
+        typer.Option(
+            "--horizon-s",
+            min=0.001,
+            help="Ages are dated only up to this (a recording through the `referenced` source made "
+            "before trace schema 2, which does not say so itself: 120).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fitted populations as JSON.")] = False,
 ) -> None:
     """Fit page populations to each recorded guest's histograms, for counterfactual replay.
@@ -249,7 +257,7 @@ def fit_command(
         raise WsrlError(f"option --out: {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         raise WsrlError(f"option --out: {out} is not empty; fit into a new folder")
-    guests = fit_trace(trace, skip_s=skip_s)
+    guests = fit_trace(trace, skip_s=skip_s, horizon_ms=None if horizon_s is None else horizon_s * 1000.0)
     scenario = write_fitted(guests, out, trace=str(trace), capacity_gib=capacity_gib)
     load_scenario(str(scenario))  # what was written must load: a fit is only useful if it replays
     if as_json:

@@ -82,6 +82,7 @@ _COLUMNS: tuple[str, ...] = (
     "hist_edges_ms",
     "hist_anon_bytes",
     "hist_file_bytes",
+    "hist_horizon_ms",
     "provisioned_bytes",
     "visible_bytes",
     "target_bytes",
@@ -257,6 +258,13 @@ class TraceHost:
         self.position += 1
         return True
 
+    def _horizon_row(self, t: int, mask: np.ndarray) -> np.ndarray | None:
+        """``[1, guests]`` the histogram horizons at sample ``t``; ``None`` when every bin is dated."""
+        horizons = self.columns["hist_horizon_ms"][t][None, :]
+        if not np.isfinite(horizons[mask]).any():
+            return None
+        return np.where(mask, horizons, np.inf)
+
     def snapshot_at(self, index: int) -> HostSnapshot:
         """The ``[1, guests]`` snapshot at sample ``index``."""
         t = int(index)
@@ -295,6 +303,7 @@ class TraceHost:
             usage_bytes=row(cols["usage_bytes"]),
             edges_ms=self.edges_ms,
             hist_bytes=np.where(mask[..., None, None], cols["hist_bytes"][t][None], 0.0),
+            hist_horizon_ms=self._horizon_row(t, mask),
             refault_total=cols["refault_total"][t][None, :].copy(),
             swap_bytes=row(cols["swap_bytes"]),
             psi_some_total_s=cols["psi_some_total_s"][t][None, :].copy(),
@@ -330,6 +339,11 @@ def trace_host_names(directory: str | Path) -> list[str]:
 
     """
     return TraceReader(directory).hosts()
+
+
+def _horizons_ms(values: np.ndarray) -> np.ndarray:
+    """``hist_horizon_ms`` values for the snapshot: ``inf`` where null or not positive (all bins dated)."""
+    return np.where(np.isfinite(values) & (values > 0), values, np.inf)
 
 
 def _numeric(table: pa.Table, name: str) -> np.ndarray:
@@ -477,6 +491,7 @@ def read_trace_host(
         "psi_some_total_s": grid(_numeric(table, "psi_some_total_us") / 1e6),
         "oom_kills_total": grid(_numeric(table, "oom_kills_total")),
         "action_target_bytes": grid(_numeric(table, "action_target_bytes")),
+        "hist_horizon_ms": grid(_horizons_ms(_numeric(table, "hist_horizon_ms"))),
     }
     for name in _COUNTERS:
         columns[name] = _fill_counters(columns[name])
@@ -501,7 +516,9 @@ def read_trace_host(
             columns[name] = held
         hist = hist[rows, cols_index]
     for name, values in columns.items():
-        if name not in _COUNTERS and name != "action_target_bytes":
+        if name == "hist_horizon_ms":
+            columns[name] = np.where(mask & np.isfinite(values), values, np.inf)
+        elif name not in _COUNTERS and name != "action_target_bytes":
             columns[name] = np.where(mask, np.nan_to_num(values), 0.0)
     columns["hist_bytes"] = np.where(mask[..., None, None], hist, 0.0)
 

@@ -39,6 +39,11 @@ def _float(value: float) -> float | None:
     return float(value) if math.isfinite(value) and value >= 0 else None
 
 
+def _horizon_ms(value: float) -> int | None:
+    """A reading's histogram horizon for the trace: ``None`` where its source dates every bin."""
+    return round(value) if math.isfinite(value) and value > 0 else None
+
+
 class TraceRecorder:
     """Append each tick's readings and decisions to a trace directory.
 
@@ -123,6 +128,7 @@ class TraceRecorder:
             host=self.host,
             guest=self.specs[g].name,
             histogram=reading.histogram,
+            hist_horizon_ms=_horizon_ms(reading.histogram_horizon_ms),
             provisioned_bytes=int(self.specs[g].provisioned_bytes),
             visible_bytes=_int(reading.visible_bytes),
             target_bytes=_int(reading.target_bytes),

@@ -22,7 +22,10 @@ nothing refaulted.
 
 **What a histogram cannot say.** Ages beyond the last finite edge are one bin: everything idle
 longer than it is fitted as never touched (the trace's edges bound how cold a fitted population can
-be told to be). An independent population and a sweep of the same mean interval differ in the
+be told to be). A source that cannot date bytes idle past its horizon (``hist_horizon_ms``, the
+``referenced`` source's last window) has its bins past the horizon merged into the open one first
+(:func:`censor_at_horizon`): re-binned onto finer edges they would otherwise read as a population
+touched every few minutes. An independent population and a sweep of the same mean interval differ in the
 shape of their ages, which coarse bins may not separate; the fit takes whichever is closer.
 Demand over time is not fitted: the fitted guest is the recording's mean, a steady workload.
 """
@@ -64,6 +67,7 @@ _COLUMNS = [
     "hist_edges_ms",
     "hist_anon_bytes",
     "hist_file_bytes",
+    "hist_horizon_ms",
     "provisioned_bytes",
     "swap_bytes",
     "refault_anon_total",
@@ -215,12 +219,32 @@ def fit_histogram(
     return populations, misplaced
 
 
-def fit_trace(directory: str | Path, *, skip_s: float = 0.0) -> list[FittedGuest]:
+def censor_at_horizon(
+    edges_ms: tuple[int, ...], bins_bytes: dict[str, np.ndarray], horizon_ms: float
+) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
+    """The edges up to ``horizon_ms`` and the bins past it merged into the open-ended one.
+
+    A recording's histogram keeps the edges the runner bins onto; bytes its source could only call
+    "older than the horizon" sit in the first bin past it. ``inf``: unchanged.
+    """
+    if not math.isfinite(horizon_ms):
+        return edges_ms, bins_bytes
+    kept = tuple(e for e in edges_ms if e <= horizon_ms)
+    k = len(kept)
+    merged = {name: np.append(bins[:k], bins[k:].sum()) for name, bins in bins_bytes.items()}
+    return kept, merged
+
+
+def fit_trace(
+    directory: str | Path, *, skip_s: float = 0.0, horizon_ms: float | None = None
+) -> list[FittedGuest]:
     """Fit every guest of a trace that has histograms (see the module docstring).
 
     ``skip_s`` leaves out each guest's first seconds: a warm-up, or a live source's first cycle
     (the ``referenced`` source counts every byte not yet seen idle as young for its first 120 s,
-    and a trace does not say which histograms were provisional).
+    and a trace does not say which histograms were provisional). ``horizon_ms`` censors every
+    guest's histograms at that age (:func:`censor_at_horizon`) where the trace does not say its own
+    (``hist_horizon_ms``, from schema version 2 on); where it does, the trace's is used.
 
     Raises:
         TraceError: the trace cannot be read, or no guest in it has a histogram.
@@ -228,6 +252,8 @@ def fit_trace(directory: str | Path, *, skip_s: float = 0.0) -> list[FittedGuest
     """
     if not skip_s >= 0:
         raise TraceError(f"skip_s must be >= 0, got {skip_s}")
+    if horizon_ms is not None and not horizon_ms > 0:
+        raise TraceError(f"horizon_ms must be > 0, got {horizon_ms}")
     reader = TraceReader(directory)
     table = reader.read_table(_COLUMNS).to_pydict()
     rows_of: dict[tuple[str, str], list[int]] = {}
@@ -260,6 +286,9 @@ def fit_trace(directory: str | Path, *, skip_s: float = 0.0) -> list[FittedGuest
             )
             for name in TYPES
         }
+        horizons = [table["hist_horizon_ms"][i] for i in same if table["hist_horizon_ms"][i]]
+        horizon = float(min(horizons)) if horizons else (horizon_ms or math.inf)
+        edges, hist = censor_at_horizon(edges, hist, horizon)
         populations: list[FittedPopulation] = []
         misplaced = 0.0
         for name in TYPES:

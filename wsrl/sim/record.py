@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 
@@ -17,6 +19,16 @@ def _list_column(values: np.ndarray) -> pa.ListArray:
 
 def _bytes(values: np.ndarray) -> np.ndarray:
     return np.rint(values).astype(np.int64)
+
+
+def _horizons(sim: Simulator, pick: Callable[[np.ndarray], np.ndarray]) -> pa.Array:
+    """The ``hist_horizon_ms`` column: each ``referenced`` guest's horizon, null where ages are exact."""
+    horizons = sim.observed.horizon_ms()
+    if horizons is None:
+        return pa.nulls(int(sim.mask.sum()), pa.int64())
+    picked = pick(horizons)
+    finite = np.isfinite(picked)
+    return pa.array(np.where(finite, picked, 0).astype(np.int64), mask=~finite)
 
 
 def step_table(
@@ -42,7 +54,7 @@ def step_table(
     def pick(values: np.ndarray) -> np.ndarray:
         return values[host_index, guest_index]
 
-    hist = sim.histograms()
+    hist = sim.observed_histograms()  # what each guest's source reports, as a live recording holds
     anon_bins = _bytes(pick(hist[:, :, 0, :]))
     file_bins = _bytes(pick(hist[:, :, 1, :]))
     edges = np.broadcast_to(sim.edges_ms, (rows, sim.edges_ms.size))
@@ -68,6 +80,7 @@ def step_table(
         "hist_edges_ms": _list_column(edges),
         "hist_anon_bytes": _list_column(anon_bins),
         "hist_file_bytes": _list_column(file_bins),
+        "hist_horizon_ms": _horizons(sim, pick),
         "provisioned_bytes": pa.array(_bytes(pick(guests.provisioned_bytes))),
         "visible_bytes": pa.array(_bytes(pick(model.visible_bytes))),
         "target_bytes": pa.array(_bytes(pick(model.target_bytes))),

@@ -174,8 +174,14 @@ def plot_trace(
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     top = 1.0 - 0.9 / fig.get_figheight()
-    fig.legend(list(handles.values()), list(handles.keys()), loc="upper center", ncol=6, fontsize=7,
-               bbox_to_anchor=(0.5, top + 0.45 / fig.get_figheight()))
+    fig.legend(
+        list(handles.values()),
+        list(handles.keys()),
+        loc="upper center",
+        ncol=6,
+        fontsize=7,
+        bbox_to_anchor=(0.5, top + 0.45 / fig.get_figheight()),
+    )
     fig.suptitle(title or f"{Path(trace_dir).name}: host {chosen_host}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, top))
     out = Path(out_png)

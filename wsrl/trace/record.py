@@ -16,6 +16,7 @@ class GuestSample:
     host: str
     guest: str
     histogram: Histogram | None = None
+    hist_horizon_ms: int | None = None
     provisioned_bytes: int | None = None
     visible_bytes: int | None = None
     target_bytes: int | None = None

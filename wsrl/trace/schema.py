@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a column is added, removed or changes meaning; readers refuse newer versions."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a column is added, removed or changes meaning; readers refuse newer versions.
+
+Older versions are read: a column added since (:data:`COLUMN_SINCE_VERSION`) reads as null.
+Version 2 added ``hist_horizon_ms``."""
 
 MIN_TIME_MS = 0
 """Earliest sample time a trace holds: the UNIX epoch."""
@@ -66,6 +69,13 @@ TRACE_FIELDS: tuple[pa.Field, ...] = (
         pa.map_(pa.string(), BYTES_LIST),
         "histogram: bytes per bin of further memory types the source reported, by type name",
     ),
+    _field(
+        "hist_horizon_ms",
+        pa.int64(),
+        "histogram: the oldest idle age its source tells apart, ms: bytes in the bins past it are idle "
+        "at least this long, their true ages unknown (the `referenced` source's last window); null "
+        "when the source dates every bin (since schema version 2)",
+    ),
     _field("provisioned_bytes", pa.int64(), "memory the guest was promised (VM RAM, memcg ceiling)"),
     _field("visible_bytes", pa.int64(), "guest-visible size now (RAM minus balloon; memcg limit)"),
     _field("target_bytes", pa.int64(), "guest-visible size requested: balloon target or memcg limit"),
@@ -93,6 +103,9 @@ TRACE_FIELDS: tuple[pa.Field, ...] = (
     _field("flags", pa.list_(pa.string()), "data-quality flags (see FLAG_DESCRIPTIONS)"),
 )
 
+COLUMN_SINCE_VERSION: dict[str, int] = {"hist_horizon_ms": 2}
+"""Columns added after version 1, with the version that added them (older parts lack them)."""
+
 TRACE_SCHEMA = pa.schema(TRACE_FIELDS, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 COLUMN_NAMES: tuple[str, ...] = tuple(f.name for f in TRACE_FIELDS)
 REQUIRED_COLUMNS: tuple[str, ...] = ("time_ms", "host", "guest")
@@ -101,6 +114,7 @@ HISTOGRAM_COLUMNS: tuple[str, ...] = (
     "hist_anon_bytes",
     "hist_file_bytes",
     "hist_extra_bytes",
+    "hist_horizon_ms",
 )
 NON_NEGATIVE_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in TRACE_FIELDS if f.type in (pa.int64(), pa.float64()) and f.name not in ("time_ms",)
@@ -131,6 +145,12 @@ def conform(table: pa.Table) -> pa.Table:
             column = pa.nulls(table.num_rows, type=field.type)
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=TRACE_SCHEMA)
+
+
+def schema_of_version(version: int) -> pa.Schema:
+    """The columns a part written at schema ``version`` holds (1 to :data:`SCHEMA_VERSION`)."""
+    fields_then = [f for f in TRACE_FIELDS if COLUMN_SINCE_VERSION.get(f.name, 1) <= version]
+    return pa.schema(fields_then, metadata={SCHEMA_VERSION_KEY: str(version).encode()})
 
 
 def schema_markdown() -> str:

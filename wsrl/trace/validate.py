@@ -22,7 +22,8 @@ from wsrl.trace.schema import (
     MIN_TIME_MS,
     NON_NEGATIVE_COLUMNS,
     SCHEMA_VERSION_KEY,
-    TRACE_SCHEMA,
+    conform,
+    schema_of_version,
 )
 from wsrl.trace.writer import list_parts, read_manifest
 
@@ -55,7 +56,7 @@ def _rows(mask: np.ndarray) -> str:
     return f"{len(where)} row(s) (rows {shown}{more})"
 
 
-def _check_part(path: Path, report: ValidationReport) -> pa.Table | None:
+def _check_part(path: Path, version: int, report: ValidationReport) -> pa.Table | None:
     where = path.name
     try:
         with open_regular(path) as handle:  # a FIFO or device is a problem, never waited on
@@ -68,14 +69,15 @@ def _check_part(path: Path, report: ValidationReport) -> pa.Table | None:
     except ARROW_ERRORS as exc:
         report.problems.append(f"{where}: unreadable Parquet: {' '.join(str(exc).split())[:300]}")
         return None
-    version = (parquet.schema_arrow.metadata or {}).get(SCHEMA_VERSION_KEY)
-    if version is None:
+    expected_schema = schema_of_version(version)
+    part_version = (parquet.schema_arrow.metadata or {}).get(SCHEMA_VERSION_KEY)
+    if part_version is None:
         report.problems.append(f"{where}: no {SCHEMA_VERSION_KEY.decode()} in the file metadata")
-    elif version != TRACE_SCHEMA.metadata[SCHEMA_VERSION_KEY]:
-        shown = version.decode("utf-8", "replace")[:40]
-        report.problems.append(f"{where}: schema version {shown!r} differs from the manifest's")
-    if table.schema.remove_metadata() != TRACE_SCHEMA.remove_metadata():
-        expected = {f.name: f.type for f in TRACE_SCHEMA}
+    elif part_version != expected_schema.metadata[SCHEMA_VERSION_KEY]:
+        shown = part_version.decode("utf-8", "replace")[:40]
+        report.problems.append(f"{where}: schema version {shown!r} differs from the manifest's ({version})")
+    if table.schema.remove_metadata() != expected_schema.remove_metadata():
+        expected = {f.name: f.type for f in expected_schema}
         actual = {f.name: f.type for f in table.schema}
         missing = sorted(set(expected) - set(actual))
         extra = sorted(set(actual) - set(expected))
@@ -84,7 +86,7 @@ def _check_part(path: Path, report: ValidationReport) -> pa.Table | None:
             f"{where}: schema differs: missing {missing}, unexpected {extra}, wrong type {wrong}"
         )
         return None
-    _check_rows(where, table, report)
+    _check_rows(where, conform(table), report)  # columns added since the part's version: null
     report.rows_checked += table.num_rows
     return table.select(["host", "guest", "time_ms"])
 
@@ -176,14 +178,14 @@ def validate_trace(directory: str | Path) -> ValidationReport:
     if not directory.is_dir():
         raise TraceError(f"{directory}: no such trace directory")
     report = ValidationReport(directory)
-    read_manifest(directory)
+    version = int(read_manifest(directory)["schema_version"])
     for leftover in sorted(directory.glob("part-*.parquet.tmp")):
         report.warnings.append(
             f"{leftover.name}: incomplete part from an interrupted writer; it held no committed samples"
         )
     keys = []
     for path in list_parts(directory):
-        key_table = _check_part(path, report)
+        key_table = _check_part(path, version, report)
         report.parts_checked += 1
         if key_table is not None:
             keys.append(key_table)
