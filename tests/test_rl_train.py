@@ -113,6 +113,37 @@ def test_env_workers_change_speed_not_weights(tmp_path: Path) -> None:
         assert torch.equal(x, y)
 
 
+def test_env_rails_none_trains_under_the_clamp_only(tmp_path: Path) -> None:
+    """`[env] rails = "none"`: the first stage of a curriculum shrinks at once; production at its rate."""
+    import numpy as np
+
+    from wsrl.pipeline.control import ControlSpec
+    from wsrl.rl.train import make_env
+
+    config = load_agent_config(small_config(tmp_path))
+    assert config.env.rails == "production" and config.env.control() == ControlSpec.for_training()
+    shrunk = {}
+    for rails in ("production", "none"):
+        config.env.rails = rails  # type: ignore[assignment]
+        env = make_env(config)
+        env.reset()
+        batch = env.batches[0]  # type: ignore[attr-defined]
+        assert batch.stack.spec == config.env.control()
+        batch.step(np.zeros((*batch.snapshot.shape, 3)))  # the first step also fits the host's capacity
+        before = batch.snapshot
+        step = batch.step(np.full((*before.shape, 3), -1.0))
+        provisioned = before.provisioned_bytes[before.mask]
+        shrunk[rails] = ((before.target_bytes - step.decision.target_bytes)[before.mask] / provisioned).max()
+        env.close()
+    allowance = ControlSpec().max_shrink_frac_per_s * 10.0  # one 10 s step
+    assert shrunk["production"] <= allowance + 1e-6
+    assert shrunk["none"] > 2 * allowance
+    bad = small_config(tmp_path)
+    bad.write_text(bad.read_text().replace("[env]\n", '[env]\nrails = "some"\n'))
+    with pytest.raises(WsrlError, match="rails"):
+        load_agent_config(bad)
+
+
 @pytest.mark.parametrize("agent", ["sac", "recurrent_ppo"])
 def test_every_agent_config_trains(tmp_path: Path, agent: str) -> None:
     config = load_agent_config(small_config(tmp_path, agent))

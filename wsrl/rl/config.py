@@ -42,6 +42,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 from wsrl.config_tools import read_toml, validate_file
 from wsrl.errors import WsrlError
 from wsrl.inputs.ref import InputRef, ScenarioInput, TraceInput, parse_input
+from wsrl.pipeline.control import ControlSpec
 from wsrl.rl.reward import RewardWeights
 from wsrl.sim.config_scenario import HistogramSource
 from wsrl.units import parse_duration_s
@@ -79,6 +80,15 @@ class EnvSection(BaseModel):
     ``histogram_sources[h % n]``; guests whose scenario names a source keep it): training sees the
     resolution production hosts give (``lru_gen`` exact, ``referenced`` its edges and cycle,
     ``memory_stat`` two bins). Empty: each scenario's own (``exact`` unless it says otherwise)."""
+    rails: Literal["production", "none"] = "production"
+    """The rails the training hosts decide under: ``production`` (the runner's defaults without the
+    output check's jump test, :meth:`~wsrl.pipeline.control.ControlSpec.for_training`) or ``none``
+    (only the ``[floor, provisioned]`` clamp, :meth:`~wsrl.pipeline.control.ControlSpec.unguarded`):
+    a first stage of a curriculum whose later stage (``wsrl distill``) runs under the rails."""
+
+    def control(self) -> ControlSpec:
+        """The control stack's spec that :attr:`rails` names."""
+        return ControlSpec.for_training() if self.rails == "production" else ControlSpec.unguarded()
 
 
 class EvalSection(BaseModel):

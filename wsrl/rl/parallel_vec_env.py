@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from wsrl.inputs.ref import InputRef
+from wsrl.pipeline.control import ControlSpec
 from wsrl.rl.reward import RewardWeights
 from wsrl.rl.spaces import guest_action_space, guest_observation_space
 from wsrl.rl.vec_env import GuestVecEnv, SlotsShareOneEnv, StepArrays, step_infos
@@ -67,7 +68,7 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
         inputs: the inputs (scenarios and traces), as for ``GuestVecEnv``.
         workers: processes to split the inputs over (at most one per input).
         hosts_per_input, episode_steps, seed, reward, random_start, info_reward_terms,
-            histogram_sources: as for
+            histogram_sources, control: as for
             ``GuestVecEnv``.
 
     """
@@ -84,6 +85,7 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
         random_start: bool = True,
         info_reward_terms: bool = True,
         histogram_sources: Sequence[str] = (),
+        control: ControlSpec | None = None,
     ) -> None:
         if not inputs:
             raise ValueError("ParallelGuestVecEnv needs at least one input")
@@ -107,6 +109,7 @@ class ParallelGuestVecEnv(SlotsShareOneEnv):
                 "reward": reward,
                 "random_start": random_start,
                 "histogram_sources": list(histogram_sources),
+                "control": control,
             }
             parent, child = context.Pipe()
             process = context.Process(target=_worker, args=(child, kwargs), daemon=True)

@@ -32,7 +32,6 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, Check
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from wsrl.eval.runner import evaluate_policy
-from wsrl.pipeline.control import ControlSpec
 from wsrl.policies.learned import LearnedPolicy, RecurrentStateSpec
 from wsrl.rl.config import AgentConfig
 from wsrl.rl.parallel_vec_env import ParallelGuestVecEnv
@@ -152,6 +151,7 @@ def make_env(config: AgentConfig) -> VecEnv:
         "reward": config.reward,
         "info_reward_terms": False,  # nothing in training reads per-step terms; episode ends keep theirs
         "histogram_sources": config.env.histogram_sources,
+        "control": config.env.control(),
     }
     if config.env.workers > 1:
         return ParallelGuestVecEnv(config.env.inputs, workers=config.env.workers, **kwargs)
@@ -240,8 +240,8 @@ def train(
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "final_eval": final,
         "init": str(init_path) if init_path is not None else None,
-        # The training envs decide through the one control stack under the production rails.
-        "control": ControlSpec.for_training().describe(),
+        # The training envs decide through the one control stack under the rails [env] names.
+        "control": config.env.control().describe(),
     }
     tmp = out / (TRAIN_RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from wsrl.inputs.ref import InputRef
 from wsrl.inputs.setup import input_setup_with_hosts
+from wsrl.pipeline.control import ControlSpec
 from wsrl.rl.batch import HostBatch
 from wsrl.rl.reward import REWARD_TERMS, RewardWeights
 from wsrl.rl.spaces import guest_action_space, guest_observation_space
@@ -147,6 +148,8 @@ class GuestVecEnv(SlotsShareOneEnv):
         histogram_sources: the histogram sources the hosts of every input read their guests
             through, in turn (:func:`~wsrl.sim.arrays.with_histogram_sources`; ``()``: each
             scenario's own).
+        control: allocator and rails (default: :meth:`ControlSpec.for_training`, the production
+            rails).
 
     """
 
@@ -162,6 +165,7 @@ class GuestVecEnv(SlotsShareOneEnv):
         batch_ids: Sequence[int] | None = None,
         info_reward_terms: bool = True,
         histogram_sources: Sequence[str] = (),
+        control: ControlSpec | None = None,
     ) -> None:
         if not inputs:
             raise ValueError("GuestVecEnv needs at least one input")
@@ -176,6 +180,7 @@ class GuestVecEnv(SlotsShareOneEnv):
                 episode_steps=episode_steps,
                 reward=reward,
                 random_start=random_start,
+                control=control,
             )
             for ref in self.inputs
         ]
