@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from wsrl.errors import WsrlError
+from wsrl.sim.arrays import KERNEL_CLASSIC, KERNEL_MGLRU
 from wsrl.sim.fidelity.compare import BEGIN_MARKER, compare, main, markdown_table, predict_rung
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,17 +117,21 @@ def test_a_sweep_that_does_not_fit_misses_on_every_touch_as_the_kernel_does(rows
 
 
 def test_prediction_is_the_steady_state_whatever_the_warmup_and_step(measured, rows):
-    """The model reaches its equilibrium in the first step for constant demand (compare.py's claim)."""
+    """For constant demand the model settles at once (compare.py's claim): one LRU in its first
+    step; a classic kernel's anon/file balance (cases with file pages) within its measured warm-up,
+    to within 3 % whatever the step."""
     zram_bytes = int(measured["settings"]["zram_size_bytes"])
+    kernel = KERNEL_MGLRU if measured["machine"]["mglru"] else KERNEL_CLASSIC
     checked = 0
     for result, row in zip(measured["results"], rows, strict=True):
         if row.measured_oom:
             continue
+        settled = 1e-6 if row.predicted_file_refaults_per_s is None else 0.03
         short_window = {**result, "window": {**result["window"], "wall_s": 2.5}}
         for variant in (
-            predict_rung(result, zram_bytes, warmup_steps=0),
-            predict_rung(result, zram_bytes, warmup_steps=5),
-            predict_rung(short_window, zram_bytes),
+            predict_rung(result, zram_bytes, warmup_steps=0, kernel=kernel),
+            predict_rung(result, zram_bytes, warmup_steps=20, kernel=kernel),
+            predict_rung(short_window, zram_bytes, kernel=kernel),
         ):
             for field in (
                 "predicted_anon_refaults_per_s",
@@ -139,10 +144,42 @@ def test_prediction_is_the_steady_state_whatever_the_warmup_and_step(measured, r
                 if expected is None:  # no file population
                     assert got is None, where
                 else:
-                    assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), where
-            assert variant.predicted_resident_fraction == pytest.approx(row.predicted_resident_fraction)
+                    assert got == pytest.approx(expected, rel=settled, abs=1e-9), where
+            assert variant.predicted_resident_fraction == pytest.approx(
+                row.predicted_resident_fraction, abs=0.01
+            )
         checked += 1
     assert checked == 19  # every rung that was not OOM-killed
+
+
+DEMAND_BELOW = ("0.9xdemand", "0.75xdemand", "0.6xdemand", "0.45xdemand")
+
+
+def test_the_classic_kernel_reclaims_file_pages_as_this_host_did():
+    """anon-file on this host (no MGLRU, swappiness 60): reclaim goes to file pages first until
+    their refaults cost as much as anon's (get_scan_count). Every rung below demand within 30 %
+    for both refault rates, and each population's residency within 0.15; one recency for both
+    types (the MGLRU model) predicted 3-40x too few file refaults at 0.9x-0.75x."""
+    measured = json.loads(MEASURED.read_text())
+    zram_bytes = int(measured["settings"]["zram_size_bytes"])
+    assert measured["machine"]["mglru"] is False and measured["machine"]["vm_swappiness"] == 60
+    checked = 0
+    for result in measured["results"]:
+        if result["case"] != "anon-file" or result["rung"]["label"] not in DEMAND_BELOW:
+            continue
+        classic = predict_rung(result, zram_bytes, kernel=KERNEL_CLASSIC, swappiness=60)
+        one_lru = predict_rung(result, zram_bytes, kernel=KERNEL_MGLRU)
+        window = result["window"]
+        for field, key in (
+            ("predicted_anon_refaults_per_s", "refault_anon_per_s"),
+            ("predicted_file_refaults_per_s", "refault_file_per_s"),
+        ):
+            assert getattr(classic, field) == pytest.approx(window[key], rel=0.30), (result["rung"], field)
+        for name, fraction in classic.predicted_resident_fraction.items():
+            assert fraction == pytest.approx(classic.measured_resident_fraction[name], abs=0.15), name
+        assert one_lru.predicted_file_refaults_per_s < classic.predicted_file_refaults_per_s
+        checked += 1
+    assert checked == 4
 
 
 def test_table_and_doc_markers(tmp_path, rows):

@@ -11,7 +11,7 @@ import pytest
 
 from wsrl.errors import ConfigError, WsrlError
 from wsrl.sim import defaults
-from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, ACTUATOR_NAMES, TIER_NAMES
+from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, ACTUATOR_NAMES, KERNEL_NAMES, TIER_NAMES
 from wsrl.sim.build import build_setup
 from wsrl.sim.config import (
     envs_dir,
@@ -516,3 +516,23 @@ def test_access_order_reaches_the_model_and_a_wrong_one_names_the_field(tmp_path
     assert int(sweeping.sum()) == 5
     assert Simulator(setup).model.pop_is_sweep is not None
     assert Simulator(build_setup(ENVS / "scenarios" / "datacenter.toml")).model.pop_is_sweep is None
+
+
+def test_kernel_and_swappiness_per_scenario_and_guest(tmp_path: Path) -> None:
+    text = SCENARIO_OK.replace(
+        'description = "d"\n', 'description = "d"\nkernel = "classic"\nswappiness = 100\n'
+    )
+    text += (
+        '\n[[guest]]\nname = "b"\nworkload = "web-diurnal"\nprovisioned_gib = 16\n'
+        'kernel = "mglru"\nswappiness = 10\n'
+    )
+    guests = build_setup(load_scenario(write(tmp_path / "k.toml", text))).guests
+    assert guests.kernel is not None and guests.swappiness is not None
+    assert [KERNEL_NAMES[k] for k in guests.kernel[0]] == ["classic", "mglru"]
+    assert guests.swappiness[0].tolist() == [100.0, 10.0]
+    default = build_setup(load_scenario(write(tmp_path / "d.toml", SCENARIO_OK))).guests
+    assert default.kernel is not None and KERNEL_NAMES[default.kernel[0, 0]] == defaults.KERNEL == "mglru"
+    assert scenario_error(tmp_path, text.replace('kernel = "mglru"', 'kernel = "lru"')).startswith(
+        f"{tmp_path / 's.toml'}: guest[1].kernel:"
+    )
+    assert "swappiness" in scenario_error(tmp_path, text.replace("swappiness = 100", "swappiness = 201"))

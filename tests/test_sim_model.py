@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import OrderedDict
 
@@ -10,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsrl.sim.arrays import ACTUATOR_BALLOON, ACTUATOR_MEMCG, guest_arrays, host_arrays
+from wsrl.sim.arrays import (
+    ACTUATOR_BALLOON,
+    ACTUATOR_MEMCG,
+    KERNEL_CLASSIC,
+    KERNEL_MGLRU,
+    guest_arrays,
+    host_arrays,
+)
 from wsrl.sim.che import MIN_T_S, RELATIVE_TOLERANCE, resident_bytes_at, solve_lru, survival
 from wsrl.sim.model import REGIME_HYSTERESIS, GuestMemoryModel
 from wsrl.units import PAGE_BYTES
@@ -577,3 +585,36 @@ def test_solver_rows_with_sweeps_hit_capacity():
     same = solve_lru(size, rate, capacity, sweep=np.zeros_like(sweep))
     np.testing.assert_array_equal(plain[0], same[0])
     np.testing.assert_array_equal(plain[1], same[1])
+
+
+def _anon_and_file_at(kernel: int, swappiness: float) -> tuple[np.ndarray, GuestMemoryModel, list]:
+    """100 MiB of anon and 100 MiB of file, each page touched every 20 s, held at 150 MiB for 10 min."""
+    g = guest_arrays((1, 1), 4096 * MIB, swap_capacity_bytes=1024 * MIB, unevictable_bytes=0.0)
+    g = dataclasses.replace(
+        g, kernel=np.full((1, 1), kernel, np.int8), swappiness=np.full((1, 1), swappiness)
+    )
+    size = np.array([[[100 * MIB, 100 * MIB]]])
+    rate = np.full(size.shape, 1 / 20)
+    model = GuestMemoryModel(g, host_arrays(1, 1024 * GIB), np.array([[[True, False]]]))
+    model.prime(size, rate)
+    results = [model.step(size, rate, np.array([[150 * MIB]]), 10.0) for _ in range(60)]
+    return 1.0 - model.evicted_bytes[0, 0] / size[0, 0], model, results
+
+
+def test_a_classic_kernel_reclaims_file_first_until_file_refaults_cost_as_much():
+    """Two pages touched equally often: one recency (MGLRU) keeps as much of each type; the classic
+    lists (get_scan_count) reclaim file first by swappiness, and settle where file pages stay
+    swappiness / (200 - swappiness) x (file refaults + 1) / (anon refaults + 1) as long as anon."""
+    one_lru, _, _ = _anon_and_file_at(KERNEL_MGLRU, 60)
+    assert one_lru[0] == pytest.approx(one_lru[1], abs=1e-6)
+    classic, model, results = _anon_and_file_at(KERNEL_CLASSIC, 60)
+    assert classic[1] < one_lru[1] - 0.03 and classic[0] > one_lru[0] + 0.03  # file goes first
+    assert classic.sum() == pytest.approx(one_lru.sum(), rel=1e-6)  # the same 150 MiB in memory
+    last = results[-1]
+    settled = 60 / 140 * (last.refault_file_pages[0, 0] + 1) / (last.refault_anon_pages[0, 0] + 1)
+    assert model.file_age_scale[0, 0] == pytest.approx(settled, rel=0.02)
+    assert last.refault_file_pages[0, 0] > last.refault_anon_pages[0, 0]
+    # swappiness moves the balance: 0 (read as 1) keeps anon, 200 (read as 199) keeps file.
+    keep_anon, _, _ = _anon_and_file_at(KERNEL_CLASSIC, 0)
+    keep_file, _, _ = _anon_and_file_at(KERNEL_CLASSIC, 200)
+    assert keep_anon[0] > classic[0] and keep_file[1] > one_lru[1] and keep_file[0] < one_lru[0]

@@ -34,6 +34,10 @@ HISTOGRAM_LRU_GEN = 1
 HISTOGRAM_REFERENCED = 2
 HISTOGRAM_MEMORY_STAT = 3
 HISTOGRAM_SOURCE_NAMES = ("exact", "lru_gen", "referenced", "memory_stat")
+# The guest kernel's page reclaim, as stored in GuestArrays.kernel (wsrl.sim.model).
+KERNEL_MGLRU = 0
+KERNEL_CLASSIC = 1
+KERNEL_NAMES = ("mglru", "classic")
 DEFAULT_ACTUATOR = ACTUATOR_NAMES.index(defaults.ACTUATOR)
 DEFAULT_TIER = TIER_NAMES.index(defaults.TIER)
 
@@ -64,6 +68,13 @@ class GuestArrays:
         histogram_source: index into HISTOGRAM_SOURCE_NAMES: the source whose resolution the
             snapshot's histogram has (:mod:`wsrl.sim.observed`); the memory model always uses the
             exact state. ``None`` means ``exact`` for every guest.
+        kernel: index into KERNEL_NAMES: how the guest's kernel splits reclaim between anon and
+            file pages. ``mglru``: one recency for both (multi-gen LRU ages them in the same
+            generations); ``classic``: the active/inactive lists, where ``get_scan_count`` scans
+            file pages harder by ``swappiness`` and the two types' recent refault costs
+            (:class:`wsrl.sim.model.GuestMemoryModel`). ``None`` means ``mglru`` for every guest.
+        swappiness: the guest's ``vm.swappiness`` (0-200; read by the ``classic`` kernel only).
+            ``None`` means 60 (the kernel's default) for every guest.
 
     """
 
@@ -83,6 +94,8 @@ class GuestArrays:
     oom_restart_s: np.ndarray
     deflate_on_oom: np.ndarray | None = None
     histogram_source: np.ndarray | None = None
+    kernel: np.ndarray | None = None
+    swappiness: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -164,6 +177,8 @@ def guest_arrays(
     oom_restart_s: float | np.ndarray = defaults.OOM_RESTART_S,
     deflate_on_oom: bool | np.ndarray = defaults.DEFLATE_ON_OOM,
     histogram_source: int | np.ndarray = HISTOGRAM_EXACT,
+    kernel: int | np.ndarray = KERNEL_MGLRU,
+    swappiness: float | np.ndarray = defaults.SWAPPINESS,
     mask: np.ndarray | None = None,
 ) -> GuestArrays:
     """Guest arrays of one shape from scalars or arrays (tests, benchmarks, hand-built setups).
@@ -203,6 +218,8 @@ def guest_arrays(
         oom_restart_s=full(oom_restart_s),
         deflate_on_oom=full(deflate_on_oom, bool),
         histogram_source=full(histogram_source, np.int8),
+        kernel=full(kernel, np.int8),
+        swappiness=full(swappiness),
     )
 
 

@@ -27,6 +27,7 @@ from wsrl.sim.arrays import (
     ACTUATOR_BALLOON,
     ACTUATOR_NAMES,
     HISTOGRAM_SOURCE_NAMES,
+    KERNEL_NAMES,
     TIER_NAMES,
     GuestArrays,
     HostArrays,
@@ -192,6 +193,8 @@ def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | No
     actuator = full(ACTUATOR_BALLOON, np.int8)
     deflate_on_oom = full(False, bool)
     histogram_source = full(0, np.int8)
+    kernel = full(KERNEL_NAMES.index(defaults.KERNEL), np.int8)
+    swappiness = full(defaults.SWAPPINESS)
     tier = full(TIER_NAMES.index(defaults.TIER), np.int8)
     grid: list[list[tuple[WorkloadConfig, float, float] | None]] = [[None] * n_guests for _ in range(n_hosts)]
     trace_slots: list[TraceSlot] = []
@@ -216,6 +219,8 @@ def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | No
             actuator[h, g] = ACTUATOR_NAMES.index(entry.actuator)
             deflate_on_oom[h, g] = entry.deflate_on_oom
             histogram_source[h, g] = HISTOGRAM_SOURCE_NAMES.index(scenario.histogram_source_of(p.entry))
+            kernel_name, swappiness[h, g] = scenario.kernel_of(p.entry)
+            kernel[h, g] = KERNEL_NAMES.index(kernel_name)
             tier[h, g] = TIER_NAMES.index(entry.tier)
             if p.trace_key is None:
                 grid[h][g] = (scenario.workload_of(p.entry), entry.scale, entry.jitter)
@@ -246,6 +251,8 @@ def build_setup(scenario_config: ScenarioConfig | str | Path, *, hosts: int | No
         tier=tier,
         deflate_on_oom=deflate_on_oom,
         histogram_source=histogram_source,
+        kernel=kernel,
+        swappiness=swappiness,
         **arrays,
     )
     host_arrays = HostArrays(

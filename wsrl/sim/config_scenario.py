@@ -30,6 +30,7 @@ Tier = Literal["gold", "silver", "bronze"]
 Actuator = Literal["memcg", "balloon"]
 Swap = Literal["none", "zram", "ssd", "hdd"]
 HistogramSource = Literal["exact", "lru_gen", "referenced", "memory_stat"]
+Kernel = Literal["mglru", "classic"]
 """Whose resolution a guest's snapshot histogram has (:mod:`wsrl.sim.observed`)."""
 # The arrays store tiers and actuators as indices into TIER_NAMES / ACTUATOR_NAMES, and the swap
 # kinds key the default latencies: the file keys must be exactly those names, in that order.
@@ -119,6 +120,11 @@ class GuestConfig(StrictModel):
     deflate_on_oom: bool = defaults.DEFLATE_ON_OOM
     histogram_source: HistogramSource | None = None
     """The source whose resolution the policies see this guest's ages at; None: the scenario's."""
+    kernel: Kernel | None = None
+    """How the guest's kernel reclaims (``mglru``: one recency for anon and file; ``classic``: file
+    first by ``swappiness`` and the types' refault costs); None: the scenario's."""
+    swappiness: float | None = Field(None, ge=0, le=200)
+    """The guest's ``vm.swappiness`` (the ``classic`` kernel's anon/file balance); None: the scenario's."""
     scale: float = Field(1.0, gt=0)
     jitter: float = Field(0.1, ge=0, le=0.5)
     # Trace-driven guests: what is measured and what is assumed is in wsrl.sim.trace_demand.
@@ -246,6 +252,10 @@ class ScenarioConfig(StrictModel):
     step_s: float = Field(10.0, gt=0)
     histogram_source: HistogramSource = "exact"
     """Every guest's histogram source unless the guest names its own (:mod:`wsrl.sim.observed`)."""
+    kernel: Kernel = defaults.KERNEL
+    """Every guest's page reclaim unless the guest names its own (:mod:`wsrl.sim.model`)."""
+    swappiness: float = Field(defaults.SWAPPINESS, ge=0, le=200)
+    """Every guest's ``vm.swappiness`` unless the guest says."""
     host: HostConfig
     guest: list[GuestConfig] = Field(min_length=1)
 
@@ -282,6 +292,12 @@ class ScenarioConfig(StrictModel):
     def trace_dir_of(self, index: int) -> Path:
         """The resolved trace directory of guest entry ``index`` (after :meth:`resolve`)."""
         return self._trace_dirs[index]
+
+    def kernel_of(self, index: int) -> tuple[Kernel, float]:
+        """The page reclaim and swappiness of guest entry ``index``: its own, else the scenario's."""
+        entry = self.guest[index]
+        kernel = self.kernel if entry.kernel is None else entry.kernel
+        return kernel, self.swappiness if entry.swappiness is None else entry.swappiness
 
     def histogram_source_of(self, index: int) -> HistogramSource:
         """The histogram source of guest entry ``index``: its own, else the scenario's."""

@@ -29,3 +29,9 @@ MAX_SHARES = 1e6
 TIER: Final[Literal["gold", "silver", "bronze"]] = "silver"
 OOM_RESTART_S = 60.0
 HOST_SWAP_FAULT_LATENCY_S = 200e-6
+
+KERNEL: Final[Literal["mglru", "classic"]] = "mglru"
+"""A guest's page reclaim unless its scenario says (``wsrl.sim.arrays.KERNEL_NAMES``): the multi-gen
+LRU the VM guest kernels wsrl targets run; a memcg on a host kernel without MGLRU is ``classic``."""
+SWAPPINESS = 60.0
+"""``vm.swappiness`` unless a scenario says: the kernel's default."""

@@ -17,6 +17,10 @@ See ``docs/simulator.md`` for the model, its assumptions and its sources. In sho
   the period, and an LRU evicts exactly the pages the sweep touches next: a sweep that does not
   fit misses on every access (LRU's loop pathology, measured on this kernel in
   ``docs/fidelity.md``), one that fits never misses.
+* Two kernels: ``mglru`` (one recency for anon and file pages, as above) and ``classic`` (the
+  active/inactive lists, where ``get_scan_count`` reclaims file pages first by ``swappiness`` and
+  rebalances toward anon as file pages refault: file pages age ``T_file / T_anon`` times faster,
+  :meth:`GuestMemoryModel._rebalance`).
 * OOM: when the anon pages that swap cannot take no longer fit, the guest's workload is killed;
   its anon demand restarts from zero and ramps back over ``oom_restart_s``.
 * Actuators: a memcg limit acts at once; a balloon moves at finite inflate/deflate speeds and
@@ -34,11 +38,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsrl.sim.arrays import ACTUATOR_BALLOON, GuestArrays, HostArrays
+from wsrl.sim.arrays import ACTUATOR_BALLOON, KERNEL_CLASSIC, GuestArrays, HostArrays
 from wsrl.sim.che import population_sum, solve_lru, survival
+from wsrl.sim.defaults import SWAPPINESS
 from wsrl.units import PAGE_BYTES
 
 PSI_AVG10_WINDOW_S = 10.0
+SCAN_COST_MEMORY_S = 30.0
+"""How long a classic guest's reclaim remembers its refault costs, s. The kernel halves them each
+time they pass a quarter of the LRU's pages: tens of seconds under the pressures measured here.
+Shorter memories over-correct on 10 s steps (the balance then flips between two states)."""
+MIN_SWAPPINESS = 1.0
+"""swappiness 0 (never swap while file pages remain) and 200 read as 1 and 199: finite ratios."""
+MIN_FILE_AGE_SCALE = 1e-3
+MAX_FILE_AGE_SCALE = 1e3
+"""Bounds of a classic guest's T_file / T_anon (beyond them one type is all the reclaim anyway)."""
 REGIME_HYSTERESIS = 1e-3
 
 
@@ -109,6 +123,17 @@ class GuestMemoryModel:
         if self.pop_is_anon.shape[:2] != guests.shape:
             raise ValueError(f"pop_is_anon shape {self.pop_is_anon.shape} does not match {guests.shape}")
         self._mask = guests.mask
+        # The classic kernel's anon/file balance (step 5): file pages age faster than anon by the
+        # ratio of get_scan_count's scan fractions, swappiness : (200 - swappiness) weighted by
+        # each type's recent refault cost.
+        self._classic = (
+            np.zeros(guests.shape, dtype=bool)
+            if guests.kernel is None
+            else guests.mask & (guests.kernel == KERNEL_CLASSIC)
+        )
+        swappiness = np.full(guests.shape, SWAPPINESS) if guests.swappiness is None else guests.swappiness
+        swappiness = np.clip(swappiness, MIN_SWAPPINESS, 200.0 - MIN_SWAPPINESS)
+        self._file_bias_base = swappiness / (200.0 - swappiness)
         self.reset()
 
     # -- state ------------------------------------------------------------------------------
@@ -137,6 +162,9 @@ class GuestMemoryModel:
         # Characteristic times of the last solves per guest (one LRU; anon and file LRUs when
         # swap is full): warm starts for the next step's solves.
         self._solve_times = np.full((*shape, 3), np.inf)
+        # Classic guests: how much longer a file page stays in the LRU than an anon page of the
+        # same access rate (T_file / T_anon; 1 for one LRU).
+        self.file_age_scale = np.where(self._classic, self._file_bias_base, 1.0)
         # Guests whose anon eviction was capped by swap the last time they were under pressure
         # (their LRU split in two).
         self._swap_bound = np.zeros(shape, dtype=bool)
@@ -246,7 +274,12 @@ class GuestMemoryModel:
             self.oom_kills_total += oom
 
         # 5. Where the LRU settles under this capacity: Che's T*, with anon eviction capped by swap.
-        equilibrium = self._equilibrium_evicted(size, rate, capacity, population_sum(size))
+        # A classic kernel ages file pages at file_age_scale times the rate (refaults still come
+        # at the true rates, step 6).
+        aging_rate = rate
+        if self._classic.any():
+            aging_rate = rate * np.where(self.pop_is_file, self.file_age_scale[..., None], 1.0)
+        equilibrium = self._equilibrium_evicted(size, aging_rate, capacity, population_sum(size))
 
         # 6. Evicted pages drain at their access rates (refaults) while the limit pins them at the
         # equilibrium; see _drain for the closed form.
@@ -263,6 +296,8 @@ class GuestMemoryModel:
 
         refault_anon_pages = self._anon_sum(refault_bytes) / PAGE_BYTES
         refault_file_pages = population_sum(refault_bytes) / PAGE_BYTES - refault_anon_pages
+        if self._classic.any():
+            self._rebalance(refault_anon_pages, refault_file_pages, dt_s)
         evicted_anon_pages = self._anon_sum(swapped_out) / PAGE_BYTES
 
         # 7. Host: overflow past capacity - reserve goes to host swap, globally coldest first.
@@ -315,6 +350,23 @@ class GuestMemoryModel:
         file_resident = (size - fixed) * (1.0 - self._anon_weight)
         room = population_sum(back)[..., None]
         return fixed + file_resident * _share(room, population_sum(file_resident)[..., None])
+
+    def _rebalance(self, refault_anon_pages: np.ndarray, refault_file_pages: np.ndarray, dt_s: float) -> None:
+        """Classic guests' anon/file balance after a step, from the step's refaults.
+
+        ``get_scan_count`` (mm/vmscan.c) scans the anon list at ``swappiness x (total + 1) /
+        (anon cost + 1)`` and the file list at ``(200 - swappiness) x (total + 1) / (file cost +
+        1)``, per page of each list, where a type's cost grows with its refaults (and decays as
+        reclaim goes on). A page's time in the LRU is inversely its list's scan rate, so file
+        pages stay ``swappiness / (200 - swappiness) x (file cost + 1) / (anon cost + 1)`` as long
+        as anon pages: file first while file pages do not come back, anon once they do. The
+        costs are the step's refaults, remembered over :data:`SCAN_COST_MEMORY_S`.
+        """
+        target = self._file_bias_base * (refault_file_pages + 1.0) / (refault_anon_pages + 1.0)
+        target = np.clip(target, MIN_FILE_AGE_SCALE, MAX_FILE_AGE_SCALE)
+        weight = -np.expm1(-dt_s / SCAN_COST_MEMORY_S)
+        moved = np.exp((1.0 - weight) * np.log(self.file_age_scale) + weight * np.log(target))
+        self.file_age_scale = np.where(self._classic, moved, 1.0)
 
     def _anon_sum(self, pop_bytes: np.ndarray) -> np.ndarray:
         """``[hosts, guests]`` sum of a per-population quantity over the anon populations."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +26,16 @@ from typing import Any
 import numpy as np
 
 from wsrl.errors import WsrlError
-from wsrl.sim.arrays import ACTUATOR_MEMCG, SimSetup, guest_arrays, host_arrays
+from wsrl.sim.arrays import (
+    ACTUATOR_MEMCG,
+    KERNEL_CLASSIC,
+    KERNEL_MGLRU,
+    SimSetup,
+    guest_arrays,
+    host_arrays,
+)
 from wsrl.sim.constant import ConstantDemand
+from wsrl.sim.defaults import SWAPPINESS
 from wsrl.sim.simulator import Simulator
 from wsrl.units import GIB, MIB, PAGE_BYTES
 
@@ -72,10 +81,14 @@ def predict_rung(
     *,
     default_window_s: float | None = None,
     warmup_steps: int = WARMUP_STEPS,
+    kernel: int = KERNEL_MGLRU,
+    swappiness: float = SWAPPINESS,
 ) -> RungComparison:
     """Run the simulator on one measured rung's populations, limit and swap setting.
 
-    The simulator's step is the rung's window; ``warmup_steps`` steps run before the measured one.
+    The simulator's step is the rung's window; ``warmup_steps`` steps run before the measured one
+    (a ``classic`` kernel's anon/file balance follows its refaults: it gets as many steps as the
+    rung's measured warm-up lasted, at least ``warmup_steps``).
     """
     populations = result["populations"]
     sizes = np.array([[[float(p["size_bytes"]) for p in populations]]])
@@ -92,9 +105,13 @@ def predict_rung(
         swap_capacity_bytes=float(zram_bytes) if swap else 0.0,
         actuator=ACTUATOR_MEMCG,
         oom_restart_s=1e9,  # the measured workload does not come back after an OOM kill
+        kernel=kernel,
+        swappiness=swappiness,
     )
     window = result.get("window") or {}
     step_s = _window_s(result, default_window_s)
+    if kernel == KERNEL_CLASSIC:
+        warmup_steps = max(warmup_steps, math.ceil(float(result.get("warmup_s") or 0.0) / step_s))
     setup = SimSetup(
         scenario=f"fidelity:{result['case']}",
         guests=guests,
@@ -161,8 +178,15 @@ def compare(measured: dict[str, Any]) -> list[RungComparison]:
     settings = measured["settings"]
     zram_bytes = int(settings["zram_size_bytes"])
     default_window_s = settings.get("duration_s_override") or settings.get("duration_s")
+    machine = measured.get("machine") or {}
+    # The lab's memcgs reclaim with the host kernel: MGLRU where it was on, else the classic lists.
+    kernel = KERNEL_MGLRU if machine.get("mglru", True) else KERNEL_CLASSIC
+    swappiness = float(machine.get("vm_swappiness", SWAPPINESS))
     return [
-        predict_rung(result, zram_bytes, default_window_s=default_window_s) for result in measured["results"]
+        predict_rung(
+            result, zram_bytes, default_window_s=default_window_s, kernel=kernel, swappiness=swappiness
+        )
+        for result in measured["results"]
     ]
 
 
