@@ -19,10 +19,11 @@ setup: $(STAMP)
 testbed:
 	bash scripts/testbed.sh
 
-# Style (ruff) and the architecture contracts (import-linter, [tool.importlinter] in pyproject.toml;
+# Style (ruff: lint and format) and the architecture contracts (import-linter, [tool.importlinter] in pyproject.toml;
 # docs/layers.md).
 lint: $(STAMP)
-	$(PY) -m ruff check wsrl tests benchmarks
+	$(PY) -m ruff check wsrl tests benchmarks scripts
+	$(PY) -m ruff format --check wsrl tests benchmarks scripts
 	$(VENV)/bin/lint-imports
 
 # The type checker ([tool.mypy] in pyproject.toml: strict on pipeline, policies and runner).

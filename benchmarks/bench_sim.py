@@ -171,10 +171,14 @@ def main() -> None:
         )
     else:
         print(f"one by one ({LOOP_GUESTS} single-guest simulators): {loop:,.0f} guest-steps/s")
-        print(f"speed-up of the batched step at {LOOP_GUESTS} guests: {speedup:.0f}x "
-              f"({speedup_hist:.0f}x with histograms)")
-        print(f"{LOOP_GUESTS} guests with their sweeps read as independent accesses: {no_sweeps:,.0f} "
-              f"guest-steps/s (access order costs {sweep_cost:.2f}x)")
+        print(
+            f"speed-up of the batched step at {LOOP_GUESTS} guests: {speedup:.0f}x "
+            f"({speedup_hist:.0f}x with histograms)"
+        )
+        print(
+            f"{LOOP_GUESTS} guests with their sweeps read as independent accesses: {no_sweeps:,.0f} "
+            f"guest-steps/s (access order costs {sweep_cost:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

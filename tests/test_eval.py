@@ -53,8 +53,22 @@ def test_cli_eval_json_and_report(tmp_path):
     report = tmp_path / "report"
     result = runner.invoke(
         app,
-        ["eval", "--policy", "static", "--policy", "wmo", "--scenario", "laptop", "--duration", "20m",
-         "--seeds", "2", "--json", "--report", str(report)],
+        [
+            "eval",
+            "--policy",
+            "static",
+            "--policy",
+            "wmo",
+            "--scenario",
+            "laptop",
+            "--duration",
+            "20m",
+            "--seeds",
+            "2",
+            "--json",
+            "--report",
+            str(report),
+        ],
     )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -79,8 +93,10 @@ def test_cli_eval_rails_production_by_default_or_none():
     assert railed_doc["rails"] == "production" and railed_doc["control"]["max_shrink_frac_per_s"] == 0.005
     assert published_doc["rails"] == "none" and published_doc["control"]["max_shrink_frac_per_s"] is None
     # wmo shrinks to its floor at once as published; the production rail spreads that over minutes.
-    saved = {name: doc["summary"]["wmo"]["memory_saved_frac"] for name, doc in (("railed", railed_doc),
-             ("published", published_doc))}
+    saved = {
+        name: doc["summary"]["wmo"]["memory_saved_frac"]
+        for name, doc in (("railed", railed_doc), ("published", published_doc))
+    }
     assert saved["railed"] < saved["published"]
 
 

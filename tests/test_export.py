@@ -53,16 +53,36 @@ def _train(algorithm: str, out: Path, *, with_algorithm_name: bool = True) -> An
     common: dict[str, Any] = {"seed": 0, "device": "cpu", "verbose": 0}
     started = time.monotonic()
     if algorithm == "PPO":
-        model = PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=2,
-                    policy_kwargs={"net_arch": NET_ARCH}, **common)
+        model = PPO(
+            "MlpPolicy",
+            env,
+            n_steps=64,
+            batch_size=64,
+            n_epochs=2,
+            policy_kwargs={"net_arch": NET_ARCH},
+            **common,
+        )
         steps = 384
     elif algorithm == "SAC":
-        model = SAC("MlpPolicy", env, learning_starts=48, batch_size=32,
-                    policy_kwargs={"net_arch": NET_ARCH}, **common)
+        model = SAC(
+            "MlpPolicy",
+            env,
+            learning_starts=48,
+            batch_size=32,
+            policy_kwargs={"net_arch": NET_ARCH},
+            **common,
+        )
         steps = 192
     else:
-        model = RecurrentPPO("MlpLstmPolicy", env, n_steps=32, batch_size=48, n_epochs=2,
-                             policy_kwargs={"net_arch": [32], "lstm_hidden_size": LSTM_HIDDEN}, **common)
+        model = RecurrentPPO(
+            "MlpLstmPolicy",
+            env,
+            n_steps=32,
+            batch_size=48,
+            n_epochs=2,
+            policy_kwargs={"net_arch": [32], "lstm_hidden_size": LSTM_HIDDEN},
+            **common,
+        )
         steps = 192
     model.learn(steps)
     out.mkdir(parents=True)
@@ -431,6 +451,8 @@ def test_learned_policy_runs_without_torch(runs: dict) -> None:
     assert done.returncode == 0, done.stderr
     done = subprocess.run(
         [sys.executable, "-c", "import wsrl.policies.learned, sys; assert 'torch' not in sys.modules"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr

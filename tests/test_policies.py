@@ -475,7 +475,11 @@ def _first_cycle_then_settled(t_s: float, *, settled_from_s: float) -> HostSnaps
     settled = t_s >= settled_from_s
     hist[0, 0, 0, 0 if not settled else list(EDGES).index(300_000)] += 760 * MIB
     return snap(
-        t_s, usage=768 * MIB, provisioned=1536 * MIB, hist=hist, interval_s=5.0,
+        t_s,
+        usage=768 * MIB,
+        provisioned=1536 * MIB,
+        hist=hist,
+        interval_s=5.0,
         hist_provisional=np.array([[not settled]]),
     )
 

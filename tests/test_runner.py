@@ -217,22 +217,6 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     assert config.resolve(config.audit.path) == folder / "logs" / "audit.jsonl"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def test_check_inputs_sorts_missing_stale_malformed() -> None:
     hist = Histogram("g", ALL_NODES, [1000], {"anon": [20 * GIB, 0], "file": [0, 0]})
     readings = [
@@ -297,8 +281,6 @@ def test_check_inputs_refuses_a_clock_ahead_and_follows_a_clock_stepped_back() -
     assert verdict.stepped_back[0].tolist() == [False, False, True, False, False]
 
 
-
-
 def test_input_health_holds_then_falls_back_then_recovers() -> None:
     health = safety.InputHealth(2, hold_intervals=2)
     bad = np.array([[True, False]])
@@ -307,10 +289,6 @@ def test_input_health_holds_then_falls_back_then_recovers() -> None:
     assert int(health.update(np.array([[False, False]]))[0, 0]) == safety.OK
     immediate = safety.InputHealth(1, hold_intervals=0)
     assert int(immediate.update(np.array([[True]]))[0, 0]) == safety.FALLBACK
-
-
-
-
 
 
 def test_expiry_reason() -> None:

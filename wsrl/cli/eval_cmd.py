@@ -149,8 +149,12 @@ def leaderboard_command(
     specs = grid(list(REFERENCE_POLICIES), list(STANDARD_SUITE), seeds, duration_s, rails_spec(rails))
     check_specs(specs)
     with Progress(
-        TextColumn("leaderboard"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
+        TextColumn("leaderboard"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     ) as progress:
         task = progress.add_task("runs", total=len(specs))
         results = run_grid(

@@ -67,4 +67,3 @@ def _cell(metric: str, value: float) -> str:
     if metric == "oom_events":
         return f"{value:.1f}"
     return f"{value:.3f}"
-

@@ -150,9 +150,7 @@ def _page(results: Sequence[RunResult], summary: dict[str, dict[str, float]], im
     esc = html.escape
     head = "".join(f"<th>{esc(name)}</th>" for name in METRIC_NAMES)
     summary_rows = "".join(
-        f"<tr><td>{esc(policy)}</td>"
-        + "".join(f"<td>{values[m]:.4g}</td>" for m in METRIC_NAMES)
-        + "</tr>"
+        f"<tr><td>{esc(policy)}</td>" + "".join(f"<td>{values[m]:.4g}</td>" for m in METRIC_NAMES) + "</tr>"
         for policy, values in summary.items()
     )
     run_rows = "".join(

@@ -536,9 +536,7 @@ def load_spec_argument(text: str) -> WorkloadSpec:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m wsrl.lab.workload --spec JSON [--control]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m wsrl.lab.workload", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m wsrl.lab.workload", description=__doc__.split("\n")[0])
     parser.add_argument("--spec", required=True, help="workload spec as JSON text, or @PATH of a JSON file")
     parser.add_argument("--control", action="store_true", help="harness protocol on stdin/stdout")
     args = parser.parse_args(argv)
