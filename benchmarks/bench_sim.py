@@ -13,7 +13,9 @@ working-set histogram (13 bins) every step; the figures with that added are prin
 The baseline, measured in the same process, steps the same 1024 guests one by one (one
 single-guest simulator each), as a per-guest Python loop would. The cost of access order (two of
 the library's workloads sweep: ``jvm-major-gc``, ``analytics-scan``) is measured the same way: the
-same 1024 guests with their sweeps read as independent accesses (the model's fast path).
+same 1024 guests with their sweeps read as independent accesses (the model's fast path). The cost
+of the classic kernel's anon/file balance (``kernel = "classic"``; the library runs ``mglru``, the
+default): the same 1024 guests all on the classic kernel.
 """
 
 from __future__ import annotations
@@ -62,12 +64,14 @@ def target_fractions(guests: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(0.5, 1.0, guests)
 
 
-def make_simulator(guests: int, *, sweeps: bool = True) -> tuple[Simulator, np.ndarray]:
+def make_simulator(
+    guests: int, *, sweeps: bool = True, kernel: str = "mglru"
+) -> tuple[Simulator, np.ndarray]:
     """``guests`` guests on hosts of up to 64, and their targets (``sweeps=False``: every
-    population read as independent accesses)."""
+    population read as independent accesses; ``kernel``: every guest's page reclaim)."""
     per_host = min(guests, 64)
     hosts = guests // per_host
-    setup = build_setup(scenario_from_dict(scenario(per_host, hosts)))
+    setup = build_setup(scenario_from_dict({**scenario(per_host, hosts), "kernel": kernel}))
     if not sweeps:
         setup.demand.pop_is_sweep[...] = False  # type: ignore[attr-defined]
     sim = Simulator(setup)
@@ -150,6 +154,9 @@ def main() -> None:
     plain_sim, plain_targets = make_simulator(LOOP_GUESTS, sweeps=False)
     no_sweeps = throughput(plain_sim, plain_targets, args.seconds, histogram=False)
     sweep_cost = no_sweeps / steps[str(LOOP_GUESTS)]
+    classic_sim, classic_targets = make_simulator(LOOP_GUESTS, kernel="classic")
+    classic = throughput(classic_sim, classic_targets, args.seconds, histogram=False)
+    classic_cost = steps[str(LOOP_GUESTS)] / classic
     loop = loop_throughput(LOOP_GUESTS, args.seconds, histogram=False)
     loop_hist = loop_throughput(LOOP_GUESTS, args.seconds, histogram=True)
     speedup = steps[str(LOOP_GUESTS)] / loop
@@ -165,6 +172,8 @@ def main() -> None:
                     "speedup_vs_loop_with_histograms": speedup_hist,
                     "guest_steps_per_s_without_sweeps": no_sweeps,
                     "sweeps_slowdown": sweep_cost,
+                    "guest_steps_per_s_classic_kernel": classic,
+                    "classic_kernel_slowdown": classic_cost,
                 },
                 indent=2,
             )
@@ -178,6 +187,10 @@ def main() -> None:
         print(
             f"{LOOP_GUESTS} guests with their sweeps read as independent accesses: {no_sweeps:,.0f} "
             f"guest-steps/s (access order costs {sweep_cost:.2f}x)"
+        )
+        print(
+            f"{LOOP_GUESTS} guests on the classic kernel (anon/file balance): {classic:,.0f} "
+            f"guest-steps/s (it costs {classic_cost:.2f}x)"
         )
 
 
