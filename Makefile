@@ -83,13 +83,15 @@ leaderboard: $(STAMP)
 
 # The simulator against the real kernel: a memory cgroup with zram swap under a ladder of limits
 # (root only, about 12 minutes), then sweeps beside other pages and a file scan (about 7 more).
-# Writes docs/fidelity-measured.json, docs/fidelity-sweeps-measured.json and the tables in
+# Writes docs/fidelity-measured.json, docs/fidelity-sweeps-measured.json,
+# docs/fidelity-race-measured.json and the tables in
 # docs/fidelity.md.
 fidelity: $(STAMP)
 	$(PY) -m wsrl.lab.measure --out docs/fidelity-measured.json
 	$(PY) -m wsrl.sim.fidelity.compare docs/fidelity-measured.json --doc docs/fidelity.md
 	$(PY) -m wsrl.lab.measure --cases sweeps --out docs/fidelity-sweeps-measured.json
 	$(PY) -m wsrl.sim.fidelity.compare docs/fidelity-sweeps-measured.json --doc docs/fidelity.md --marker sweep-table
+	$(PY) -m wsrl.lab.race --out docs/fidelity-race-measured.json
 
 # What access order does to the policies: the held-out `sweepers` scenario with its sweeps modelled
 # and read as independent accesses, 3 seeds each (a few minutes). Table into docs/simulator.md.
