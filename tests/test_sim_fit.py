@@ -171,9 +171,19 @@ def test_fit_command_writes_a_scenario_and_refuses_what_it_cannot_fit(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["scenario"] == str(tmp_path / "fitted" / "scenario.toml")
     config = load_scenario(str(tmp_path / "fitted" / "scenario.toml"))
-    assert sorted(g.name for g in config.guest) == ["cache", "idle", "mixed"]
+    assert sorted(g.name for g in config.guest) == ["cache", "idle", "mixed"] and config.kernel == "mglru"
     again = subprocess.run([*fit, "--out", str(tmp_path / "fitted")], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    # memcgs recorded on a host kernel without MGLRU replay with its file-first reclaim.
+    classic = subprocess.run(
+        [*fit, "--out", str(tmp_path / "classic"), "--kernel", "classic"], capture_output=True, text=True
+    )
+    assert classic.returncode == 0, classic.stderr
+    assert load_scenario(str(tmp_path / "classic" / "scenario.toml")).kernel == "classic"
+    bad = subprocess.run(
+        [*fit, "--out", str(tmp_path / "x"), "--kernel", "lru"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "option --kernel: 'lru' is not one of mglru, classic" in bad.stderr
     # The same samples without histograms (what a Bitbrains import holds): nothing to fit.
     table = TraceReader(tmp_path / "trace").read_table()
     for column in ("hist_edges_ms", "hist_anon_bytes", "hist_file_bytes"):

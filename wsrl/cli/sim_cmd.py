@@ -242,6 +242,14 @@ def fit_command(
             "before trace schema 2, which does not say so itself: 120).",
         ),
     ] = None,
+    kernel: Annotated[
+        str,
+        typer.Option(
+            "--kernel",
+            help="The recorded guests' page reclaim: classic for memcgs on a host kernel without MGLRU "
+            "(this project's cgroup guests on such a host), mglru for guests that run it.",
+        ),
+    ] = "mglru",
     as_json: Annotated[bool, typer.Option("--json", help="Print the fitted populations as JSON.")] = False,
 ) -> None:
     """Fit page populations to each recorded guest's histograms, for counterfactual replay.
@@ -250,15 +258,18 @@ def fit_command(
     (``OUT/scenario.toml``), ready for ``wsrl eval --scenario OUT/scenario.toml``. How the fit
     works and what it cannot tell apart: wsrl/sim/fit.py.
     """
+    from wsrl.sim.arrays import KERNEL_NAMES
     from wsrl.sim.config import load_scenario
     from wsrl.sim.fit import fit_trace, write_fitted
 
+    if kernel not in KERNEL_NAMES:
+        raise WsrlError(f"option --kernel: {kernel!r} is not one of {', '.join(KERNEL_NAMES)}")
     if out.exists() and not out.is_dir():
         raise WsrlError(f"option --out: {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         raise WsrlError(f"option --out: {out} is not empty; fit into a new folder")
     guests = fit_trace(trace, skip_s=skip_s, horizon_ms=None if horizon_s is None else horizon_s * 1000.0)
-    scenario = write_fitted(guests, out, trace=str(trace), capacity_gib=capacity_gib)
+    scenario = write_fitted(guests, out, trace=str(trace), capacity_gib=capacity_gib, kernel=kernel)
     load_scenario(str(scenario))  # what was written must load: a fit is only useful if it replays
     if as_json:
         rows = [

@@ -43,7 +43,7 @@ import numpy as np
 
 from wsrl.errors import TraceError
 from wsrl.sim.che import survival
-from wsrl.sim.defaults import UNEVICTABLE_BYTES
+from wsrl.sim.defaults import KERNEL, UNEVICTABLE_BYTES
 from wsrl.trace.reader import TraceReader
 from wsrl.units import GIB, MIB, PAGE_BYTES
 
@@ -365,14 +365,21 @@ def _population_toml(population: FittedPopulation) -> str:
 
 
 def write_fitted(
-    guests: list[FittedGuest], out: str | Path, *, trace: str, capacity_gib: float | None = None
+    guests: list[FittedGuest],
+    out: str | Path,
+    *,
+    trace: str,
+    capacity_gib: float | None = None,
+    kernel: str = KERNEL,
 ) -> Path:
     """Write one workload file per fitted guest and a scenario holding them all; returns the scenario.
 
     The scenario's host has ``capacity_gib`` (default: the guests' provisioned sizes added up and
     5 % more, so nothing is overcommitted until a user says otherwise); every guest keeps its
     provisioned size and gets swap as large (a trace does not record swap sizes: no fitted guest
-    is OOM-killed for lack of swap the recorded one may have had), no jitter.
+    is OOM-killed for lack of swap the recorded one may have had), no jitter. ``kernel`` is the
+    recorded guests' page reclaim (``classic`` for memcgs on a host kernel without MGLRU, such as
+    the runner's cgroup guests here; a trace does not record it).
     """
     directory = Path(out)
     (directory / "workloads").mkdir(parents=True, exist_ok=True)
@@ -421,6 +428,7 @@ def write_fitted(
                 'name = "fitted"',
                 f"description = {_quoted(f'Guests fitted to {trace}.')}",
                 f"step_s = {step_s:g}",
+                f"kernel = {_quoted(kernel)}",
                 "",
                 "[host]",
                 f"capacity_gib = {capacity:.6g}",
