@@ -258,12 +258,10 @@ class TraceHost:
         self.position += 1
         return True
 
-    def _horizon_row(self, t: int, mask: np.ndarray) -> np.ndarray | None:
+    def _horizon_row(self, t: int) -> np.ndarray | None:
         """``[1, guests]`` the histogram horizons at sample ``t``; ``None`` when every bin is dated."""
-        horizons = self.columns["hist_horizon_ms"][t][None, :]
-        if not np.isfinite(horizons[mask]).any():
-            return None
-        return np.where(mask, horizons, np.inf)
+        horizons = self.columns["hist_horizon_ms"][t][None, :]  # inf outside the mask already
+        return horizons.copy() if np.isfinite(horizons).any() else None
 
     def snapshot_at(self, index: int) -> HostSnapshot:
         """The ``[1, guests]`` snapshot at sample ``index``."""
@@ -303,7 +301,7 @@ class TraceHost:
             usage_bytes=row(cols["usage_bytes"]),
             edges_ms=self.edges_ms,
             hist_bytes=np.where(mask[..., None, None], cols["hist_bytes"][t][None], 0.0),
-            hist_horizon_ms=self._horizon_row(t, mask),
+            hist_horizon_ms=self._horizon_row(t),
             refault_total=cols["refault_total"][t][None, :].copy(),
             swap_bytes=row(cols["swap_bytes"]),
             psi_some_total_s=cols["psi_some_total_s"][t][None, :].copy(),
@@ -516,8 +514,8 @@ def read_trace_host(
             columns[name] = held
         hist = hist[rows, cols_index]
     for name, values in columns.items():
-        if name == "hist_horizon_ms":
-            columns[name] = np.where(mask & np.isfinite(values), values, np.inf)
+        if name == "hist_horizon_ms":  # null and lies are inf already (_horizons_ms)
+            columns[name] = np.where(mask, values, np.inf)
         elif name not in _COUNTERS and name != "action_target_bytes":
             columns[name] = np.where(mask, np.nan_to_num(values), 0.0)
     columns["hist_bytes"] = np.where(mask[..., None, None], hist, 0.0)

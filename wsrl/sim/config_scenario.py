@@ -17,7 +17,7 @@ from pydantic import AllowInfNan, Field, PrivateAttr, field_validator, model_val
 from wsrl.config_tools import StrictModel, read_toml, validate_file
 from wsrl.errors import ConfigError
 from wsrl.sim import defaults
-from wsrl.sim.arrays import ACTUATOR_NAMES, HISTOGRAM_SOURCE_NAMES, TIER_NAMES
+from wsrl.sim.arrays import ACTUATOR_NAMES, HISTOGRAM_SOURCE_NAMES, KERNEL_NAMES, TIER_NAMES
 from wsrl.sim.config_files import find_file, listing
 from wsrl.sim.config_trace import parse_trace_start, resolve_trace_dir, select_trace_guests
 from wsrl.sim.config_workload import WorkloadConfig, load_workload
@@ -30,8 +30,9 @@ Tier = Literal["gold", "silver", "bronze"]
 Actuator = Literal["memcg", "balloon"]
 Swap = Literal["none", "zram", "ssd", "hdd"]
 HistogramSource = Literal["exact", "lru_gen", "referenced", "memory_stat"]
-Kernel = Literal["mglru", "classic"]
 """Whose resolution a guest's snapshot histogram has (:mod:`wsrl.sim.observed`)."""
+Kernel = Literal["mglru", "classic"]
+"""How a guest's kernel reclaims (:mod:`wsrl.sim.model`)."""
 # The arrays store tiers and actuators as indices into TIER_NAMES / ACTUATOR_NAMES, and the swap
 # kinds key the default latencies: the file keys must be exactly those names, in that order.
 if get_args(Tier) != TIER_NAMES or defaults.TIER not in TIER_NAMES:
@@ -40,6 +41,10 @@ if get_args(Actuator) != ACTUATOR_NAMES:
     raise RuntimeError(f"Actuator {get_args(Actuator)} != arrays.ACTUATOR_NAMES {ACTUATOR_NAMES}")
 if get_args(HistogramSource) != HISTOGRAM_SOURCE_NAMES:
     raise RuntimeError(f"HistogramSource {get_args(HistogramSource)} != arrays.HISTOGRAM_SOURCE_NAMES")
+if get_args(Kernel) != KERNEL_NAMES or defaults.KERNEL not in KERNEL_NAMES:
+    raise RuntimeError(
+        f"Kernel {get_args(Kernel)} != arrays.KERNEL_NAMES {KERNEL_NAMES} (default {defaults.KERNEL!r})"
+    )
 if set(get_args(Swap)) != set(defaults.ANON_FAULT_LATENCY_S_BY_SWAP):
     raise RuntimeError(f"Swap {get_args(Swap)} != defaults.ANON_FAULT_LATENCY_S_BY_SWAP keys")
 

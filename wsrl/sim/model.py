@@ -131,6 +131,7 @@ class GuestMemoryModel:
             if guests.kernel is None
             else guests.mask & (guests.kernel == KERNEL_CLASSIC)
         )
+        self._any_classic = bool(self._classic.any())  # one-LRU setups skip the balance entirely
         swappiness = np.full(guests.shape, SWAPPINESS) if guests.swappiness is None else guests.swappiness
         swappiness = np.clip(swappiness, MIN_SWAPPINESS, 200.0 - MIN_SWAPPINESS)
         self._file_bias_base = swappiness / (200.0 - swappiness)
@@ -277,7 +278,7 @@ class GuestMemoryModel:
         # A classic kernel ages file pages at file_age_scale times the rate (refaults still come
         # at the true rates, step 6).
         aging_rate = rate
-        if self._classic.any():
+        if self._any_classic:
             aging_rate = rate * np.where(self.pop_is_file, self.file_age_scale[..., None], 1.0)
         equilibrium = self._equilibrium_evicted(size, aging_rate, capacity, population_sum(size))
 
@@ -296,7 +297,7 @@ class GuestMemoryModel:
 
         refault_anon_pages = self._anon_sum(refault_bytes) / PAGE_BYTES
         refault_file_pages = population_sum(refault_bytes) / PAGE_BYTES - refault_anon_pages
-        if self._classic.any():
+        if self._any_classic:
             self._rebalance(refault_anon_pages, refault_file_pages, dt_s)
         evicted_anon_pages = self._anon_sum(swapped_out) / PAGE_BYTES
 
